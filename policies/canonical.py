@@ -1,0 +1,57 @@
+"""The canonical encoding of anything that is hashed or signed.
+
+JSON with sorted keys, no whitespace, UTF-8, and only these types: objects with string keys, lists,
+strings, integers, booleans and null. Floats are refused: every amount is an integer or a string of
+digits, so two implementations always produce the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from policies.errors import CanonicalError
+
+
+def _check(value: Any, path: str) -> None:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CanonicalError(f"{path}: object keys must be strings")
+            _check(item, f"{path}.{key}")
+        return
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check(item, f"{path}[{i}]")
+        return
+    raise CanonicalError(f"{path}: {type(value).__name__} has no canonical encoding")
+
+
+def canonical_bytes(value: Any) -> bytes:
+    _check(value, "$")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def canonical_hash(value: Any) -> str:
+    """SHA-256 of the canonical bytes, as 64 lowercase hex digits."""
+    return hashlib.sha256(canonical_bytes(value)).hexdigest()
+
+
+def parse_canonical(data: bytes) -> Any:
+    """Decode bytes that must be exactly the canonical encoding of what they hold."""
+    try:
+        value = json.loads(data.decode("utf-8"), parse_float=_no_float, parse_constant=_no_float)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CanonicalError(f"not canonical JSON: {exc}") from None
+    if canonical_bytes(value) != data:
+        raise CanonicalError("bytes are not in canonical form (key order, spacing or escapes differ)")
+    return value
+
+
+def _no_float(text: str) -> Any:
+    raise CanonicalError(f"non-integer number {text[:20]} is not allowed")

@@ -1,0 +1,321 @@
+"""Policy files in, compiled ``Policy`` out; and the policy's canonical form for bundles.
+
+There are two spellings of one structure. The human TOML file writes amounts as decimal strings in the
+asset's units ("1.5"), periods as "1h"/"30m"/"7d" and times as TOML datetimes. The canonical form, which
+goes into bundles and is hashed, writes amounts as strings of base units, periods and times as integer
+seconds. One reader validates both, so the rules cannot drift apart; every mistake names its location,
+and nothing is returned unless the whole file is valid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from nacl.exceptions import ValueError as NaclValueError
+from nacl.signing import VerifyKey
+
+from policies.addresses import checksum_address
+from policies.errors import AddressError, AmountError, PolicyFileError
+from policies.model import (
+    Admin,
+    AssetRule,
+    DelayTier,
+    DenyEntry,
+    Governance,
+    KeyRule,
+    Policy,
+    WhitelistEntry,
+    Window,
+)
+from policies.units import format_amount, parse_amount, parse_base_units
+
+FORMAT = 1
+DEFAULT_ACTIVATION_DELAY = 24 * 3600
+_PERIOD = re.compile(r"([1-9][0-9]{0,6})([smhd])")
+_PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SYMBOL = re.compile(r"[A-Z][A-Z0-9]{1,15}")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+T = TypeVar("T")
+
+
+def load_policy_toml(text: str) -> Policy:
+    """Compile a human-edited TOML policy."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyFileError("toml", str(exc)) from None
+    return _Reader(human=True).policy(data)
+
+
+def policy_from_canonical(data: Any) -> Policy:
+    """Compile the canonical form; refuse it unless it is exactly what ``policy_to_canonical`` writes."""
+    policy = _Reader(human=False).policy(data)
+    if policy_to_canonical(policy) != data:
+        raise PolicyFileError("", "policy is not in canonical order (lists must be sorted)")
+    return policy
+
+
+def policy_to_canonical(policy: Policy) -> dict[str, Any]:
+    g = policy.governance
+    return {
+        "format": FORMAT,
+        "governance": {
+            "quorum": g.quorum,
+            "activation_delay": g.activation_delay,
+            "admins": [{"name": a.name, "key": a.key} for a in sorted(g.admins, key=lambda a: a.key)],
+        },
+        "assets": {
+            s: {
+                "enabled": r.enabled,
+                "decimals": r.decimals,
+                "max_per_transfer": str(r.max_per_transfer),
+                "hot_limit": str(r.hot_limit),
+                "windows": [{"period": w.seconds, "limit": str(w.limit)} for w in r.windows],
+                "delay_tiers": [{"at_least": str(t.at_least), "delay": t.delay} for t in r.delay_tiers],
+            }
+            for s, r in sorted(policy.assets.items())
+        },
+        "whitelist": [
+            {"address": e.address, "assets": list(e.assets), "label": e.label, "active_from": e.active_from}
+            for _, e in sorted(policy.whitelist.items(), key=lambda kv: kv[0].lower())
+        ],
+        "deny": [
+            {"address": e.address, "note": e.note} for _, e in sorted(policy.deny.items(), key=lambda kv: kv[0].lower())
+        ],
+        "api_keys": {
+            name: {
+                "windows": [
+                    {"asset": asset, "period": w.seconds, "limit": str(w.limit)}
+                    for asset, ws in sorted(k.windows.items())
+                    for w in ws
+                ]
+            }
+            for name, k in sorted(policy.api_keys.items())
+        },
+    }
+
+
+def format_period(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def describe_amount(policy: Policy, asset: str, value: int) -> str:
+    rule = policy.assets.get(asset)
+    return f"{format_amount(value, rule.decimals)} {asset}" if rule else f"{value} base units of {asset}"
+
+
+class _Reader:
+    def __init__(self, *, human: bool) -> None:
+        self.human = human
+
+    # -- primitives -------------------------------------------------------------------------------
+    def table(self, value: Any, path: str, required: set[str], optional: set[str] | None = None) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise PolicyFileError(path, "must be a table")
+        unknown = sorted(set(value) - required - (optional or set()))
+        if unknown:
+            raise PolicyFileError(_join(path, unknown[0]), "unknown key")
+        missing = sorted(required - set(value))
+        if missing:
+            raise PolicyFileError(_join(path, missing[0]), "is required")
+        return value
+
+    def typed(self, value: Any, kind: type[T], path: str) -> T:
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise PolicyFileError(path, f"must be {kind.__name__}, not {type(value).__name__}")
+        return value
+
+    def array(self, value: Any, path: str) -> list[Any]:
+        return self.typed(value, list, path)
+
+    def count(self, value: Any, path: str, low: int, high: int) -> int:
+        number = self.typed(value, int, path)
+        if not low <= number <= high:
+            raise PolicyFileError(path, f"must be between {low} and {high}")
+        return number
+
+    def amount(self, value: Any, decimals: int, path: str, *, allow_zero: bool = False) -> int:
+        try:
+            if self.human:
+                return parse_amount(value, decimals, allow_zero=allow_zero)
+            number = parse_base_units(value)
+        except AmountError as exc:
+            raise PolicyFileError(path, exc.message) from None
+        if number == 0 and not allow_zero:
+            raise PolicyFileError(path, "must be greater than zero")
+        return number
+
+    def period(self, value: Any, path: str, *, allow_zero: bool = False) -> int:
+        if not self.human:
+            return self.count(value, path, 0 if allow_zero else 1, 10 * 365 * 86400)
+        if allow_zero and value in ("0", "0s"):
+            return 0
+        match = _PERIOD.fullmatch(value) if isinstance(value, str) else None
+        if match is None:
+            raise PolicyFileError(path, f'{value!r} is not a period such as "90s", "30m", "1h" or "7d"')
+        return int(match[1]) * _PERIOD_UNITS[match[2]]
+
+    def instant(self, value: Any, path: str) -> int:
+        if not self.human:
+            return self.count(value, path, 0, 2**40)
+        if not isinstance(value, dt.datetime) or value.tzinfo is None:
+            raise PolicyFileError(path, "must be a date and time with a time zone, such as 2026-12-01T00:00:00Z")
+        return int(value.timestamp())
+
+    def address(self, value: Any, path: str) -> str:
+        try:
+            return checksum_address(value)
+        except AddressError as exc:
+            raise PolicyFileError(path, exc.message) from None
+
+    def text(self, value: Any, path: str, pattern: re.Pattern[str] | None = None, what: str = "") -> str:
+        string = self.typed(value, str, path)
+        if pattern is not None and pattern.fullmatch(string) is None:
+            raise PolicyFileError(path, f"{string!r} is not a valid {what}")
+        if len(string) > 200 or any(ord(c) < 32 for c in string):
+            raise PolicyFileError(path, "must be at most 200 printable characters")
+        return string
+
+    def unique(self, items: list[T], key: Callable[[T], object], path: str, what: str) -> None:
+        seen: set[object] = set()
+        for i, item in enumerate(items):
+            k = key(item)
+            if k in seen:
+                raise PolicyFileError(f"{path}[{i}]", f"duplicate {what} {k}")
+            seen.add(k)
+
+    # -- structure --------------------------------------------------------------------------------
+    def policy(self, data: Any) -> Policy:
+        root = self.table(data, "", {"format", "governance", "assets"}, {"whitelist", "deny", "api_keys"})
+        if self.typed(root["format"], int, "format") != FORMAT:
+            raise PolicyFileError("format", f"unsupported format {root['format']}; this engine reads {FORMAT}")
+        governance = self.governance(root["governance"])
+        assets_table = self.typed(root["assets"], dict, "assets")
+        assets = {s: self.asset(s, v, f"assets.{s}") for s, v in assets_table.items()}
+        if not assets:
+            raise PolicyFileError("assets", "must declare at least one asset")
+        whitelist = [
+            self.whitelist_entry(v, f"whitelist[{i}]", assets)
+            for i, v in enumerate(self.array(root.get("whitelist", []), "whitelist"))
+        ]
+        self.unique(whitelist, lambda e: e.address, "whitelist", "address")
+        deny = [self.deny_entry(v, f"deny[{i}]") for i, v in enumerate(self.array(root.get("deny", []), "deny"))]
+        self.unique(deny, lambda e: e.address, "deny", "address")
+        keys_table = self.typed(root.get("api_keys", {}), dict, "api_keys")
+        api_keys = {n: self.key_rule(n, v, f"api_keys.{n}", assets) for n, v in keys_table.items()}
+        return Policy(
+            governance=governance,
+            assets=assets,
+            whitelist={e.address: e for e in whitelist},
+            deny={e.address: e for e in deny},
+            api_keys=api_keys,
+        )
+
+    def governance(self, value: Any) -> Governance:
+        t = self.table(value, "governance", {"quorum", "admins"}, {"activation_delay"})
+        admins = []
+        for i, item in enumerate(self.array(t["admins"], "governance.admins")):
+            path = f"governance.admins[{i}]"
+            a = self.table(item, path, {"name", "key"})
+            key = self.text(a["key"], f"{path}.key", re.compile(r"[0-9a-f]{64}"), "Ed25519 public key (64 hex digits)")
+            try:
+                VerifyKey(bytes.fromhex(key))
+            except NaclValueError:
+                raise PolicyFileError(f"{path}.key", "is not an Ed25519 public key") from None
+            admins.append(Admin(self.text(a["name"], f"{path}.name", _NAME, "name"), key))
+        if not admins:
+            raise PolicyFileError("governance.admins", "must list at least one admin")
+        self.unique(admins, lambda a: a.key, "governance.admins", "admin key")
+        self.unique(admins, lambda a: a.name, "governance.admins", "admin name")
+        quorum = self.count(t["quorum"], "governance.quorum", 1, len(admins))
+        delay = self.period(
+            t.get("activation_delay", DEFAULT_ACTIVATION_DELAY if not self.human else "24h"),
+            "governance.activation_delay",
+            allow_zero=True,
+        )
+        return Governance(admins=tuple(sorted(admins, key=lambda a: a.key)), quorum=quorum, activation_delay=delay)
+
+    def asset(self, symbol: str, value: Any, path: str) -> AssetRule:
+        if _SYMBOL.fullmatch(symbol) is None:
+            raise PolicyFileError(path, "asset symbols are 2 to 16 capital letters or digits")
+        t = self.table(
+            value, path, {"decimals", "max_per_transfer", "hot_limit"}, {"enabled", "windows", "delay_tiers"}
+        )
+        decimals = self.count(t["decimals"], f"{path}.decimals", 0, 36)
+        windows = self.windows(t.get("windows", []), f"{path}.windows", decimals)
+        tiers = []
+        for i, item in enumerate(self.array(t.get("delay_tiers", []), f"{path}.delay_tiers")):
+            p = f"{path}.delay_tiers[{i}]"
+            d = self.table(item, p, {"at_least", "delay"})
+            tiers.append(
+                DelayTier(self.amount(d["at_least"], decimals, f"{p}.at_least"), self.period(d["delay"], f"{p}.delay"))
+            )
+        self.unique(tiers, lambda d: d.at_least, f"{path}.delay_tiers", "threshold")
+        return AssetRule(
+            symbol=symbol,
+            enabled=self.typed(t.get("enabled", True), bool, f"{path}.enabled"),
+            decimals=decimals,
+            max_per_transfer=self.amount(t["max_per_transfer"], decimals, f"{path}.max_per_transfer"),
+            hot_limit=self.amount(t["hot_limit"], decimals, f"{path}.hot_limit", allow_zero=True),
+            windows=windows,
+            delay_tiers=tuple(sorted(tiers, key=lambda d: d.at_least)),
+        )
+
+    def windows(self, value: Any, path: str, decimals: int) -> tuple[Window, ...]:
+        out = []
+        for i, item in enumerate(self.array(value, path)):
+            p = f"{path}[{i}]"
+            w = self.table(item, p, {"period", "limit"})
+            out.append(Window(self.period(w["period"], f"{p}.period"), self.amount(w["limit"], decimals, f"{p}.limit")))
+        self.unique(out, lambda w: w.seconds, path, "period")
+        return tuple(sorted(out, key=lambda w: w.seconds))
+
+    def whitelist_entry(self, value: Any, path: str, assets: dict[str, AssetRule]) -> WhitelistEntry:
+        t = self.table(value, path, {"address", "assets", "label", "active_from"})
+        names = [self.text(a, f"{path}.assets[{i}]") for i, a in enumerate(self.array(t["assets"], f"{path}.assets"))]
+        if not names:
+            raise PolicyFileError(f"{path}.assets", "must name at least one asset")
+        for i, name in enumerate(names):
+            if name not in assets:
+                raise PolicyFileError(f"{path}.assets[{i}]", f"unknown asset {name}")
+        self.unique(names, lambda n: n, f"{path}.assets", "asset")
+        return WhitelistEntry(
+            address=self.address(t["address"], f"{path}.address"),
+            assets=tuple(sorted(names)),
+            label=self.text(t["label"], f"{path}.label"),
+            active_from=self.instant(t["active_from"], f"{path}.active_from"),
+        )
+
+    def deny_entry(self, value: Any, path: str) -> DenyEntry:
+        t = self.table(value, path, {"address"}, {"note"})
+        return DenyEntry(self.address(t["address"], f"{path}.address"), self.text(t.get("note", ""), f"{path}.note"))
+
+    def key_rule(self, name: str, value: Any, path: str, assets: dict[str, AssetRule]) -> KeyRule:
+        if _NAME.fullmatch(name) is None:
+            raise PolicyFileError(path, "API key names are lowercase letters, digits, '.', '_' or '-'")
+        t = self.table(value, path, set(), {"windows"})
+        grouped: dict[str, list[Window]] = {}
+        for i, item in enumerate(self.array(t.get("windows", []), f"{path}.windows")):
+            p = f"{path}.windows[{i}]"
+            w = self.table(item, p, {"asset", "period", "limit"})
+            asset = self.text(w["asset"], f"{p}.asset")
+            if asset not in assets:
+                raise PolicyFileError(f"{p}.asset", f"unknown asset {asset}")
+            window = Window(
+                self.period(w["period"], f"{p}.period"), self.amount(w["limit"], assets[asset].decimals, f"{p}.limit")
+            )
+            if any(x.seconds == window.seconds for x in grouped.get(asset, [])):
+                raise PolicyFileError(p, f"duplicate period for {asset}")
+            grouped.setdefault(asset, []).append(window)
+        return KeyRule(name, {a: tuple(sorted(ws, key=lambda w: w.seconds)) for a, ws in grouped.items()})
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key

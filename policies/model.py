@@ -1,0 +1,81 @@
+"""The compiled policy: what the rules are, in base units and seconds. Built only by ``policies.loader``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A rolling limit: at most ``limit`` base units in any ``seconds``-long window ending now."""
+
+    seconds: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class DelayTier:
+    """Transfers of at least ``at_least`` base units wait ``delay`` seconds before they are queued."""
+
+    at_least: int
+    delay: int
+
+
+@dataclass(frozen=True, slots=True)
+class AssetRule:
+    symbol: str
+    enabled: bool
+    decimals: int
+    max_per_transfer: int
+    hot_limit: int
+    windows: tuple[Window, ...] = ()
+    delay_tiers: tuple[DelayTier, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WhitelistEntry:
+    address: str
+    assets: tuple[str, ...]
+    label: str
+    active_from: int
+
+
+@dataclass(frozen=True, slots=True)
+class DenyEntry:
+    address: str
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    name: str
+    key: str  # Ed25519 public key, 64 lowercase hex digits
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRule:
+    """Rolling limits of one API key, per asset."""
+
+    name: str
+    windows: Mapping[str, tuple[Window, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Governance:
+    admins: tuple[Admin, ...]
+    quorum: int
+    activation_delay: int
+
+    @property
+    def admin_keys(self) -> frozenset[str]:
+        return frozenset(a.key for a in self.admins)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    governance: Governance
+    assets: Mapping[str, AssetRule]
+    whitelist: Mapping[str, WhitelistEntry] = field(default_factory=dict)
+    deny: Mapping[str, DenyEntry] = field(default_factory=dict)
+    api_keys: Mapping[str, KeyRule] = field(default_factory=dict)

@@ -1,0 +1,55 @@
+"""Small policies built in code for the rule tests."""
+
+from __future__ import annotations
+
+from nacl.signing import SigningKey
+
+from policies.model import (
+    Admin,
+    AssetRule,
+    DelayTier,
+    DenyEntry,
+    Governance,
+    KeyRule,
+    Policy,
+    WhitelistEntry,
+    Window,
+)
+
+ETH = 10**18
+NOW = 1_800_000_000
+GOOD = "0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f"
+LATER = "0x4bF5122f344554C53BdE2EbB8CD2b7E3D1600ad6"
+DENIED = "0xE52d9C508C502347344D8C07Ad91Cbd6068Afc75"
+ADMIN_KEYS = [SigningKey(bytes([i + 1]) * 32) for i in range(4)]
+
+
+def governance(keys: list[SigningKey] = ADMIN_KEYS[:3], quorum: int = 2, delay: int = 86400) -> Governance:
+    admins = [Admin(f"admin{i}", k.verify_key.encode().hex()) for i, k in enumerate(keys)]
+    return Governance(tuple(sorted(admins, key=lambda a: a.key)), quorum, delay)
+
+
+def policy(**overrides: object) -> Policy:
+    eth = AssetRule(
+        symbol="ETH",
+        enabled=True,
+        decimals=18,
+        max_per_transfer=100 * ETH,
+        hot_limit=5 * ETH,
+        windows=(Window(3600, 200 * ETH), Window(86400, 1000 * ETH)),
+        delay_tiers=(DelayTier(10 * ETH, 3600), DelayTier(50 * ETH, 86400)),
+    )
+    usdc = AssetRule(symbol="USDC", enabled=False, decimals=6, max_per_transfer=10**12, hot_limit=10**9)
+    fields: dict[str, object] = dict(
+        governance=governance(),
+        assets={"ETH": eth, "USDC": usdc},
+        whitelist={
+            GOOD: WhitelistEntry(GOOD, ("ETH", "USDC"), "omnibus", NOW - 86400),
+            LATER: WhitelistEntry(LATER, ("ETH",), "later", NOW + 3600),
+            DENIED: WhitelistEntry(DENIED, ("ETH",), "also denied", NOW - 86400),
+        },
+        deny={DENIED: DenyEntry(DENIED, "sanctioned")},
+        api_keys={"backend": KeyRule("backend", {"ETH": (Window(3600, 150 * ETH),)})},
+    )
+    fields.update(overrides)
+    return Policy(**fields)  # type: ignore[arg-type]

@@ -1,0 +1,146 @@
+from dataclasses import replace
+
+import pytest
+
+from policies.bundle import (
+    check_not_rollback,
+    genesis_bytes,
+    make_bundle,
+    parse_bundle,
+    parse_genesis,
+    parse_signature,
+    sign_bundle,
+    verify_successor,
+)
+from policies.errors import ActivationError, BundleError, BundleSequenceError, QuorumError, RollbackError
+from policies.model import WhitelistEntry
+from tests.policies.helpers import ADMIN_KEYS, GOOD, NOW, governance, policy
+
+A, B, C, OUTSIDER = ADMIN_KEYS
+GENESIS = parse_genesis(genesis_bytes(governance(), NOW - 10 * 86400))
+# Entries active well after creation + 24 h, so the genesis-to-first bundle passes activation.
+FIRST_POLICY = policy(whitelist={GOOD: WhitelistEntry(GOOD, ("ETH",), "omnibus", NOW + 86400)}, deny={})
+FIRST = make_bundle(FIRST_POLICY, GENESIS, NOW)
+
+
+def sigs(bundle, *keys):
+    return [sign_bundle(bundle.hash, k) for k in keys]
+
+
+def test_apply_with_quorum_and_the_encoding_round_trips():
+    assert set(verify_successor(GENESIS, FIRST, sigs(FIRST, A, C))) == {
+        A.verify_key.encode().hex(),
+        C.verify_key.encode().hex(),
+    }
+    again = parse_bundle(FIRST.raw)
+    assert again.hash == FIRST.hash and again.policy == FIRST.policy
+    sig = sigs(FIRST, B)[0]
+    assert parse_signature(sig.to_bytes()) == sig
+
+
+def test_too_few_signatures():
+    with pytest.raises(QuorumError, match="1 distinct admin signature"):
+        verify_successor(GENESIS, FIRST, sigs(FIRST, A))
+
+
+def test_the_same_admin_twice_counts_once():
+    with pytest.raises(QuorumError, match="quorum is 2"):
+        verify_successor(GENESIS, FIRST, sigs(FIRST, A, A))
+
+
+def test_a_signature_from_a_non_admin_is_refused():
+    with pytest.raises(QuorumError, match="not in the current admin set"):
+        verify_successor(GENESIS, FIRST, sigs(FIRST, A, OUTSIDER))
+
+
+def test_a_forged_signature_or_one_for_another_bundle_is_refused():
+    other = make_bundle(FIRST_POLICY, GENESIS, NOW + 1)
+    with pytest.raises(QuorumError, match="not this one"):
+        verify_successor(GENESIS, FIRST, sigs(FIRST, A) + sigs(other, B))
+    forged = replace(sigs(FIRST, B)[0], key=C.verify_key.encode().hex())
+    with pytest.raises(QuorumError, match="does not verify"):
+        verify_successor(GENESIS, FIRST, [*sigs(FIRST, A), forged])
+
+
+def test_wrong_previous_hash():
+    stranger = replace(GENESIS, hash="00" * 32)
+    with pytest.raises(BundleSequenceError, match="previous hash"):
+        verify_successor(stranger, FIRST, sigs(FIRST, A, B))
+
+
+def test_skipped_and_repeated_versions():
+    second = make_bundle(FIRST_POLICY, FIRST.head(), NOW + 10)
+    with pytest.raises(BundleSequenceError, match="skips"):
+        verify_successor(GENESIS, second, sigs(second, A, B))
+    with pytest.raises(BundleSequenceError, match="repeats"):
+        verify_successor(second.head(), second, sigs(second, A, B))
+
+
+def test_early_whitelist_activation_is_refused_but_unchanged_entries_carry_over():
+    early = FIRST_POLICY.whitelist[GOOD]
+    for active_from, ok in ((NOW + 86400 - 1, False), (NOW + 86400, True)):
+        p = replace(FIRST_POLICY, whitelist={GOOD: replace(early, active_from=active_from)})
+        bundle = make_bundle(p, GENESIS, NOW)
+        if ok:
+            verify_successor(GENESIS, bundle, sigs(bundle, A, B))
+        else:
+            with pytest.raises(ActivationError, match="omnibus"):
+                verify_successor(GENESIS, bundle, sigs(bundle, A, B))
+    # The next bundle, created after the entry is already active, may keep it as it is ...
+    second = make_bundle(FIRST_POLICY, FIRST.head(), NOW + 3 * 86400)
+    verify_successor(FIRST.head(), second, sigs(second, A, B))
+    # ... but adding an asset to it is a new permission, subject to the delay again.
+    widened = replace(FIRST_POLICY, whitelist={GOOD: replace(early, assets=("ETH", "USDC"))})
+    third = make_bundle(widened, FIRST.head(), NOW + 3 * 86400)
+    with pytest.raises(ActivationError):
+        verify_successor(FIRST.head(), third, sigs(third, A, B))
+
+
+def test_a_bundle_cannot_shorten_its_own_activation_delay():
+    p = replace(
+        FIRST_POLICY,
+        governance=governance(delay=0),
+        whitelist={GOOD: WhitelistEntry(GOOD, ("ETH",), "omnibus", NOW + 60)},
+    )
+    bundle = make_bundle(p, GENESIS, NOW)
+    with pytest.raises(ActivationError):
+        verify_successor(GENESIS, bundle, sigs(bundle, A, B))
+
+
+def test_an_admin_set_change_needs_the_current_set():
+    new_set = replace(FIRST_POLICY, governance=governance([OUTSIDER, C], quorum=1))
+    changed = make_bundle(new_set, GENESIS, NOW)
+    with pytest.raises(QuorumError, match="not in the current admin set"):
+        verify_successor(GENESIS, changed, sigs(changed, OUTSIDER))
+    verify_successor(GENESIS, changed, sigs(changed, A, B))
+    # once applied, the new set alone governs the next bundle, and the old admins no longer count
+    nxt = make_bundle(new_set, changed.head(), NOW + 1)
+    verify_successor(changed.head(), nxt, sigs(nxt, OUTSIDER))
+    with pytest.raises(QuorumError):
+        verify_successor(changed.head(), nxt, sigs(nxt, A, B))
+
+
+def test_rollback_is_refused():
+    second = make_bundle(FIRST_POLICY, FIRST.head(), NOW + 10)
+    check_not_rollback(None, FIRST)
+    check_not_rollback(FIRST.head(), second)
+    with pytest.raises(RollbackError, match="older"):
+        check_not_rollback(second.head(), FIRST)
+    fork = make_bundle(FIRST_POLICY, GENESIS, NOW + 5)
+    with pytest.raises(RollbackError, match="differs"):
+        check_not_rollback(FIRST.head(), fork)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda raw: raw.replace(b'"version":1', b'"version":1.0'),
+        lambda raw: b"{ " + raw[1:],
+        lambda raw: raw[:-1] + b',"extra":1}',
+        lambda raw: raw.replace(b"custody-policy-bundle", b"custody-policy-genesis"),
+        lambda raw: raw + b"\n",
+    ],
+)
+def test_bundle_parsing_is_strict(mutate):
+    with pytest.raises(BundleError):
+        parse_bundle(mutate(FIRST.raw))
