@@ -222,6 +222,13 @@ def verify_successor(head: Head, bundle: Bundle, signatures: Sequence[BundleSign
             counted.append(sig.key)
     if len(counted) < head.governance.quorum:
         raise QuorumError(f"{len(counted)} distinct admin signature(s); the quorum is {head.governance.quorum}")
+    check_activations(head, bundle)
+    return tuple(counted)
+
+
+def check_activations(head: Head, bundle: Bundle) -> None:
+    """Every whitelist entry that is new or changed against ``head`` must activate no earlier than the
+    bundle's creation plus the larger of the old and new activation delays."""
     delay = max(head.governance.activation_delay, bundle.policy.governance.activation_delay)
     earliest = bundle.created_at + delay
     for address, entry in bundle.policy.whitelist.items():
@@ -232,7 +239,6 @@ def verify_successor(head: Head, bundle: Bundle, signatures: Sequence[BundleSign
                 f"whitelist entry {entry.label!r} ({address}) activates at {entry.active_from}, "
                 f"before the earliest allowed {earliest} (creation + {delay} s)"
             )
-    return tuple(counted)
 
 
 def check_not_rollback(newest: Head | None, bundle: Bundle) -> None:

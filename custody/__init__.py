@@ -1,0 +1,1 @@
+"""The online custody daemon: API, queue, storage, chain adapters, batch files, proof of reserves."""

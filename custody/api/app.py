@@ -1,0 +1,183 @@
+"""The FastAPI application. Errors are translated once, here, into problem details with a stable code."""
+
+import json
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from custody.api.schemas import Problem, WithdrawalIn, WithdrawalOut, WithdrawalPage, withdrawal_out
+from custody.apikeys import Authenticator, Principal, RateLimiter
+from custody.clock import Clock
+from custody.config import Settings
+from custody.errors import BodyTooLarge, InvalidRequest, RateLimited
+from custody.policy import PolicyCache
+from custody.store.db import Store
+from custody.withdrawals import NewWithdrawal, Withdrawals
+from policies.errors import AddressError, AmountError, BundleError, CustodyError
+
+PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+ERRORS: dict[int | str, dict[str, Any]] = {code: PROBLEM for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
+_STATUS = {AmountError: 422, AddressError: 422, BundleError: 409}
+
+
+def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {
+        "type": f"https://custody.invalid/problems/{code}",
+        "title": code.replace("_", " "),
+        "status": status,
+        "code": code,
+        "detail": detail,
+    }
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
+    app = FastAPI(title="custody", version="1", summary="Withdrawal intake for an exchange's treasury")
+    cache = PolicyCache()
+    service = Withdrawals(store, cache, clock)
+    auth = Authenticator(
+        store, settings.max_clock_skew_seconds, RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    )
+    app.state.withdrawals = service
+
+    @app.exception_handler(CustodyError)
+    async def _custody_error(_: Request, exc: CustodyError) -> JSONResponse:
+        status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), exc.status)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        return problem(status, exc.code, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "header", "path"))
+        return problem(422, "invalid_field", f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem(exc.status_code, code, str(exc.detail))
+
+    async def body(request: Request) -> bytes:
+        """The raw body, read up to the limit: the signature covers exactly these bytes."""
+        limit = settings.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge(f"the body is larger than {limit} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"the body is larger than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def signed(scope: str) -> Any:
+        def dependency(request: Request, raw: Annotated[bytes, Depends(body)]) -> Principal:
+            h = request.headers
+            path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            who = auth.authenticate(
+                {
+                    "key": h.get("x-custody-key"),
+                    "timestamp": h.get("x-custody-timestamp"),
+                    "nonce": h.get("x-custody-nonce"),
+                    "signature": h.get("x-custody-signature"),
+                    "idempotency_key": h.get("idempotency-key"),
+                },
+                request.method,
+                path,
+                raw,
+                clock.now(),
+            )
+            who.require(scope)
+            return who
+
+        return Depends(dependency)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], responses={503: PROBLEM})
+    def readyz() -> Any:
+        try:
+            store.ping()
+        except Exception as exc:  # any database failure means not ready; say which, never crash
+            return problem(503, "database_unreachable", type(exc).__name__)
+        return {"status": "ready"}
+
+    @app.get("/v1/ping", tags=["ops"], responses=ERRORS)
+    def ping(who: Annotated[Principal, signed("read")]) -> dict[str, str]:
+        """A signed no-op: the baseline for the intake benchmark."""
+        return {"key": who.name}
+
+    @app.post(
+        "/v1/withdrawals",
+        tags=["withdrawals"],
+        status_code=201,
+        response_model=WithdrawalOut,
+        responses={**ERRORS, 200: {"model": WithdrawalOut, "description": "The same request again"}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": WithdrawalIn.model_json_schema()}},
+            }
+        },
+    )
+    def create_withdrawal(
+        who: Annotated[Principal, signed("withdraw")],
+        raw: Annotated[bytes, Depends(body)],
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None,
+    ) -> Any:
+        if not idempotency_key or not idempotency_key.isprintable():
+            raise InvalidRequest(
+                "an Idempotency-Key header (1 to 128 printable characters) is required", code="missing_idempotency_key"
+            )
+        req = parse_withdrawal(raw)
+        w, created = service.create(who, idempotency_key, req)
+        out = withdrawal_out(w).model_dump()
+        return JSONResponse(
+            out, status_code=201 if created else 200, headers=None if created else {"Idempotent-Replayed": "true"}
+        )
+
+    @app.get("/v1/withdrawals/{withdrawal_id}", tags=["withdrawals"], response_model=WithdrawalOut, responses=ERRORS)
+    def get_withdrawal(withdrawal_id: str, who: Annotated[Principal, signed("read")]) -> WithdrawalOut:
+        return withdrawal_out(service.get(who, withdrawal_id))
+
+    @app.get("/v1/withdrawals", tags=["withdrawals"], response_model=WithdrawalPage, responses=ERRORS)
+    def list_withdrawals(
+        who: Annotated[Principal, signed("read")],
+        state: Annotated[str | None, Query(max_length=16)] = None,
+        cursor: Annotated[str | None, Query(max_length=19)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> WithdrawalPage:
+        rows, nxt = service.list(who, state, cursor, limit)
+        return WithdrawalPage(items=[withdrawal_out(w) for w in rows], next_cursor=nxt)
+
+    @app.post(
+        "/v1/withdrawals/{withdrawal_id}/cancel", tags=["withdrawals"], response_model=WithdrawalOut, responses=ERRORS
+    )
+    def cancel_withdrawal(withdrawal_id: str, who: Annotated[Principal, signed("cancel")]) -> WithdrawalOut:
+        return withdrawal_out(service.cancel(who, withdrawal_id))
+
+    return app
+
+
+def parse_withdrawal(raw: bytes) -> NewWithdrawal:
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidRequest("the body is not valid JSON", code="malformed_json", status=400) from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("the body must be a JSON object", code="malformed_json", status=400)
+    try:
+        parsed = WithdrawalIn.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        code = {"extra_forbidden": "unknown_field", "missing": "missing_field"}.get(first["type"], "invalid_field")
+        raise InvalidRequest(f"{field}: {first['msg']}", code=code) from None
+    return NewWithdrawal(parsed.asset, parsed.amount, parsed.destination, parsed.client_reference)

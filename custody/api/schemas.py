@@ -1,0 +1,86 @@
+"""The API's wire shapes. Amounts are decimal strings in the asset's units; times are ISO 8601 UTC."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from custody.store.models import Withdrawal
+from policies.units import format_amount
+
+
+class WithdrawalIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    asset: str = Field(min_length=1, max_length=16, description="Asset symbol as declared in the policy, e.g. ETH")
+    amount: str = Field(min_length=1, max_length=80, description='Decimal string in the asset\'s units, e.g. "1.25"')
+    destination: str = Field(min_length=1, max_length=42, description="EIP-55 checksummed address")
+    client_reference: str | None = Field(default=None, max_length=128)
+
+
+class ReasonOut(BaseModel):
+    rule: str
+    passed: bool
+    message: str
+
+
+class DecisionOut(BaseModel):
+    outcome: str
+    route: str | None
+    eligible_at: str | None
+    policy_version: int
+    policy_hash: str
+    reasons: list[ReasonOut]
+
+
+class WithdrawalOut(BaseModel):
+    id: str
+    state: str
+    asset: str
+    amount: str
+    amount_base_units: str
+    destination: str
+    client_reference: str | None
+    decision: DecisionOut
+    created_at: str
+    updated_at: str
+
+
+class WithdrawalPage(BaseModel):
+    items: list[WithdrawalOut]
+    next_cursor: str | None
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str
+
+
+def iso(ts: int | None) -> str | None:
+    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def withdrawal_out(w: Withdrawal) -> WithdrawalOut:
+    return WithdrawalOut(
+        id=w.id,
+        state=w.state,
+        asset=w.asset,
+        amount=format_amount(w.amount, w.decimals),
+        amount_base_units=str(w.amount),
+        destination=w.destination,
+        client_reference=w.client_reference,
+        decision=DecisionOut(
+            outcome=w.outcome,
+            route=w.route,
+            eligible_at=iso(w.eligible_at),
+            policy_version=w.policy_version,
+            policy_hash=w.policy_hash,
+            reasons=[ReasonOut(**r) for r in json.loads(w.reasons)],
+        ),
+        created_at=iso(w.created_at) or "",
+        updated_at=iso(w.updated_at) or "",
+    )

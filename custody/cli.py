@@ -1,0 +1,275 @@
+"""`custody`: the daemon's command line. Each command parses, calls one service, and prints."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import click
+from nacl.signing import SigningKey
+
+from custody import apikeys, audit
+from custody import policy as policy_service
+from custody.clock import SystemClock
+from custody.config import Settings, default_database_url, load_settings, render_config
+from custody.errors import AuditBroken, ConfigError, DataDirExists
+from custody.keys import create_daemon_keys
+from custody.store.db import Store
+from policies.bundle import parse_genesis
+from policies.canonical import parse_canonical
+from policies.loader import _Reader
+from policies.model import Governance
+from signer.cliutil import Group, passphrase, read_file
+from signer.policyview import describe_bundle
+
+PASS_ENV = "CUSTODY_PASSPHRASE"  # noqa: S105 (the name of a variable, not a secret)
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=lambda: os.environ.get("CUSTODY_CONFIG", "custody.toml"),
+    show_default="custody.toml or $CUSTODY_CONFIG",
+)
+
+
+def _open(config_path: Path) -> tuple[Settings, Store]:
+    settings = load_settings(config_path)
+    return settings, Store(settings.database_url)
+
+
+@click.group(cls=Group)
+def main() -> None:
+    """The online custody daemon: withdrawal API, policy, audit log."""
+
+
+@main.command()
+@click.option("--data-dir", required=True, type=click.Path(path_type=Path, file_okay=False))
+@click.option("--admin", "admins", multiple=True, metavar="NAME:HEXKEY", help="A genesis admin's Ed25519 key.")
+@click.option(
+    "--admin-card",
+    "cards",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A genesis admin's owner card from `signer key card`.",
+)
+@click.option("--quorum", required=True, type=int, help="Admin signatures needed for a policy bundle.")
+@click.option("--activation-delay", default="24h", show_default=True, help="Minimum whitelist activation delay.")
+@click.option("--database-url", default=None, help="Default: $CUSTODY_DATABASE_URL, else SQLite in the data dir.")
+@click.option("--passphrase-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None)
+def init(
+    data_dir: Path,
+    admins: tuple[str, ...],
+    cards: tuple[Path, ...],
+    quorum: int,
+    activation_delay: str,
+    database_url: str | None,
+    passphrase_file: Path | None,
+) -> None:
+    """Create a data directory: config, database, sealed daemon keys and the genesis admin set."""
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise DataDirExists(f"{data_dir} exists and is not empty; refusing to overwrite it")
+    governance = _governance(admins, cards, quorum, activation_delay)
+    secret = passphrase(passphrase_file, PASS_ENV, "Passphrase for the daemon's keys", confirm=True)
+    data_dir = data_dir.resolve()
+    url = database_url or os.environ.get("CUSTODY_DATABASE_URL") or default_database_url(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        (data_dir / "custody.toml").write_text(render_config(data_dir, url))
+        public = create_daemon_keys(data_dir, secret)
+        store = Store(url)
+        store.migrate()
+        now = SystemClock().now()
+        with store.transaction() as s:
+            raw = policy_service.install_genesis(s, governance, now)
+        store.dispose()
+        head = parse_genesis(raw)
+        (data_dir / "genesis.json").write_bytes(raw)
+    except BaseException:
+        shutil.rmtree(data_dir, ignore_errors=True)  # nothing half-made is left behind
+        raise
+    click.echo(f"initialised {data_dir}")
+    click.echo(f"  config        {data_dir / 'custody.toml'}")
+    click.echo(f"  daemon key    {public}")
+    click.echo(
+        f"  genesis       {head.hash} (quorum {quorum} of {len(governance.admins)}); "
+        f"signers pin {data_dir / 'genesis.json'}"
+    )
+
+
+def _governance(admins: tuple[str, ...], cards: tuple[Path, ...], quorum: int, delay: str) -> Governance:
+    entries = []
+    for spec in admins:
+        name, _, key = spec.partition(":")
+        entries.append({"name": name, "key": key.lower()})
+    for card in cards:
+        doc = parse_canonical(read_file(card))
+        if not isinstance(doc, dict) or doc.get("kind") != "custody-owner-card":
+            raise ConfigError(f"{card} is not an owner card")
+        entries.append({"name": doc["name"], "key": doc["approval_key"]})
+    return _Reader(human=True).governance({"quorum": quorum, "admins": entries, "activation_delay": delay})
+
+
+@main.command()
+@config_option
+@click.option("--host", default=None)
+@click.option("--port", type=int, default=None)
+def serve(config_path: Path, host: str | None, port: int | None) -> None:
+    """Run the API (and the scheduler that releases delayed withdrawals)."""
+    import uvicorn
+
+    from custody.api.app import create_app
+
+    settings, store = _open(config_path)
+    app = create_app(settings, store, SystemClock())
+    stop = threading.Event()
+
+    def scheduler() -> None:
+        while not stop.wait(1.0):
+            try:
+                app.state.withdrawals.promote_due()
+            except Exception as exc:  # keep serving; the next tick retries
+                click.echo(f"scheduler: {type(exc).__name__}: {exc}", err=True)
+
+    threading.Thread(target=scheduler, name="scheduler", daemon=True).start()
+    try:
+        uvicorn.run(app, host=host or settings.listen_host, port=port or settings.listen_port, log_level="warning")
+    finally:
+        stop.set()
+        store.dispose()
+
+
+@main.group(cls=Group)
+def apikey() -> None:
+    """Manage the exchange backend's API keys."""
+
+
+@apikey.command("keygen")
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+def apikey_keygen(out: Path) -> None:
+    """Make a key pair for a client: the private key goes to OUT, the public key is printed."""
+    key = SigningKey.generate()
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(bytes(key).hex() + "\n")
+    click.echo(key.verify_key.encode().hex())
+
+
+@apikey.command("add")
+@click.argument("name")
+@click.option("--public-key", required=True)
+@click.option("--scopes", default="withdraw,read,cancel", show_default=True)
+@config_option
+def apikey_add(name: str, public_key: str, scopes: str, config_path: Path) -> None:
+    _, store = _open(config_path)
+    apikeys.add_key(store, name, public_key, apikeys.parse_scopes(scopes), SystemClock().now())
+    click.echo(f"added API key {name!r}")
+
+
+@apikey.command("list")
+@config_option
+def apikey_list(config_path: Path) -> None:
+    _, store = _open(config_path)
+    for k in apikeys.list_keys(store):
+        status = "revoked" if k.revoked_at else "active"
+        click.echo(f"{k.name:<24} {status:<8} {k.scopes:<24} {k.public_key}")
+
+
+@apikey.command("revoke")
+@click.argument("name")
+@config_option
+def apikey_revoke(name: str, config_path: Path) -> None:
+    _, store = _open(config_path)
+    apikeys.revoke_key(store, name, SystemClock().now())
+    click.echo(f"revoked API key {name!r}")
+
+
+@main.group(cls=Group)
+def policy() -> None:
+    """Propose, apply and show policy bundles."""
+
+
+@policy.command("propose")
+@click.argument("policy_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@config_option
+def policy_propose(policy_file: Path, out: Path, config_path: Path) -> None:
+    """Compile POLICY_FILE into the next bundle for the admins to review and sign."""
+    _, store = _open(config_path)
+    bundle = policy_service.propose(store, policy_file.read_text(encoding="utf-8"), SystemClock().now())
+    out.write_bytes(bundle.raw)
+    click.echo(f"bundle version {bundle.version}, hash {bundle.hash}; wrote {out}")
+
+
+@policy.command("apply")
+@click.argument("bundle", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("signatures", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@config_option
+def policy_apply(bundle: Path, signatures: tuple[Path, ...], config_path: Path) -> None:
+    """Apply a bundle signed by a quorum of the current admins."""
+    _, store = _open(config_path)
+    applied = policy_service.apply(store, read_file(bundle), [read_file(p) for p in signatures], SystemClock().now())
+    click.echo(f"applied policy version {applied.version}, hash {applied.hash}")
+
+
+@policy.command("show")
+@config_option
+def policy_show(config_path: Path) -> None:
+    """Print the active policy and its hash."""
+    _, store = _open(config_path)
+    with store.transaction() as s:
+        head, bundle = policy_service.head(s)
+    if bundle is None:
+        click.echo(f"no policy applied yet; genesis {head.hash}, quorum {head.governance.quorum}")
+        return
+    for line in describe_bundle(bundle, None):
+        click.echo(line)
+
+
+@main.group(cls=Group)
+def audit_cmd() -> None:
+    """Verify and export the hash-chained audit log."""
+
+
+main.add_command(audit_cmd, "audit")
+
+
+@audit_cmd.command("verify")
+@config_option
+def audit_verify(config_path: Path) -> None:
+    """Exit 0 if the chain is intact; otherwise name the first broken entry and exit 1."""
+    _, store = _open(config_path)
+    with store.transaction() as s:
+        verdict = audit.verify(s)
+    if not verdict.ok:
+        raise AuditBroken(f"first broken entry: {verdict.first_broken}: {verdict.reason}")
+    click.echo(f"audit log intact: {verdict.entries} entries")
+
+
+@audit_cmd.command("export")
+@click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl")
+@config_option
+def audit_export(fmt: str, config_path: Path) -> None:
+    """Write every entry to standard output, one JSON object per line."""
+    _, store = _open(config_path)
+    with store.transaction() as s:
+        for line in audit.export_jsonl(s):
+            sys.stdout.write(line + "\n")
+
+
+@main.command("status")
+@config_option
+def status(config_path: Path) -> None:
+    """Withdrawals by state and the active policy version."""
+    from sqlalchemy import func, select
+
+    from custody.store.models import Withdrawal
+
+    _, store = _open(config_path)
+    with store.transaction() as s:
+        counts = dict(s.execute(select(Withdrawal.state, func.count()).group_by(Withdrawal.state)).all())
+        head, _ = policy_service.head(s)
+    click.echo(json.dumps({"policy_version": head.version, "policy_hash": head.hash, "withdrawals": counts}))

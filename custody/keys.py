@@ -1,0 +1,39 @@
+"""The daemon's own secrets in its data directory, each sealed with the operator's passphrase:
+
+identity.sealed   Ed25519 key that signs batch files and webhooks (public half in identity.pub)
+hot-seed.sealed   BIP-39 seed of the hot wallet (BIP-44 m/44'/60'/0'/0/0)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nacl.signing import SigningKey
+
+from signer.keystore import new_mnemonic, seed_from_mnemonic
+from signer.sealed import SCRYPT_N, open_sealed, seal
+
+IDENTITY_LABEL, HOT_SEED_LABEL = "daemon-identity", "hot-seed"
+
+
+def create_daemon_keys(data_dir: Path, passphrase: str, *, n: int = SCRYPT_N) -> str:
+    """Write both sealed secrets; return the identity's public key in hex."""
+    identity = SigningKey.generate()
+    _write_secret(data_dir / "identity.sealed", seal(bytes(identity), passphrase, IDENTITY_LABEL, n=n))
+    _write_secret(
+        data_dir / "hot-seed.sealed", seal(seed_from_mnemonic(new_mnemonic()), passphrase, HOT_SEED_LABEL, n=n)
+    )
+    public = identity.verify_key.encode().hex()
+    (data_dir / "identity.pub").write_text(public + "\n")
+    return public
+
+
+def load_identity(data_dir: Path, passphrase: str) -> SigningKey:
+    return SigningKey(open_sealed((data_dir / "identity.sealed").read_bytes(), passphrase, IDENTITY_LABEL))
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)

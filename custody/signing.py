@@ -1,0 +1,66 @@
+"""How a client signs an API request; the server and the Python client both use these functions.
+
+    message = "custody-request-v1" LF timestamp LF nonce LF METHOD LF path-with-query LF idempotency-key LF
+              hex(SHA-256(body))
+
+The signature is Ed25519 over ``message``, sent as hex in X-Custody-Signature, with the key's name in
+X-Custody-Key, the decimal unix timestamp in X-Custody-Timestamp and 16 to 64 random hex digits in
+X-Custody-Nonce (the idempotency key is the Idempotency-Key header, or empty).
+
+Why a nonce: Ed25519 signatures are deterministic, so two genuine identical requests (a client retrying
+within the same second) would otherwise carry the same signature and be refused as a replay. Why the
+idempotency key: it decides whether a request creates a payment, so it must not be changeable in transit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from nacl.signing import SigningKey
+
+KEY_HEADER = "X-Custody-Key"
+TIMESTAMP_HEADER = "X-Custody-Timestamp"
+NONCE_HEADER = "X-Custody-Nonce"
+SIGNATURE_HEADER = "X-Custody-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def request_message(
+    timestamp: str, nonce: str, method: str, path_with_query: str, idempotency_key: str, body: bytes
+) -> bytes:
+    return b"\n".join(
+        [
+            b"custody-request-v1",
+            timestamp.encode("ascii"),
+            nonce.encode("ascii"),
+            method.upper().encode("ascii"),
+            path_with_query.encode("utf-8"),
+            idempotency_key.encode("utf-8"),
+            hashlib.sha256(body).hexdigest().encode("ascii"),
+        ]
+    )
+
+
+def sign_request(
+    key: SigningKey,
+    key_name: str,
+    timestamp: int,
+    method: str,
+    path_with_query: str,
+    body: bytes,
+    idempotency_key: str = "",
+    nonce: str | None = None,
+) -> dict[str, str]:
+    """The headers that authenticate one request (the Idempotency-Key header too, when there is one)."""
+    nonce = nonce or os.urandom(16).hex()
+    message = request_message(str(timestamp), nonce, method, path_with_query, idempotency_key, body)
+    headers = {
+        KEY_HEADER: key_name,
+        TIMESTAMP_HEADER: str(timestamp),
+        NONCE_HEADER: nonce,
+        SIGNATURE_HEADER: key.sign(message).signature.hex(),
+    }
+    if idempotency_key:
+        headers[IDEMPOTENCY_HEADER] = idempotency_key
+    return headers

@@ -1,0 +1,105 @@
+"""Tables. Amounts are integers in base units, stored as decimal text: SQLite has no integer type wide
+enough for uint256, and text compares exactly on both databases."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# An auto-incrementing integer key on both SQLite (which needs plain INTEGER) and PostgreSQL.
+SerialKey = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Amount(TypeDecorator[int]):
+    impl = String(80)
+    cache_ok = True
+
+    def process_bind_param(self, value: int | None, dialect: object) -> str | None:
+        return None if value is None else str(int(value))
+
+    def process_result_value(self, value: str | None, dialect: object) -> int | None:
+        return None if value is None else int(value)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(SerialKey, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    public_key: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class RequestNonce(Base):
+    """A signature seen recently: accepting each signed request once stops replays."""
+
+    __tablename__ = "request_nonces"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class Withdrawal(Base):
+    __tablename__ = "withdrawals"
+    seq: Mapped[int] = mapped_column(SerialKey, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    api_key: Mapped[str] = mapped_column(String(64), ForeignKey("api_keys.name"))
+    idempotency_key: Mapped[str] = mapped_column(String(128))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    asset: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(Amount)
+    decimals: Mapped[int] = mapped_column(Integer)  # the asset's decimals when the request was made
+    destination: Mapped[str] = mapped_column(String(42))
+    client_reference: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    route: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(8))
+    reasons: Mapped[str] = mapped_column(Text)  # canonical JSON list of {rule, passed, message}
+    eligible_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    policy_version: Mapped[int] = mapped_column(Integer)
+    policy_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        UniqueConstraint("api_key", "idempotency_key", name="uq_withdrawals_idempotency"),
+        Index("ix_withdrawals_asset_created", "asset", "created_at"),
+        Index("ix_withdrawals_key_created", "api_key", "created_at"),
+        Index("ix_withdrawals_state_seq", "state", "seq"),
+    )
+
+
+class PolicyBundleRow(Base):
+    """Version 0 is the genesis document from `custody init`; versions 1… are applied bundles."""
+
+    __tablename__ = "policy_bundles"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    signatures: Mapped[str] = mapped_column(Text)  # one signature file per line
+    applied_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(64))
+    data: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """One row: the newest entry. Appenders lock it, so the chain never forks under concurrency."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,241 @@
+"""Withdrawal intake and the client-facing transitions. One database transaction per use case."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from custody import audit, states
+from custody.apikeys import Principal
+from custody.clock import Clock
+from custody.errors import Conflict, InvalidRequest, NotFound
+from custody.policy import PolicyCache
+from custody.store.db import Store, advisory_lock
+from custody.store.models import Withdrawal
+from policies.addresses import checksum_address
+from policies.canonical import canonical_hash
+from policies.evaluate import DELAY, HOT, REJECT, Context, Decision, Request, evaluate, window_totals
+from policies.model import Policy
+from policies.units import parse_amount
+
+MAX_PAGE = 200
+
+
+@dataclass(frozen=True)
+class NewWithdrawal:
+    """The request as the client sent it: strings, validated only against the active policy."""
+
+    asset: str
+    amount: str
+    destination: str
+    client_reference: str | None = None
+
+    def digest(self) -> str:
+        return canonical_hash(
+            {
+                "asset": self.asset,
+                "amount": self.amount,
+                "destination": self.destination,
+                "client_reference": self.client_reference,
+            }
+        )
+
+
+def state_after(decision: Decision) -> str:
+    if decision.outcome == REJECT:
+        return states.REJECTED
+    if decision.outcome == DELAY:
+        return states.DELAYED
+    return states.QUEUED_HOT if decision.route == HOT else states.QUEUED_COLD
+
+
+class Withdrawals:
+    def __init__(self, store: Store, policies: PolicyCache, clock: Clock) -> None:
+        self.store, self.policies, self.clock = store, policies, clock
+
+    def create(self, who: Principal, idempotency_key: str, req: NewWithdrawal) -> tuple[Withdrawal, bool]:
+        """Return the withdrawal for this idempotency key, creating it if it is new (then True)."""
+        digest = req.digest()
+        for _ in range(5):
+            try:
+                with self.store.transaction() as s:
+                    advisory_lock(s, f"intake:{req.asset}")
+                    existing = self._by_key(s, who.name, idempotency_key)
+                    if existing is not None:
+                        return self._same_request(existing, digest), False
+                    return self._insert(s, who, idempotency_key, req, digest), True
+            except IntegrityError:
+                continue  # another replica inserted this key first: read it on the next pass
+        raise Conflict("the idempotency key is being used concurrently; retry", code="idempotency_busy")
+
+    @staticmethod
+    def _by_key(s: Session, api_key: str, idempotency_key: str) -> Withdrawal | None:
+        query = select(Withdrawal).where(Withdrawal.api_key == api_key, Withdrawal.idempotency_key == idempotency_key)
+        return s.execute(query).scalar_one_or_none()
+
+    @staticmethod
+    def _same_request(existing: Withdrawal, digest: str) -> Withdrawal:
+        if existing.request_hash != digest:
+            raise Conflict("this Idempotency-Key was used for a different request", code="idempotency_conflict")
+        return existing
+
+    def _insert(self, s: Session, who: Principal, idempotency_key: str, req: NewWithdrawal, digest: str) -> Withdrawal:
+        active = self.policies.get(s)
+        rule = active.policy.assets.get(req.asset)
+        if rule is None:
+            raise InvalidRequest(f"asset {req.asset[:16]!r} is not known to the active policy", code="unknown_asset")
+        if not rule.enabled:
+            raise InvalidRequest(f"asset {req.asset} is disabled by the active policy", code="asset_disabled")
+        amount = parse_amount(req.amount, rule.decimals)
+        destination = checksum_address(req.destination)
+        now = self.clock.now()
+        decision = evaluate(
+            active.policy,
+            Request(req.asset, amount, destination, who.name),
+            self._context(s, active.policy, who.name, req.asset, now),
+        )
+        state = state_after(decision)
+        w = Withdrawal(
+            id=str(uuid.uuid4()),
+            api_key=who.name,
+            idempotency_key=idempotency_key,
+            request_hash=digest,
+            asset=req.asset,
+            amount=amount,
+            decimals=rule.decimals,
+            destination=destination,
+            client_reference=req.client_reference,
+            state=state,
+            route=decision.route,
+            outcome=decision.outcome,
+            reasons=json.dumps([{"rule": r.rule, "passed": r.passed, "message": r.message} for r in decision.reasons]),
+            eligible_at=decision.eligible_at,
+            policy_version=active.version,
+            policy_hash=active.hash,
+            created_at=now,
+            updated_at=now,
+        )
+        s.add(w)
+        s.flush()
+        audit.append(
+            s,
+            now,
+            "withdrawal.received",
+            w.id,
+            {
+                "to": states.RECEIVED,
+                "api_key": who.name,
+                "idempotency_key": idempotency_key,
+                "asset": w.asset,
+                "amount": str(amount),
+                "destination": destination,
+                "policy_hash": active.hash,
+            },
+        )
+        audit.append(
+            s,
+            now,
+            f"withdrawal.{state}",
+            w.id,
+            {
+                "from": states.RECEIVED,
+                "to": state,
+                "route": decision.route,
+                "failed": [r.rule for r in decision.failed],
+                "eligible_at": decision.eligible_at,
+            },
+        )
+        return w
+
+    @staticmethod
+    def _context(s: Session, policy: Policy, api_key: str, asset: str, now: int) -> Context:
+        periods = [w.seconds for w in policy.assets[asset].windows]
+        key_rule = policy.api_keys.get(api_key)
+        key_periods = [w.seconds for w in key_rule.windows.get(asset, ())] if key_rule else []
+        longest = max(periods + key_periods, default=0)
+        rows = []
+        if longest:
+            rows = s.execute(
+                select(Withdrawal.created_at, Withdrawal.amount, Withdrawal.api_key).where(
+                    Withdrawal.asset == asset,
+                    Withdrawal.created_at > now - longest,
+                    Withdrawal.state.not_in(states.NOT_SPENDING),
+                )
+            ).all()
+        return Context(
+            now=now,
+            asset_totals=window_totals(((r[0], r[1]) for r in rows), now, periods),
+            key_totals=window_totals(((r[0], r[1]) for r in rows if r[2] == api_key), now, key_periods),
+            # The hot wallet arrives with the chain adapter; until then nothing is free to pay hot.
+            hot_free_balance=0,
+        )
+
+    def get(self, who: Principal, withdrawal_id: str) -> Withdrawal:
+        with self.store.transaction() as s:
+            return self._owned(s, who, withdrawal_id)
+
+    @staticmethod
+    def _owned(s: Session, who: Principal, withdrawal_id: str, lock: bool = False) -> Withdrawal:
+        query = select(Withdrawal).where(Withdrawal.id == withdrawal_id, Withdrawal.api_key == who.name)
+        w = s.execute(query.with_for_update() if lock else query).scalar_one_or_none()
+        if w is None:
+            raise NotFound(f"no withdrawal {withdrawal_id[:40]!r} for this API key")
+        return w
+
+    def list(
+        self, who: Principal, state: str | None, cursor: str | None, limit: int
+    ) -> tuple[list[Withdrawal], str | None]:
+        """Oldest first, in a stable order; the cursor is the position after the last item returned."""
+        if state is not None and state not in states.ALL_STATES:
+            raise InvalidRequest(f"unknown state {state[:20]!r}", code="invalid_field")
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}", code="invalid_field")
+        after = 0
+        if cursor:
+            if not cursor.isdigit() or len(cursor) > 19:
+                raise InvalidRequest("invalid cursor", code="invalid_cursor")
+            after = int(cursor)
+        query = select(Withdrawal).where(Withdrawal.api_key == who.name, Withdrawal.seq > after)
+        if state is not None:
+            query = query.where(Withdrawal.state == state)
+        with self.store.transaction() as s:
+            rows = list(s.execute(query.order_by(Withdrawal.seq).limit(limit + 1)).scalars())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, (str(rows[-1].seq) if more else None)
+
+    def cancel(self, who: Principal, withdrawal_id: str) -> Withdrawal:
+        with self.store.transaction() as s:
+            w = self._owned(s, who, withdrawal_id, lock=True)
+            if w.state not in states.CLIENT_CANCELLABLE:
+                raise Conflict(f"a withdrawal that is {w.state} can no longer be cancelled", code="not_cancellable")
+            self._move(s, w, states.CANCELLED, self.clock.now(), by=who.name)
+            return w
+
+    def promote_due(self, limit: int = 100) -> int:
+        """Queue delayed withdrawals whose delay has passed; safe to run on every replica at once."""
+        now = self.clock.now()
+        with self.store.transaction() as s:
+            query = (
+                select(Withdrawal)
+                .where(Withdrawal.state == states.DELAYED, Withdrawal.eligible_at <= now)
+                .order_by(Withdrawal.seq)
+                .limit(limit)
+            )
+            if self.store.is_postgres:
+                query = query.with_for_update(skip_locked=True)
+            due = list(s.execute(query).scalars())
+            for w in due:
+                self._move(s, w, states.QUEUED_HOT if w.route == HOT else states.QUEUED_COLD, now, by="scheduler")
+        return len(due)
+
+    @staticmethod
+    def _move(s: Session, w: Withdrawal, target: str, now: int, by: str) -> None:
+        states.check_transition(w.state, target)
+        audit.append(s, now, f"withdrawal.{target}", w.id, {"from": w.state, "to": target, "by": by})
+        w.state, w.updated_at = target, now

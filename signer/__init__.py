@@ -1,0 +1,1 @@
+"""The air-gapped signer: keys, ceremonies, batch files. Imports nothing that opens a socket."""

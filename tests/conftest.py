@@ -1,0 +1,194 @@
+"""Fixtures shared by the daemon's tests: real SQLite and real PostgreSQL databases, a seeded policy,
+and a real uvicorn server on a free loopback port."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from nacl.signing import SigningKey
+
+PG_HOST = "127.0.0.1"
+ADMINS = [SigningKey(bytes([i + 1]) * 32) for i in range(3)]
+DAY = 86400
+OMNIBUS = "0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f"
+MAKER = "0x4bF5122f344554C53BdE2EbB8CD2b7E3D1600ad6"
+DENIED = "0xE52d9C508C502347344D8C07Ad91Cbd6068Afc75"
+
+
+def postgres_available() -> bool:
+    try:
+        with psycopg.connect(host=PG_HOST, user="postgres", dbname="postgres", connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def _pg() -> None:
+    if not postgres_available():
+        pytest.fail("PostgreSQL is not reachable at 127.0.0.1:5432 (start it: see .ci/run)")
+
+
+def make_postgres_db() -> tuple[str, str]:
+    name = f"custody_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=PG_HOST, user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name, f"postgresql+psycopg://postgres@{PG_HOST}:5432/{name}"
+
+
+def drop_postgres_db(name: str) -> None:
+    with psycopg.connect(host=PG_HOST, user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'custody.db'}"
+        return
+    request.getfixturevalue("_pg")
+    name, url = make_postgres_db()
+    try:
+        yield url
+    finally:
+        drop_postgres_db(name)
+
+
+def policy_toml(now: int, *, activation: int | None = None) -> str:
+    active = dt.datetime.fromtimestamp(activation or now - DAY, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    admins = "\n".join(
+        f'[[governance.admins]]\nname = "admin{i}"\nkey = "{k.verify_key.encode().hex()}"\n'
+        for i, k in enumerate(ADMINS)
+    )
+    return f"""
+format = 1
+[governance]
+quorum = 2
+activation_delay = "24h"
+{admins}
+[assets.ETH]
+decimals = 18
+max_per_transfer = "100"
+hot_limit = "5"
+windows = [{{ period = "1h", limit = "250" }}]
+delay_tiers = [{{ at_least = "10", delay = "1h" }}]
+[assets.DAI]
+enabled = false
+decimals = 18
+max_per_transfer = "1000"
+hot_limit = "10"
+[assets.USDC]
+decimals = 6
+max_per_transfer = "1000000"
+hot_limit = "100"
+[[whitelist]]
+address = "{OMNIBUS}"
+assets = ["ETH", "USDC"]
+label = "omnibus"
+active_from = {active}
+[[whitelist]]
+address = "{MAKER}"
+assets = ["ETH"]
+label = "maker"
+active_from = {active}
+[[deny]]
+address = "{DENIED}"
+note = "sanctioned"
+"""
+
+
+def seed_policy(store, now: int) -> None:
+    """Genesis four days ago, and a quorum-signed bundle three days ago whose whitelist is active now."""
+    from custody import policy as policy_service
+    from policies.bundle import sign_bundle
+    from policies.loader import _Reader
+
+    governance = _Reader(human=True).governance(
+        {
+            "quorum": 2,
+            "activation_delay": "24h",
+            "admins": [{"name": f"admin{i}", "key": k.verify_key.encode().hex()} for i, k in enumerate(ADMINS)],
+        }
+    )
+    with store.transaction() as s:
+        policy_service.install_genesis(s, governance, now - 4 * DAY)
+    bundle = policy_service.propose(store, policy_toml(now), now - 3 * DAY)
+    sigs = [sign_bundle(bundle.hash, k).to_bytes() for k in ADMINS[:2]]
+    policy_service.apply(store, bundle.raw, sigs, now)
+
+
+@pytest.fixture
+def store(db_url):
+    from custody.store.db import Store
+
+    s = Store(db_url)
+    s.migrate()
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def seeded(store):
+    seed_policy(store, int(time.time()))
+    return store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    store: object
+    settings: object
+
+
+@pytest.fixture
+def server(seeded, tmp_path) -> Iterator[Server]:
+    import uvicorn
+
+    from custody.api.app import create_app
+    from custody.clock import SystemClock
+    from custody.config import Settings
+
+    settings = Settings(data_dir=tmp_path, database_url=seeded.url, rate_limit_per_second=1000, rate_limit_burst=1000)
+    app = create_app(settings, seeded, SystemClock())
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not srv.started:
+        if time.time() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    try:
+        yield Server(f"http://127.0.0.1:{port}", seeded, settings)
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@dataclass
+class ClientKey:
+    name: str
+    key: SigningKey
+
+
+def add_client(store, name: str = "backend", scopes: str = "withdraw,read,cancel") -> ClientKey:
+    from custody import apikeys
+
+    key = SigningKey.generate()
+    apikeys.add_key(store, name, key.verify_key.encode().hex(), apikeys.parse_scopes(scopes), int(time.time()))
+    return ClientKey(name, key)
