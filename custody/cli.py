@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -37,8 +38,11 @@ config_option = click.option(
 
 
 def _open(config_path: Path) -> tuple[Settings, Store]:
+    """The settings and a store whose connections close when the command ends."""
     settings = load_settings(config_path)
-    return settings, Store(settings.database_url)
+    store = Store(settings.database_url)
+    click.get_current_context().call_on_close(store.dispose)
+    return settings, store
 
 
 @click.group(cls=Group)
@@ -135,11 +139,15 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
                 click.echo(f"scheduler: {type(exc).__name__}: {exc}", err=True)
 
     threading.Thread(target=scheduler, name="scheduler", daemon=True).start()
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal to the handler that was
+    # there before it; with these no-op handlers in place the process then ends normally, with exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     try:
         uvicorn.run(app, host=host or settings.listen_host, port=port or settings.listen_port, log_level="warning")
     finally:
         stop.set()
-        store.dispose()
+    click.echo("custody serve stopped")
 
 
 @main.group(cls=Group)

@@ -100,6 +100,8 @@ def policy_to_canonical(policy: Policy) -> dict[str, Any]:
 
 
 def format_period(seconds: int) -> str:
+    if seconds == 0:
+        return "0s"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:
             return f"{seconds // size}{unit}"

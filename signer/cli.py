@@ -9,6 +9,7 @@ import click
 
 from policies.bundle import Bundle, check_not_rollback, parse_bundle, parse_signature, sign_bundle
 from policies.canonical import canonical_bytes
+from policies.errors import RollbackError
 from signer import policystate
 from signer.cliutil import Group, passphrase, read_file
 from signer.errors import SignerError
@@ -113,6 +114,8 @@ def _review(raw: bytes, state: Path) -> tuple[Bundle, list[str]]:
     head, current = policystate.newest(state)
     if current is not None:
         check_not_rollback(head, parsed)
+    if parsed.version <= head.version:
+        raise RollbackError(f"bundle version {parsed.version} is not newer than verified version {head.version}")
     if parsed.version != head.version + 1 or parsed.previous_hash != head.hash:
         raise SignerError(
             f"bundle version {parsed.version} does not follow the newest verified version {head.version} "

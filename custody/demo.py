@@ -1,0 +1,231 @@
+"""`make demo`: the daemon end to end on the embedded defaults (a SQLite file), driven the way people would:
+three operators make keys, the daemon is initialised, two of three admins approve the policy, the exchange
+backend gets an API key and submits withdrawals with the Python client, and the audit log verifies."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from custody.client import CustodyAPIError, CustodyClient
+
+ROOT = Path.cwd() / "demo-data"
+BIN = Path(sys.executable).parent
+OMNIBUS = "0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f"
+MAKER = "0x4bF5122f344554C53BdE2EbB8CD2b7E3D1600ad6"
+DENIED = "0xE52d9C508C502347344D8C07Ad91Cbd6068Afc75"
+
+
+def step(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def sh(tool: str, *args: object, show: bool = True) -> str:
+    out = subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True, env=ENV)
+    if out.returncode != 0:
+        sys.exit(f"{tool} {' '.join(map(str, args))} failed:\n{out.stdout}{out.stderr}")
+    if show:
+        print("\n".join(f"   {line}" for line in out.stdout.rstrip().splitlines()))
+    return out.stdout
+
+
+ENV = {k: v for k, v in os.environ.items() if k != "CUSTODY_DATABASE_URL"}
+
+
+def policy_toml(cards: list[dict[str, str]], active_from: int) -> str:
+    when = dt.datetime.fromtimestamp(active_from, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    admins = "".join(f'\n[[governance.admins]]\nname = "{c["name"]}"\nkey = "{c["approval_key"]}"\n' for c in cards)
+    return f"""format = 1
+[governance]
+quorum = 2
+activation_delay = "0s"   # demo only: production keeps the 24 h default
+{admins}
+[assets.ETH]
+decimals = 18
+max_per_transfer = "100"
+hot_limit = "1"
+windows = [{{ period = "1h", limit = "150" }}, {{ period = "24h", limit = "500" }}]
+delay_tiers = [{{ at_least = "50", delay = "1h" }}]
+
+[assets.USDC]
+decimals = 6
+max_per_transfer = "1000000"
+hot_limit = "1000"
+
+[[whitelist]]
+address = "{OMNIBUS}"
+assets = ["ETH", "USDC"]
+label = "Customer omnibus"
+active_from = {when}
+
+[[whitelist]]
+address = "{MAKER}"
+assets = ["ETH"]
+label = "Market maker"
+active_from = {when}
+
+[[deny]]
+address = "{DENIED}"
+note = "sanctioned"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    shutil.rmtree(ROOT, ignore_errors=True)
+    ROOT.mkdir()
+    pw = ROOT / "passphrase.txt"
+    pw.write_text("demo passphrase, never use in production\n")
+
+    step("Three treasury operators create their keys on their air-gapped signers")
+    cards = []
+    for name in ("alice", "bob", "carol"):
+        ks = ROOT / f"{name}.keystore"
+        sh("signer", "key", "new", "--name", name, "--out", ks, "--passphrase-file", pw, show=False)
+        sh("signer", "key", "card", ks, "--out", ROOT / f"{name}.card.json", show=False)
+        cards.append(json.loads((ROOT / f"{name}.card.json").read_text()))
+        print(f"   {name:<6} fingerprint {cards[-1]['fingerprint']}  approval key {cards[-1]['approval_key'][:16]}…")
+
+    step("custody init: config, SQLite database, sealed daemon keys, genesis admin set (2 of 3)")
+    data = ROOT / "daemon"
+    sh(
+        "custody",
+        "init",
+        "--data-dir",
+        data,
+        "--quorum",
+        2,
+        "--activation-delay",
+        "0s",
+        "--passphrase-file",
+        pw,
+        *[a for c in ("alice", "bob", "carol") for a in ("--admin-card", ROOT / f"{c}.card.json")],
+    )
+    cfg = data / "custody.toml"
+
+    step("The treasury proposes a policy; alice and carol review and sign it; the daemon applies it")
+    (ROOT / "policy.toml").write_text(policy_toml(cards, int(time.time()) + 1))
+    bundle = ROOT / "policy-v1.bundle"
+    sh("custody", "policy", "propose", ROOT / "policy.toml", "--out", bundle, "--config", cfg)
+    sigs = []
+    for name in ("alice", "carol"):
+        state = ROOT / f"{name}-signer-state"
+        sh("signer", "policy", "pin", data / "genesis.json", "--state", state, show=False)
+        if name == "alice":
+            sh("signer", "policy", "review", bundle, "--state", state)
+        sigs.append(ROOT / f"policy-v1.{name}.sig")
+        sh(
+            "signer",
+            "policy",
+            "sign",
+            bundle,
+            "--keystore",
+            ROOT / f"{name}.keystore",
+            "--out",
+            sigs[-1],
+            "--yes",
+            "--passphrase-file",
+            pw,
+            "--state",
+            state,
+            show=False,
+        )
+        print(f"   {name} signed")
+    sh("custody", "policy", "apply", bundle, *sigs, "--config", cfg)
+
+    step("The exchange backend gets an API key")
+    public = sh("custody", "apikey", "keygen", "--out", ROOT / "backend.key", show=False).strip()
+    sh(
+        "custody",
+        "apikey",
+        "add",
+        "backend",
+        "--public-key",
+        public,
+        "--scopes",
+        "withdraw,read,cancel",
+        "--config",
+        cfg,
+    )
+
+    port = free_port()
+    step(f"custody serve on 127.0.0.1:{port}")
+    server = subprocess.Popen([str(BIN / "custody"), "serve", "--config", str(cfg), "--port", str(port)], env=ENV)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            sys.exit("the daemon did not become ready")
+        time.sleep(1.5)  # let the whitelist entries' active_from pass
+        run_client(url, (ROOT / "backend.key").read_text().strip())
+    finally:
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(20)
+        print(f"\n   daemon stopped (exit {code})")
+
+    step("Auditors verify the hash-chained audit log")
+    sh("custody", "audit", "verify", "--config", cfg)
+    sh("custody", "status", "--config", cfg)
+    print("\nDemo complete. Everything it made is in ./demo-data (delete it freely).")
+
+
+def run_client(url: str, private_key: str) -> None:
+    step("The backend submits withdrawals with custody.client.CustodyClient")
+    with CustodyClient(url, "backend", private_key) as c:
+        rows = []
+        key = str(uuid.uuid4())
+        w = c.create_withdrawal("ETH", "2.5", OMNIBUS, idempotency_key=key, client_reference="order-1001")
+        rows.append(("2.5 ETH to the omnibus", w))
+        retry = c.create_withdrawal("ETH", "2.5", OMNIBUS, idempotency_key=key, client_reference="order-1001")
+        print(f"   retry with the same Idempotency-Key -> same withdrawal: {retry['id'] == w['id']}")
+        rows.append(
+            ("60 ETH (large: delayed 1 h)", c.create_withdrawal("ETH", "60", MAKER, idempotency_key=str(uuid.uuid4())))
+        )
+        rows.append(
+            ("1 ETH to a denied address", c.create_withdrawal("ETH", "1", DENIED, idempotency_key=str(uuid.uuid4())))
+        )
+        rows.append(
+            ("500 USDC to the omnibus", c.create_withdrawal("USDC", "500", OMNIBUS, idempotency_key=str(uuid.uuid4())))
+        )
+        cancelled = c.cancel_withdrawal(rows[1][1]["id"])
+        for label, row in rows:
+            failed = [r["message"] for r in row["decision"]["reasons"] if not r["passed"]]
+            print(
+                f"   {label:<30} -> {row['state']:<12} route {row['decision']['route'] or '-':<5}"
+                f"{'  because ' + failed[0] if failed else ''}"
+            )
+        print(f"   cancelled the delayed one -> {cancelled['state']}")
+        try:
+            c.create_withdrawal("ETH", "0.1", OMNIBUS.lower(), idempotency_key=str(uuid.uuid4()))
+        except CustodyAPIError as exc:
+            print(f"   an address without its EIP-55 checksum is refused: {exc.status} {exc.code}")
+        page = c.list_withdrawals()
+        print(
+            f"   the backend lists {len(page['items'])} withdrawals: "
+            + ", ".join(sorted({w["state"] for w in page["items"]}))
+        )
+
+
+if __name__ == "__main__":
+    main()
