@@ -117,7 +117,7 @@ class Authenticator:
                 f"the request's timestamp is more than {self.max_skew} s from the daemon's clock",
                 code="expired_timestamp",
             )
-        with self.store.transaction() as s:
+        with self.store.read() as s:
             key = s.execute(select(ApiKey).where(ApiKey.name == name)).scalar_one_or_none()
         if key is None or key.revoked_at is not None:
             raise Unauthorized("unknown or revoked API key", code="unknown_key")

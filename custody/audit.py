@@ -29,16 +29,22 @@ def entry_hash(seq: int, at: int, kind: str, subject: str, data: str, prev: str)
     return hashlib.sha256(canonical_bytes(body)).hexdigest()
 
 
-def append(session: Session, at: int, kind: str, subject: str, data: dict[str, Any]) -> AuditEntry:
+def append(session: Session, at: int, kind: str, subject: str, data: dict[str, Any]) -> None:
     """Add an entry inside the caller's transaction."""
+    append_all(session, at, [(kind, subject, data)])
+
+
+def append_all(session: Session, at: int, entries: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Add several entries, in order, under one lock of the head."""
     head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
-    text = canonical_bytes(data).decode("utf-8")
-    seq = head.seq + 1
-    digest = entry_hash(seq, at, kind, subject, text, head.hash)
-    entry = AuditEntry(seq=seq, at=at, kind=kind, subject=subject, data=text, prev_hash=head.hash, hash=digest)
-    session.add(entry)
-    head.seq, head.hash = seq, digest
-    return entry
+    seq, prev = head.seq, head.hash
+    for kind, subject, data in entries:
+        text = canonical_bytes(data).decode("utf-8")
+        seq += 1
+        digest = entry_hash(seq, at, kind, subject, text, prev)
+        session.add(AuditEntry(seq=seq, at=at, kind=kind, subject=subject, data=text, prev_hash=prev, hash=digest))
+        prev = digest
+    head.seq, head.hash = seq, prev
 
 
 @dataclass(frozen=True)

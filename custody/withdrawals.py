@@ -6,7 +6,7 @@ import json
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -152,31 +152,51 @@ class Withdrawals:
         )
         return w
 
-    @staticmethod
-    def _context(s: Session, policy: Policy, api_key: str, asset: str, now: int) -> Context:
+    def _context(self, s: Session, policy: Policy, api_key: str, asset: str, now: int) -> Context:
         periods = [w.seconds for w in policy.assets[asset].windows]
         key_rule = policy.api_keys.get(api_key)
         key_periods = [w.seconds for w in key_rule.windows.get(asset, ())] if key_rule else []
+        asset_totals, key_totals = self._window_totals(s, asset, api_key, now, periods, key_periods)
+        # The hot wallet arrives with the chain adapter; until then nothing is free to pay hot.
+        return Context(now=now, asset_totals=asset_totals, key_totals=key_totals, hot_free_balance=0)
+
+    def _window_totals(
+        self, s: Session, asset: str, api_key: str, now: int, periods: list[int], key_periods: list[int]
+    ) -> tuple[dict[int, int], dict[int, int]]:
+        """What earlier withdrawals of this asset used in each window (an event at t counts in window p iff
+        now - p < t <= now, as in ``policies.evaluate.window_totals``). PostgreSQL sums exactly in SQL;
+        SQLite has no exact wide integers, so its rows are summed here."""
         longest = max(periods + key_periods, default=0)
-        rows = []
-        if longest:
-            rows = s.execute(
-                select(Withdrawal.created_at, Withdrawal.amount, Withdrawal.api_key).where(
-                    Withdrawal.asset == asset,
-                    Withdrawal.created_at > now - longest,
-                    Withdrawal.state.not_in(states.NOT_SPENDING),
+        if not longest:
+            return {}, {}
+        W = Withdrawal
+        where = (
+            W.asset == asset,
+            W.created_at > now - longest,
+            W.created_at <= now,
+            W.state.not_in(states.NOT_SPENDING),
+        )
+        if self.store.is_postgres:
+            sums = [func.coalesce(func.sum(case((W.created_at > now - p, W.amount), else_=0)), 0) for p in periods]
+            sums += [
+                func.coalesce(
+                    func.sum(case((and_(W.api_key == api_key, W.created_at > now - p), W.amount), else_=0)), 0
                 )
-            ).all()
-        return Context(
-            now=now,
-            asset_totals=window_totals(((r[0], r[1]) for r in rows), now, periods),
-            key_totals=window_totals(((r[0], r[1]) for r in rows if r[2] == api_key), now, key_periods),
-            # The hot wallet arrives with the chain adapter; until then nothing is free to pay hot.
-            hot_free_balance=0,
+                for p in key_periods
+            ]
+            row = s.execute(select(*sums).where(*where)).one()
+            values = [int(v) for v in row]
+            return dict(zip(periods, values[: len(periods)], strict=True)), dict(
+                zip(key_periods, values[len(periods) :], strict=True)
+            )
+        rows = s.execute(select(W.created_at, W.amount, W.api_key).where(*where)).all()
+        return (
+            window_totals(((r[0], r[1]) for r in rows), now, periods),
+            window_totals(((r[0], r[1]) for r in rows if r[2] == api_key), now, key_periods),
         )
 
     def get(self, who: Principal, withdrawal_id: str) -> Withdrawal:
-        with self.store.transaction() as s:
+        with self.store.read() as s:
             return self._owned(s, who, withdrawal_id)
 
     @staticmethod
@@ -203,7 +223,7 @@ class Withdrawals:
         query = select(Withdrawal).where(Withdrawal.api_key == who.name, Withdrawal.seq > after)
         if state is not None:
             query = query.where(Withdrawal.state == state)
-        with self.store.transaction() as s:
+        with self.store.read() as s:
             rows = list(s.execute(query.order_by(Withdrawal.seq).limit(limit + 1)).scalars())
         more = len(rows) > limit
         rows = rows[:limit]

@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, immediate: bool = True) -> Engine:
+    """``immediate`` (SQLite): open transactions with BEGIN IMMEDIATE; off for read-only sessions."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8)
 
@@ -38,7 +39,7 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
@@ -49,6 +50,9 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite: reads need no write lock and no fsync, so they get an engine of their own.
+        self._read_engine = make_engine(url, immediate=False) if url.startswith("sqlite") else self.engine
+        self._readers = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @property
     def is_postgres(self) -> bool:
@@ -58,6 +62,12 @@ class Store:
     def transaction(self) -> Iterator[Session]:
         """One unit of work: commits if the block finishes, rolls back if it raises."""
         with self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A unit of work that only reads (on SQLite it takes no write lock and its commit writes nothing)."""
+        with self._readers() as session, session.begin():
             yield session
 
     def migrate(self) -> None:
@@ -73,6 +83,7 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self._read_engine.dispose()
 
 
 def advisory_lock(session: Session, name: str) -> None:

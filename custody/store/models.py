@@ -1,9 +1,11 @@
-"""Tables. Amounts are integers in base units, stored as decimal text: SQLite has no integer type wide
-enough for uint256, and text compares exactly on both databases."""
+"""Tables. Amounts are integers in base units inside; see ``Amount`` for how each database stores them."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, Numeric, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -12,13 +14,23 @@ SerialKey = BigInteger().with_variant(Integer, "sqlite")
 
 
 class Amount(TypeDecorator[int]):
+    """uint256 amounts: NUMERIC(78, 0) on PostgreSQL (exact, and SUM works in SQL); decimal text on SQLite,
+    whose integers stop at 2**63."""
+
     impl = String(80)
     cache_ok = True
 
-    def process_bind_param(self, value: int | None, dialect: object) -> str | None:
-        return None if value is None else str(int(value))
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(Numeric(78, 0))
+        return dialect.type_descriptor(String(80))
 
-    def process_result_value(self, value: str | None, dialect: object) -> int | None:
+    def process_bind_param(self, value: int | None, dialect: Any) -> Any:
+        if value is None:
+            return None
+        return Decimal(int(value)) if dialect.name == "postgresql" else str(int(value))
+
+    def process_result_value(self, value: Any, dialect: Any) -> int | None:
         return None if value is None else int(value)
 
 

@@ -70,7 +70,7 @@ def upgrade() -> None:
         sa.Column("idempotency_key", sa.String(length=128), nullable=False),
         sa.Column("request_hash", sa.String(length=64), nullable=False),
         sa.Column("asset", sa.String(length=16), nullable=False),
-        sa.Column("amount", sa.String(length=80), nullable=False),
+        sa.Column("amount", sa.String(length=80).with_variant(sa.Numeric(78, 0), "postgresql"), nullable=False),
         sa.Column("decimals", sa.Integer(), nullable=False),
         sa.Column("destination", sa.String(length=42), nullable=False),
         sa.Column("client_reference", sa.String(length=128), nullable=True),

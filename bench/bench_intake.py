@@ -1,0 +1,92 @@
+"""Withdrawal intake against a running `custody serve`, on SQLite and on PostgreSQL.
+
+For each database: a fresh database with a quorum-signed policy, one `custody serve` process, and a
+separate load process sending signed requests: first the signed no-op GET /v1/ping (the baseline: auth,
+nonce, routing), then POST /v1/withdrawals. Prints requests/s, p50 and p99 for both and the ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from nacl.signing import SigningKey
+
+from custody import apikeys
+from custody.config import render_config
+from custody.store.db import Store
+from tests.conftest import drop_postgres_db, free_port, make_postgres_db, postgres_available, seed_policy
+
+HERE = Path(__file__).parent
+TOTAL = int(os.environ.get("BENCH_INTAKE_REQUESTS", "3000"))
+THREADS = int(os.environ.get("BENCH_INTAKE_THREADS", "16"))
+
+
+def prepare(url: str, data_dir: Path) -> tuple[Path, SigningKey]:
+    store = Store(url)
+    store.migrate()
+    seed_policy(store, int(time.time()))
+    key = SigningKey.generate()
+    apikeys.add_key(store, "bench", key.verify_key.encode().hex(), frozenset({"withdraw", "read"}), int(time.time()))
+    store.dispose()
+    config = data_dir / "custody.toml"
+    text = render_config(data_dir, url).replace("rate_limit_per_second = 200", "rate_limit_per_second = 1000000")
+    config.write_text(text.replace("rate_limit_burst = 400", "rate_limit_burst = 1000000"))
+    return config, key
+
+
+def load(url: str, key: SigningKey, kind: str) -> dict[str, float]:
+    out = subprocess.run([sys.executable, str(HERE / "load.py"), url, "bench", bytes(key).hex(), kind, str(TOTAL),
+                          str(THREADS)], capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": "."})
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def measure(label: str, db_url: str) -> dict[str, dict[str, float]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        config, key = prepare(db_url, Path(tmp))
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if k != "CUSTODY_DATABASE_URL"}
+        server = subprocess.Popen([str(Path(sys.executable).parent / "custody"), "serve", "--config", str(config),
+                                   "--port", str(port)], env=env, stdout=subprocess.DEVNULL)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(200):
+                try:
+                    httpx.get(base + "/readyz", timeout=1)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            ping = load(base, key, "ping")
+            intake = load(base, key, "intake")
+        finally:
+            server.terminate()
+            server.wait(20)
+    for name, r in (("signed no-op", ping), ("intake", intake)):
+        print(f"{label:<10} {name:<13} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  "
+              f"statuses {r['statuses']}")
+    print(f"{label:<10} intake / no-op ratio {intake['rps'] / ping['rps']:.2f}")
+    return {"ping": ping, "intake": intake}
+
+
+def run() -> None:
+    print(f"intake benchmark: {TOTAL} requests per measurement, {THREADS} client threads, 1 server process")
+    with tempfile.TemporaryDirectory() as tmp:
+        measure("sqlite", f"sqlite:///{tmp}/bench.db")
+    if postgres_available():
+        name, url = make_postgres_db()
+        try:
+            measure("postgres", url)
+        finally:
+            drop_postgres_db(name)
+    else:
+        print("postgres   skipped: no server at 127.0.0.1:5432")
+
+
+if __name__ == "__main__":
+    run()
