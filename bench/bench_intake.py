@@ -42,8 +42,13 @@ def prepare(url: str, data_dir: Path) -> tuple[Path, SigningKey]:
 
 
 def load(url: str, key: SigningKey, kind: str) -> dict[str, float]:
-    out = subprocess.run([sys.executable, str(HERE / "load.py"), url, "bench", bytes(key).hex(), kind, str(TOTAL),
-                          str(THREADS)], capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": "."})
+    out = subprocess.run(
+        [sys.executable, str(HERE / "load.py"), url, "bench", bytes(key).hex(), kind, str(TOTAL), str(THREADS)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": "."},
+    )
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
@@ -52,8 +57,11 @@ def measure(label: str, db_url: str) -> dict[str, dict[str, float]]:
         config, key = prepare(db_url, Path(tmp))
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k != "CUSTODY_DATABASE_URL"}
-        server = subprocess.Popen([str(Path(sys.executable).parent / "custody"), "serve", "--config", str(config),
-                                   "--port", str(port)], env=env, stdout=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "custody"), "serve", "--config", str(config), "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
         try:
             base = f"http://127.0.0.1:{port}"
             for _ in range(200):
@@ -68,8 +76,10 @@ def measure(label: str, db_url: str) -> dict[str, dict[str, float]]:
             server.terminate()
             server.wait(20)
     for name, r in (("signed no-op", ping), ("intake", intake)):
-        print(f"{label:<10} {name:<13} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  "
-              f"statuses {r['statuses']}")
+        print(
+            f"{label:<10} {name:<13} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  "
+            f"statuses {r['statuses']}"
+        )
     print(f"{label:<10} intake / no-op ratio {intake['rps'] / ping['rps']:.2f}")
     return {"ping": ping, "intake": intake}
 

@@ -31,8 +31,12 @@ def main(url: str, name: str, key: str, kind: str, total: int, threads: int) -> 
             for _ in range(per_thread):
                 start = time.perf_counter()
                 if kind == "intake":
-                    r = c.request("POST", "/v1/withdrawals", {"asset": "ETH", "amount": "0.001", "destination": DESTINATION},
-                                  {"Idempotency-Key": uuid.uuid4().hex})
+                    r = c.request(
+                        "POST",
+                        "/v1/withdrawals",
+                        {"asset": "ETH", "amount": "0.001", "destination": DESTINATION},
+                        {"Idempotency-Key": uuid.uuid4().hex},
+                    )
                 else:
                     r = c.request("GET", "/v1/ping")
                 mine.append(time.perf_counter() - start)
@@ -49,11 +53,18 @@ def main(url: str, name: str, key: str, kind: str, total: int, threads: int) -> 
         t.join()
     elapsed = time.perf_counter() - start
     latencies.sort()
-    print(json.dumps({
-        "requests": len(latencies), "seconds": elapsed, "rps": len(latencies) / elapsed,
-        "p50_ms": latencies[len(latencies) // 2] * 1000, "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
-        "statuses": dict(statuses),
-    }))
+    print(
+        json.dumps(
+            {
+                "requests": len(latencies),
+                "seconds": elapsed,
+                "rps": len(latencies) / elapsed,
+                "p50_ms": latencies[len(latencies) // 2] * 1000,
+                "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+                "statuses": dict(statuses),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import bench_intake, bench_policy  # noqa: E402
+from bench import bench_intake, bench_policy
 
 if __name__ == "__main__":
     bench_policy.run()

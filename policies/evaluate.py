@@ -76,8 +76,7 @@ class Reason(NamedTuple):
         return self.template.format(*self.args)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     outcome: str
     route: str | None
     eligible_at: int | None
@@ -115,12 +114,14 @@ def evaluate(policy: Policy, request: Request, context: Context) -> Decision:
     decimals = rule.decimals
 
     denied = policy.deny.get(dest)
+    ok = denied is None
     if denied is not None:
         add(Reason("deny_list", False, "destination {} is on the deny list: {}", (dest, denied.note or "no note")))
     else:
         add(_NOT_DENIED)
 
     entry = policy.whitelist.get(dest)
+    ok = ok and entry is not None and asset in entry.assets and entry.active_from <= now
     if entry is None:
         add(Reason("whitelist", False, "destination {} is not on the whitelist", (dest,)))
     elif asset not in entry.assets:
@@ -138,6 +139,7 @@ def evaluate(policy: Policy, request: Request, context: Context) -> Decision:
         add(Reason("whitelist", True, "destination is whitelisted as {!r}", (entry.label,)))
 
     passed = amount <= rule.max_per_transfer
+    ok = ok and passed
     add(
         Reason(
             "max_per_transfer",
@@ -151,18 +153,13 @@ def evaluate(policy: Policy, request: Request, context: Context) -> Decision:
         )
     )
 
-    _windows(reasons, "window", asset, rule.windows, context.asset_totals, amount, decimals, asset)
+    ok = _windows(reasons, "window", asset, rule.windows, context.asset_totals, amount, decimals, asset) and ok
     key_rule = policy.api_keys.get(request.api_key)
     if key_rule is not None:
-        _windows(
-            reasons,
-            "key_window",
-            f"API key {request.api_key!r}",
-            key_rule.windows.get(asset, ()),
-            context.key_totals,
-            amount,
-            decimals,
-            asset,
+        key_windows = key_rule.windows.get(asset, ())
+        ok = (
+            _windows(reasons, "key_window", request.api_key, key_windows, context.key_totals, amount, decimals, asset)
+            and ok
         )
 
     delay = 0
@@ -190,15 +187,18 @@ def evaluate(policy: Policy, request: Request, context: Context) -> Decision:
         route = COLD
         add(_COLD_OVER_LIMIT if amount > rule.hot_limit else _COLD_NO_BALANCE)
 
-    for r in reasons:
-        if not r.passed:
-            return Decision(REJECT, None, None, tuple(reasons))
+    if not ok:
+        return Decision(REJECT, None, None, tuple(reasons))
     return Decision(DELAY if delay else ALLOW, route, now + delay, tuple(reasons))
 
 
 _NOT_DENIED = Reason("deny_list", True, "destination is not on the deny list")
 _COLD_OVER_LIMIT = Reason("route", True, "paid from the cold wallet: above the hot limit")
 _COLD_NO_BALANCE = Reason("route", True, "paid from the cold wallet: more than the hot wallet's free balance")
+_WINDOW_TEMPLATES = {
+    "window": "{} withdrawals over {} would total {}, {} the limit of {}",
+    "key_window": "API key {!r}'s withdrawals over {} would total {}, {} the limit of {}",
+}
 _PERIODS: dict[int, str] = {}
 _RULE_NAMES: dict[tuple[str, int], str] = {}
 
@@ -219,18 +219,22 @@ def _windows(
     amount: int,
     decimals: int,
     asset: str,
-) -> None:
+) -> bool:
+    """Add one reason per window; True if every window holds. ``whose`` is the asset or the API key's name."""
+    template = _WINDOW_TEMPLATES[prefix]
+    all_within = True
     for w in windows:
         after = totals.get(w.seconds, 0) + amount
         within = after <= w.limit
         name = _RULE_NAMES.get((prefix, w.seconds))
         if name is None:
             name = _RULE_NAMES[prefix, w.seconds] = f"{prefix}:{_period(w.seconds)}"
+        all_within = all_within and within
         reasons.append(
             Reason(
                 name,
                 within,
-                "{} withdrawals over {} would total {}, {} the limit of {}",
+                template,
                 (
                     whose,
                     _period(w.seconds),
@@ -240,3 +244,4 @@ def _windows(
                 ),
             )
         )
+    return all_within

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from click.testing import CliRunner, Result
 
 from custody.cli import main as custody_main
 from signer.cli import main as signer_main
+from tests.conftest import policy_toml
 
 
 def run(tool, *args: object, ok: bool = True, stdin: str | None = None) -> Result:
@@ -41,29 +41,9 @@ def make_admins(tmp: Path, n: int = 3) -> tuple[Path, list[Path], list[Path]]:
     return pw, keystores, cards
 
 
-def policy_file(tmp: Path, cards: list[Path], active_from: int, quorum: int = 2) -> Path:
-    when = dt.datetime.fromtimestamp(active_from, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    admins = ""
-    for card in cards:
-        doc = json.loads(card.read_text())
-        admins += f'[[governance.admins]]\nname = "{doc["name"]}"\nkey = "{doc["approval_key"]}"\n'
+def policy_file(tmp: Path, cards: list[Path], active_from: int) -> Path:
+    """The daemon tests' policy with these cards as its admins and no activation delay."""
+    admins = [(doc["name"], doc["approval_key"]) for doc in (json.loads(c.read_text()) for c in cards)]
     path = tmp / "policy.toml"
-    path.write_text(f"""format = 1
-[governance]
-quorum = {quorum}
-activation_delay = "0s"
-{admins}
-[assets.ETH]
-decimals = 18
-max_per_transfer = "100"
-hot_limit = "1"
-windows = [{{ period = "24h", limit = "1000" }}]
-delay_tiers = [{{ at_least = "50", delay = "1h" }}]
-
-[[whitelist]]
-address = "0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f"
-assets = ["ETH"]
-label = "omnibus"
-active_from = {when}
-""")
+    path.write_text(policy_toml(active_from, admins=admins, activation=active_from, activation_delay="0s"))
     return path

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
@@ -62,18 +63,24 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
         drop_postgres_db(name)
 
 
-def policy_toml(now: int, *, activation: int | None = None) -> str:
+def policy_toml(
+    now: int,
+    *,
+    admins: list[tuple[str, str]] | None = None,
+    activation: int | None = None,
+    activation_delay: str = "24h",
+) -> str:
+    """The daemon tests' policy; admins are (name, approval key hex), by default the ADMINS keys."""
     active = dt.datetime.fromtimestamp(activation or now - DAY, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    admins = "\n".join(
-        f'[[governance.admins]]\nname = "admin{i}"\nkey = "{k.verify_key.encode().hex()}"\n'
-        for i, k in enumerate(ADMINS)
-    )
+    if admins is None:
+        admins = [(f"admin{i}", k.verify_key.encode().hex()) for i, k in enumerate(ADMINS)]
+    admin_tables = "\n".join(f'[[governance.admins]]\nname = "{name}"\nkey = "{key}"\n' for name, key in admins)
     return f"""
 format = 1
 [governance]
 quorum = 2
-activation_delay = "24h"
-{admins}
+activation_delay = "{activation_delay}"
+{admin_tables}
 [assets.ETH]
 decimals = 18
 max_per_transfer = "100"
@@ -154,16 +161,21 @@ class Server:
     settings: object
 
 
-@pytest.fixture
-def server(seeded, tmp_path) -> Iterator[Server]:
+@contextmanager
+def running_server(store, tmp_path, **settings: object) -> Iterator[Server]:
+    """A real uvicorn server for ``store`` on a free loopback port, in a thread."""
     import uvicorn
 
     from custody.api.app import create_app
     from custody.clock import SystemClock
     from custody.config import Settings
 
-    settings = Settings(data_dir=tmp_path, database_url=seeded.url, rate_limit_per_second=1000, rate_limit_burst=1000)
-    app = create_app(settings, seeded, SystemClock())
+    config = Settings(
+        data_dir=tmp_path,
+        database_url=store.url,
+        **{"rate_limit_per_second": 1000, "rate_limit_burst": 1000, **settings},
+    )  # type: ignore[arg-type]
+    app = create_app(config, store, SystemClock())
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -174,10 +186,16 @@ def server(seeded, tmp_path) -> Iterator[Server]:
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
-        yield Server(f"http://127.0.0.1:{port}", seeded, settings)
+        yield Server(f"http://127.0.0.1:{port}", store, config)
     finally:
         srv.should_exit = True
         thread.join(10)
+
+
+@pytest.fixture
+def server(seeded, tmp_path) -> Iterator[Server]:
+    with running_server(seeded, tmp_path) as srv:
+        yield srv
 
 
 @dataclass

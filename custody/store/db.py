@@ -8,8 +8,9 @@ Services own transactions (``Store.transaction``); repositories never commit.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,9 @@ class Store:
         # SQLite: reads need no write lock and no fsync, so they get an engine of their own.
         self._read_engine = make_engine(url, immediate=False) if url.startswith("sqlite") else self.engine
         self._readers = sessionmaker(self._read_engine, expire_on_commit=False)
+        # SQLite allows one writer. Threads of this process queue here instead of in SQLite's busy handler,
+        # which sleeps with back-off and turned 16 concurrent writers into multi-second waits.
+        self._write_lock: AbstractContextManager[Any] = threading.Lock() if url.startswith("sqlite") else nullcontext()
 
     @property
     def is_postgres(self) -> bool:
@@ -61,7 +65,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: commits if the block finishes, rolls back if it raises."""
-        with self._sessions() as session, session.begin():
+        with self._write_lock, self._sessions() as session, session.begin():
             yield session
 
     @contextmanager

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from custody.client import CustodyAPIError, CustodyClient
 from custody.signing import sign_request
 from custody.store.models import AuditEntry, Withdrawal
-from tests.conftest import DENIED, MAKER, OMNIBUS, add_client
+from tests.conftest import DENIED, MAKER, OMNIBUS, add_client, running_server
 
 
 def client_for(server, ck) -> CustodyClient:
@@ -110,9 +110,9 @@ def test_signature_auth(server):
     assert raw(server, ck, "GET", "/v1/ping").status_code == 200
     wrong = raw(server, ck, "POST", "/v1/withdrawals", body, headers=h, sign_key=SigningKey.generate())
     assert (wrong.status_code, wrong.json()["code"]) == (401, "bad_signature")
-    old = raw(server, ck, "POST", "/v1/withdrawals", body, headers=h, ts=time.time() - 31)
+    old = raw(server, ck, "POST", "/v1/withdrawals", body, headers=h, ts=time.time() - 40)
     assert (old.status_code, old.json()["code"]) == (401, "expired_timestamp")
-    future = raw(server, ck, "POST", "/v1/withdrawals", body, headers=h, ts=time.time() + 31)
+    future = raw(server, ck, "POST", "/v1/withdrawals", body, headers=h, ts=time.time() + 40)
     assert future.json()["code"] == "expired_timestamp"
     unsigned = httpx.post(server.url + "/v1/withdrawals", content=body, headers=h)
     assert (unsigned.status_code, unsigned.json()["code"]) == (401, "missing_signature")
@@ -262,3 +262,13 @@ def test_health_readiness_and_openapi(server):
     assert "requestBody" in doc["paths"]["/v1/withdrawals"]["post"]
     missing = httpx.get(server.url + "/nope")
     assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
+
+
+def test_too_many_requests_for_a_key_get_429(seeded, tmp_path):
+    ck, other = add_client(seeded), add_client(seeded, "other")
+    with running_server(seeded, tmp_path, rate_limit_per_second=0.01, rate_limit_burst=3) as srv:
+        assert [raw(srv, ck, "GET", "/v1/ping").status_code for _ in range(3)] == [200, 200, 200]
+        limited = raw(srv, ck, "GET", "/v1/ping")
+        assert (limited.status_code, limited.json()["code"]) == (429, "rate_limited")
+        assert int(limited.headers["Retry-After"]) >= 1
+        assert raw(srv, other, "GET", "/v1/ping").status_code == 200  # each key has its own budget

@@ -52,7 +52,7 @@ def test_policy_needs_a_quorum_of_admins_and_the_signers_refuse_rollback(install
         state = tmp / f"state{i}"
         signer("policy", "pin", installation["data"] / "genesis.json", "--state", state)
         review = signer("policy", "review", bundle, "--state", state).output
-        assert "Whitelist: 1 added" in review and "+ 0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f" in review
+        assert "Whitelist: 2 added" in review and "+ 0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f" in review
         signer(
             "policy",
             "sign",
