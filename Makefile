@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+NODE_STAMP := node_modules/.installed
+
 .PHONY: demo test bench lint typecheck clean
 
 $(STAMP): pyproject.toml constraints.txt
@@ -12,19 +14,24 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[daemon,dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# anvil (the Ethereum node for development and tests) and solc (compiles the test token), pinned by the lock file
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+test: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
-demo: $(STAMP)
+demo: $(STAMP) $(NODE_STAMP)
 	$(PY) -m custody.demo
 
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_STAMP)
 	$(PY) bench/run.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) demo-data
+	rm -rf $(VENV) node_modules demo-data

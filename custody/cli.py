@@ -150,6 +150,38 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
     click.echo("custody serve stopped")
 
 
+@main.command()
+@config_option
+@click.option("--passphrase-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None)
+def worker(config_path: Path, passphrase_file: Path | None) -> None:
+    """Pay queued hot withdrawals from the hot wallet and follow them to confirmation."""
+    from custody.chain.ethereum import EthereumNode
+    from custody.hotwallet import HotWorker, WorkerSettings
+    from custody.keys import load_hot_account
+
+    settings, store = _open(config_path)
+    if not settings.rpc_url:
+        raise ConfigError("[chain] rpc_url is empty: the worker has no node to pay through")
+    account = load_hot_account(
+        settings.data_dir, passphrase(passphrase_file, PASS_ENV, "Passphrase for the daemon's keys")
+    )
+    hot = HotWorker(
+        store,
+        EthereumNode(settings.rpc_url, settings.chain_id),
+        account,
+        WorkerSettings(
+            settings.chain_id, settings.confirmations, settings.max_fee_per_gas, settings.stuck_after_seconds
+        ),
+        SystemClock(),
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"hot worker for {hot.address} on chain {settings.chain_id}")
+    hot.run(stop)
+    click.echo("hot worker stopped")
+
+
 @main.group(cls=Group)
 def apikey() -> None:
     """Manage the exchange backend's API keys."""

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from custody.errors import ConfigError
+from policies.errors import AmountError
+from policies.units import parse_amount
 
 DATABASE_ENV = "CUSTODY_DATABASE_URL"
 
@@ -34,6 +36,18 @@ rate_limit_per_second = 200
 rate_limit_burst = 400
 # Request bodies larger than this are refused with 413.
 max_body_bytes = 65536
+
+[chain]
+# The Ethereum node's JSON-RPC URL; the daemon refuses to work if its chain id differs from chain_id.
+# Leave rpc_url empty to run without a chain (intake only; nothing is paid).
+rpc_url = {rpc_url}
+chain_id = {chain_id}
+# Blocks on top of the one including a payment before it counts as confirmed.
+confirmations = {confirmations}
+# Fee cap per gas, in gwei: the hot wallet never bids more, not even to replace a stuck transaction.
+max_fee_per_gas_gwei = "200"
+# A payment not mined after this many seconds is replaced at the same nonce with fees at least 12.5 % higher.
+stuck_after_seconds = 120
 """
 
 
@@ -47,14 +61,27 @@ class Settings:
     rate_limit_per_second: float = 200.0
     rate_limit_burst: int = 400
     max_body_bytes: int = 65536
+    rpc_url: str = ""
+    chain_id: int = 31337
+    confirmations: int = 3
+    max_fee_per_gas: int = 200 * 10**9
+    stuck_after_seconds: int = 120
 
 
 def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def render_config(data_dir: Path, database_url: str) -> str:
-    return TEMPLATE.format(data_dir=_toml_string(str(data_dir)), database_url=_toml_string(database_url))
+def render_config(
+    data_dir: Path, database_url: str, *, rpc_url: str = "", chain_id: int = 31337, confirmations: int = 3
+) -> str:
+    return TEMPLATE.format(
+        data_dir=_toml_string(str(data_dir)),
+        database_url=_toml_string(database_url),
+        rpc_url=_toml_string(rpc_url),
+        chain_id=chain_id,
+        confirmations=confirmations,
+    )
 
 
 def default_database_url(data_dir: Path) -> str:
@@ -70,8 +97,11 @@ def load_settings(path: Path) -> Settings:
         raise ConfigError(f"{path}: {exc}") from None
     daemon = _table(data, "daemon", {"data_dir", "database_url", "listen_host", "listen_port"})
     api = _table(data, "api", {"max_clock_skew_seconds", "rate_limit_per_second", "rate_limit_burst", "max_body_bytes"})
-    if set(data) - {"daemon", "api"}:
-        raise ConfigError(f"{path}: unknown section {sorted(set(data) - {'daemon', 'api'})[0]!r}")
+    chain = _table(
+        data, "chain", {"rpc_url", "chain_id", "confirmations", "max_fee_per_gas_gwei", "stuck_after_seconds"}
+    )
+    if set(data) - {"daemon", "api", "chain"}:
+        raise ConfigError(f"{path}: unknown section {sorted(set(data) - {'daemon', 'api', 'chain'})[0]!r}")
     try:
         data_dir = Path(daemon["data_dir"])
         settings = Settings(
@@ -83,8 +113,13 @@ def load_settings(path: Path) -> Settings:
             rate_limit_per_second=float(api.get("rate_limit_per_second", 200)),
             rate_limit_burst=int(api.get("rate_limit_burst", 400)),
             max_body_bytes=int(api.get("max_body_bytes", 65536)),
+            rpc_url=str(chain.get("rpc_url", "")),
+            chain_id=int(chain.get("chain_id", 31337)),
+            confirmations=int(chain.get("confirmations", 3)),
+            max_fee_per_gas=parse_amount(str(chain.get("max_fee_per_gas_gwei", "200")), 9),
+            stuck_after_seconds=int(chain.get("stuck_after_seconds", 120)),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AmountError) as exc:
         raise ConfigError(f"{path}: invalid value ({exc})") from None
     return settings
 

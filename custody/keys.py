@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from nacl.signing import SigningKey
 
-from signer.keystore import new_mnemonic, seed_from_mnemonic
+from signer.keystore import UnlockedKey, new_mnemonic, seed_from_mnemonic
 from signer.sealed import SCRYPT_N, open_sealed, seal
 
 IDENTITY_LABEL, HOT_SEED_LABEL = "daemon-identity", "hot-seed"
@@ -37,3 +39,9 @@ def _write_secret(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+
+
+def load_hot_account(data_dir: Path, passphrase: str) -> LocalAccount:
+    """The hot wallet's key, derived (BIP-44 m/44'/60'/0'/0/0) from the sealed seed, in memory only."""
+    seed = open_sealed((data_dir / "hot-seed.sealed").read_bytes(), passphrase, HOT_SEED_LABEL)
+    return Account.from_key(UnlockedKey(seed).owner_private_key())

@@ -14,9 +14,11 @@ from custody import audit, states
 from custody.apikeys import Principal
 from custody.clock import Clock
 from custody.errors import Conflict, InvalidRequest, NotFound
+from custody.hotwallet import free_balance
 from custody.policy import PolicyCache
 from custody.store.db import Store, advisory_lock
 from custody.store.models import Withdrawal
+from custody.transitions import move
 from policies.addresses import checksum_address
 from policies.canonical import canonical_hash
 from policies.evaluate import DELAY, HOT, REJECT, Context, Decision, Request, evaluate, window_totals
@@ -157,8 +159,9 @@ class Withdrawals:
         key_rule = policy.api_keys.get(api_key)
         key_periods = [w.seconds for w in key_rule.windows.get(asset, ())] if key_rule else []
         asset_totals, key_totals = self._window_totals(s, asset, api_key, now, periods, key_periods)
-        # The hot wallet arrives with the chain adapter; until then nothing is free to pay hot.
-        return Context(now=now, asset_totals=asset_totals, key_totals=key_totals, hot_free_balance=0)
+        return Context(
+            now=now, asset_totals=asset_totals, key_totals=key_totals, hot_free_balance=free_balance(s, asset)
+        )
 
     def _window_totals(
         self, s: Session, asset: str, api_key: str, now: int, periods: list[int], key_periods: list[int]
@@ -234,7 +237,7 @@ class Withdrawals:
             w = self._owned(s, who, withdrawal_id, lock=True)
             if w.state not in states.CLIENT_CANCELLABLE:
                 raise Conflict(f"a withdrawal that is {w.state} can no longer be cancelled", code="not_cancellable")
-            self._move(s, w, states.CANCELLED, self.clock.now(), by=who.name)
+            move(s, w, states.CANCELLED, self.clock.now(), by=who.name)
             return w
 
     def promote_due(self, limit: int = 100) -> int:
@@ -251,11 +254,5 @@ class Withdrawals:
                 query = query.with_for_update(skip_locked=True)
             due = list(s.execute(query).scalars())
             for w in due:
-                self._move(s, w, states.QUEUED_HOT if w.route == HOT else states.QUEUED_COLD, now, by="scheduler")
+                move(s, w, states.QUEUED_HOT if w.route == HOT else states.QUEUED_COLD, now, by="scheduler")
         return len(due)
-
-    @staticmethod
-    def _move(s: Session, w: Withdrawal, target: str, now: int, by: str) -> None:
-        states.check_transition(w.state, target)
-        audit.append(s, now, f"withdrawal.{target}", w.id, {"from": w.state, "to": target, "by": by})
-        w.state, w.updated_at = target, now

@@ -76,6 +76,7 @@ def policy_to_canonical(policy: Policy) -> dict[str, Any]:
                 "hot_limit": str(r.hot_limit),
                 "windows": [{"period": w.seconds, "limit": str(w.limit)} for w in r.windows],
                 "delay_tiers": [{"at_least": str(t.at_least), "delay": t.delay} for t in r.delay_tiers],
+                "contract": r.contract,
             }
             for s, r in sorted(policy.assets.items())
         },
@@ -248,7 +249,10 @@ class _Reader:
         if _SYMBOL.fullmatch(symbol) is None:
             raise PolicyFileError(path, "asset symbols are 2 to 16 capital letters or digits")
         t = self.table(
-            value, path, {"decimals", "max_per_transfer", "hot_limit"}, {"enabled", "windows", "delay_tiers"}
+            value,
+            path,
+            {"decimals", "max_per_transfer", "hot_limit"},
+            {"enabled", "windows", "delay_tiers", "contract"},
         )
         decimals = self.count(t["decimals"], f"{path}.decimals", 0, 36)
         windows = self.windows(t.get("windows", []), f"{path}.windows", decimals)
@@ -268,6 +272,7 @@ class _Reader:
             hot_limit=self.amount(t["hot_limit"], decimals, f"{path}.hot_limit", allow_zero=True),
             windows=windows,
             delay_tiers=tuple(sorted(tiers, key=lambda d: d.at_least)),
+            contract=None if t.get("contract") is None else self.address(t["contract"], f"{path}.contract"),
         )
 
     def windows(self, value: Any, path: str, decimals: int) -> tuple[Window, ...]:

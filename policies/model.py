@@ -31,6 +31,9 @@ class AssetRule:
     hot_limit: int
     windows: tuple[Window, ...] = ()
     delay_tiers: tuple[DelayTier, ...] = ()
+    # The ERC-20 contract, or None for the chain's native coin. It is part of the signed policy so that a
+    # compromised online host cannot point an asset at a contract of its choosing.
+    contract: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,8 @@ def describe_bundle(bundle: Bundle, previous: Policy | None) -> list[str]:
         lines += [
             f"  {symbol}{mark}: {'enabled' if rule.enabled else 'DISABLED'}, "
             f"max {format_amount(rule.max_per_transfer, d)} per transfer, hot limit {format_amount(rule.hot_limit, d)}",
-            f"    windows: {windows}; delays: {tiers or 'none'}",
+            f"    {'contract ' + rule.contract if rule.contract else 'native coin'}; windows: {windows}; "
+            f"delays: {tiers or 'none'}",
         ]
     lines += [f"  {s}  (removed)" for s in sorted(set(old.assets) - set(p.assets))]
     g, og = p.governance, old.governance

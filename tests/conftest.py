@@ -112,24 +112,34 @@ note = "sanctioned"
 """
 
 
-def seed_policy(store, now: int) -> None:
-    """Genesis four days ago, and a quorum-signed bundle three days ago whose whitelist is active now."""
-    from custody import policy as policy_service
-    from policies.bundle import sign_bundle
+def governance_for_tests():
     from policies.loader import _Reader
 
-    governance = _Reader(human=True).governance(
+    return _Reader(human=True).governance(
         {
             "quorum": 2,
             "activation_delay": "24h",
             "admins": [{"name": f"admin{i}", "key": k.verify_key.encode().hex()} for i, k in enumerate(ADMINS)],
         }
     )
+
+
+def apply_policy(store, policy, now: int) -> None:
+    """Genesis four days ago (the ADMINS, quorum 2), then ``policy`` as bundle 1 three days ago, signed by two."""
+    from custody import policy as policy_service
+    from policies.bundle import make_bundle, parse_genesis, sign_bundle
+
     with store.transaction() as s:
-        policy_service.install_genesis(s, governance, now - 4 * DAY)
-    bundle = policy_service.propose(store, policy_toml(now), now - 3 * DAY)
+        genesis = parse_genesis(policy_service.install_genesis(s, governance_for_tests(), now - 4 * DAY))
+    bundle = make_bundle(policy, genesis, now - 3 * DAY)
     sigs = [sign_bundle(bundle.hash, k).to_bytes() for k in ADMINS[:2]]
     policy_service.apply(store, bundle.raw, sigs, now)
+
+
+def seed_policy(store, now: int) -> None:
+    from policies.loader import load_policy_toml
+
+    apply_policy(store, load_policy_toml(policy_toml(now)), now)
 
 
 @pytest.fixture

@@ -77,6 +77,8 @@ class Withdrawal(Base):
     policy_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)  # the payment that settled it
+    failure: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("api_key", "idempotency_key", name="uq_withdrawals_idempotency"),
@@ -115,3 +117,52 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class HotWallet(Base):
+    """A hot wallet's address and the next nonce it will use. Nonces are allocated under a lock on this row,
+    so replicas never reuse or skip one."""
+
+    __tablename__ = "hot_wallets"
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    next_nonce: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class HotTransaction(Base):
+    """One signed version of a payment. Written before it is broadcast; replacements are new attempts at the
+    same nonce. Exactly one version per nonce is ever mined."""
+
+    __tablename__ = "hot_transactions"
+    id: Mapped[int] = mapped_column(SerialKey, primary_key=True, autoincrement=True)
+    withdrawal_id: Mapped[str] = mapped_column(String(36), ForeignKey("withdrawals.id"))
+    wallet: Mapped[str] = mapped_column(String(42), ForeignKey("hot_wallets.address"))
+    nonce: Mapped[int] = mapped_column(BigInteger)
+    attempt: Mapped[int] = mapped_column(Integer)
+    tx_hash: Mapped[str] = mapped_column(String(66), unique=True)
+    raw: Mapped[str] = mapped_column(Text)
+    max_fee: Mapped[int] = mapped_column(Amount)
+    priority_fee: Mapped[int] = mapped_column(Amount)
+    state: Mapped[str] = mapped_column(String(12))  # signed, broadcast, mined, replaced
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    broadcast_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    mined_block: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    mined_block_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("wallet", "nonce", "attempt", name="uq_hot_tx_attempt"),
+        Index("ix_hot_tx_state", "state"),
+        Index("ix_hot_tx_withdrawal", "withdrawal_id"),
+    )
+
+
+class ChainBalance(Base):
+    """The newest balance the daemon read for one wallet and asset, and the block it read it at."""
+
+    __tablename__ = "chain_balances"
+    wallet: Mapped[str] = mapped_column(String(42), primary_key=True)
+    asset: Mapped[str] = mapped_column(String(16), primary_key=True)
+    amount: Mapped[int] = mapped_column(Amount)
+    block: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)

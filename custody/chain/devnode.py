@@ -1,0 +1,124 @@
+"""A local anvil node for development, the demo and the tests, from the pinned npm package.
+
+Never used against a real network: it starts anvil on 127.0.0.1 on a free port and stops it after.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from custody.errors import DaemonError
+
+ROOT = Path(__file__).resolve().parents[2]
+ANVIL = ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+SOLCJS = ROOT / "node_modules" / "solc" / "solc.js"
+# anvil's first default account; its key is public knowledge and funds only local test chains.
+FUNDER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Anvil:
+    """One anvil process. ``restart`` keeps the port and, with ``state``, the chain's contents."""
+
+    def __init__(self, *, chain_id: int = 31337, block_time: float | None = None, port: int | None = None) -> None:
+        if not ANVIL.exists():
+            raise DaemonError("anvil is not installed: run `make test` or `make demo` (npm ci) first")
+        self.chain_id, self.block_time = chain_id, block_time
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, state_file: Path | None = None) -> Anvil:
+        args = [
+            str(ANVIL),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--chain-id",
+            str(self.chain_id),
+            "--silent",
+            "--accounts",
+            "3",
+            "--balance",
+            "1000000",
+        ]
+        if self.block_time:
+            args += ["--block-time", str(self.block_time)]
+        if state_file is not None:
+            args += ["--state", str(state_file)]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                self.rpc("eth_chainId")
+                return self
+            except (httpx.TransportError, DaemonError):
+                time.sleep(0.05)
+        self.stop()
+        raise DaemonError("anvil did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+            self.process = None
+
+    def rpc(self, method: str, *params: Any) -> Any:
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+        reply = httpx.post(self.url, json=body, timeout=10).json()
+        if "error" in reply:
+            raise DaemonError(f"{method}: {reply['error']}")
+        return reply["result"]
+
+    def __enter__(self) -> Anvil:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def compile_contract(source: Path, name: str) -> dict[str, Any]:
+    """Compile one Solidity file with the pinned solc-js; return its ABI and creation bytecode."""
+    node = shutil.which("node")
+    if node is None or not SOLCJS.exists():
+        raise DaemonError("node and the solc npm package are needed to compile test contracts (npm ci)")
+    request = {
+        "language": "Solidity",
+        "sources": {source.name: {"content": source.read_text()}},
+        "settings": {
+            "optimizer": {"enabled": True, "runs": 200},
+            "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object"]}},
+        },
+    }
+    out = subprocess.run(
+        [node, str(SOLCJS), "--standard-json"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    result = json.loads(out.stdout[out.stdout.index("{") :])
+    errors = [e["formattedMessage"] for e in result.get("errors", []) if e["severity"] == "error"]
+    if errors:
+        raise DaemonError("solc: " + "\n".join(errors))
+    contract = result["contracts"][source.name][name]
+    return {"abi": contract["abi"], "bytecode": "0x" + contract["evm"]["bytecode"]["object"]}

@@ -1,0 +1,116 @@
+"""The Ethereum adapter on web3.py: the only place in the daemon that talks to the node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_abi import encode as abi_encode
+from eth_utils.crypto import keccak
+from web3 import Web3
+from web3.exceptions import TransactionNotFound, Web3RPCError
+
+from custody.errors import DaemonError
+
+GWEI = 10**9
+TRANSFER_SELECTOR = keccak(text="transfer(address,uint256)")[:4]
+BALANCE_OF_SELECTOR = keccak(text="balanceOf(address)")[:4]
+
+
+class NodeUnavailable(DaemonError):
+    code, status = "node_unavailable", 503
+
+
+class ChainMismatch(DaemonError):
+    code, status = "chain_mismatch", 500
+
+
+class BroadcastRefused(DaemonError):
+    code, status = "broadcast_refused", 502
+
+
+@dataclass(frozen=True)
+class Receipt:
+    block_number: int
+    block_hash: str
+    success: bool
+
+
+def transfer_call(contract: str | None, to: str, amount: int) -> tuple[str, int, bytes]:
+    """(to, value, data) of a payment: a plain value transfer, or ERC-20 transfer(to, amount)."""
+    if contract is None:
+        return to, amount, b""
+    return contract, 0, TRANSFER_SELECTOR + abi_encode(["address", "uint256"], [to, amount])
+
+
+class EthereumNode:
+    def __init__(self, url: str, chain_id: int, timeout: float = 10.0) -> None:
+        self.url, self.chain_id = url, chain_id
+        self.w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}))
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except (Web3RPCError, TransactionNotFound, ValueError):
+            raise
+        except Exception as exc:  # connection refused, timeouts, bad gateway: the node is not there
+            raise NodeUnavailable(f"the node at {self.url} is unreachable: {type(exc).__name__}") from None
+
+    def check_chain(self) -> None:
+        actual = self._call(lambda: self.w3.eth.chain_id)
+        if actual != self.chain_id:
+            raise ChainMismatch(f"the node is on chain {actual}, the configuration says {self.chain_id}")
+
+    def block_number(self) -> int:
+        return int(self._call(lambda: self.w3.eth.block_number))
+
+    def block_hash(self, number: int) -> str | None:
+        try:
+            block = self._call(self.w3.eth.get_block, number)
+        except (Web3RPCError, ValueError):
+            return None
+        return "0x" + bytes(block["hash"]).hex()
+
+    def fees(self, cap: int) -> tuple[int, int]:
+        """(max fee, priority fee) per gas for the next block: twice the next base fee plus the median
+        recent tip (at least 1 gwei), never above ``cap``."""
+        history = self._call(self.w3.eth.fee_history, 5, "latest", [50])
+        base = int(history["baseFeePerGas"][-1])
+        tips = sorted(int(r[0]) for r in history.get("reward", []) if r)
+        priority = max(tips[len(tips) // 2] if tips else 0, GWEI)
+        max_fee = min(2 * base + priority, cap)
+        return max_fee, min(priority, max_fee)
+
+    def estimate_gas(self, sender: str, to: str, value: int, data: bytes) -> int:
+        tx = {"from": sender, "to": to, "value": value, "data": data}
+        return int(self._call(self.w3.eth.estimate_gas, tx))
+
+    def transaction_count(self, address: str) -> int:
+        return int(self._call(self.w3.eth.get_transaction_count, address, "latest"))
+
+    def send_raw(self, raw: bytes) -> None:
+        """Broadcast; a node that already has it, or has already mined that nonce, is not an error here:
+        the receipt decides what happened."""
+        try:
+            self._call(self.w3.eth.send_raw_transaction, raw)
+        except (Web3RPCError, ValueError) as exc:
+            text = str(exc).lower()
+            if "already known" in text or "nonce too low" in text or "already imported" in text:
+                return
+            raise BroadcastRefused(f"the node refused the transaction: {str(exc)[:200]}") from None
+
+    def receipt(self, tx_hash: str) -> Receipt | None:
+        try:
+            r = self._call(self.w3.eth.get_transaction_receipt, tx_hash)
+        except TransactionNotFound:
+            return None
+        if r is None:
+            return None
+        return Receipt(int(r["blockNumber"]), "0x" + bytes(r["blockHash"]).hex(), int(r["status"]) == 1)
+
+    def balance(self, address: str, contract: str | None) -> int:
+        if contract is None:
+            return int(self._call(self.w3.eth.get_balance, address))
+        data = BALANCE_OF_SELECTOR + abi_encode(["address"], [address])
+        out = self._call(self.w3.eth.call, {"to": contract, "data": data})
+        return int.from_bytes(bytes(out)[:32], "big")

@@ -1,0 +1,359 @@
+"""The hot worker: pays `queued_hot` withdrawals from the hot EOA, exactly once, whatever crashes.
+
+Each payment goes through these steps, each its own database transaction:
+
+1. sign:      claim one queued withdrawal, allocate the wallet's next nonce under a lock on its row, sign an
+              EIP-1559 transaction, and store the raw bytes (withdrawal -> signed). Nothing is broadcast yet.
+2. broadcast: send the stored bytes (withdrawal -> broadcast). After a crash, stored bytes are simply sent
+              again: the same bytes can only be mined once.
+3. follow:    read receipts. Deep enough -> confirmed (or failed if it reverted); gone from the chain after
+              being seen (a reorg) -> broadcast again; not mined for too long -> a replacement at the same
+              nonce with fees at least 12.5 % higher. Whichever version is mined settles the withdrawal.
+
+A withdrawal is never signed twice at two nonces: it is claimed only while `queued_hot`, and leaves that state
+in the same transaction that stores its first signed version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass
+
+from eth_account.signers.local import LocalAccount
+from eth_account.typed_transactions import TypedTransaction
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from custody import audit, states
+from custody.chain.ethereum import BroadcastRefused, EthereumNode, NodeUnavailable, transfer_call
+from custody.clock import Clock
+from custody.policy import PolicyCache
+from custody.store.db import Store
+from custody.store.models import ChainBalance, HotTransaction, HotWallet, Withdrawal
+from custody.transitions import move
+
+log = logging.getLogger("custody.hotwallet")
+FAILPOINT_ENV = "CUSTODY_FAILPOINT"
+RESERVING = (states.DELAYED, states.QUEUED_HOT, states.SIGNED, states.BROADCAST)
+SIGNED, BROADCAST, MINED, REPLACED = "signed", "broadcast", "mined", "replaced"
+
+
+def failpoint(name: str) -> None:
+    """Crash tests name a point here (CUSTODY_FAILPOINT=after_sign …) and the process dies on the spot."""
+    if os.environ.get(FAILPOINT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def bump(value: int) -> int:
+    """At least 12.5 % more, rounded up: what nodes require of a replacement."""
+    return value + (value + 7) // 8
+
+
+def free_balance(session: Session, asset: str) -> int:
+    """The hot wallet's last read balance of ``asset`` minus what hot-routed withdrawals still reserve
+    (including those settled after that reading, which the balance does not show yet)."""
+    wallet = session.execute(select(HotWallet.address).limit(1)).scalar_one_or_none()
+    if wallet is None:
+        return 0
+    balance = session.get(ChainBalance, (wallet, asset))
+    if balance is None:
+        return 0
+    W = Withdrawal
+    reserved = session.execute(
+        select(W.amount).where(
+            W.asset == asset,
+            W.route == "hot",
+            (W.state.in_(RESERVING)) | ((W.state == states.CONFIRMED) & (W.updated_at >= balance.updated_at)),
+        )
+    ).scalars()
+    return balance.amount - sum(reserved)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    chain_id: int
+    confirmations: int
+    max_fee_per_gas: int
+    stuck_after_seconds: int
+
+
+class HotWorker:
+    def __init__(
+        self, store: Store, node: EthereumNode, account: LocalAccount, settings: WorkerSettings, clock: Clock
+    ) -> None:
+        self.store, self.node, self.account, self.settings, self.clock = store, node, account, settings, clock
+        self.address: str = account.address
+        self.policies = PolicyCache()
+        self._registered = False
+
+    def __repr__(self) -> str:
+        return f"HotWorker({self.address})"
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def ensure_wallet(self) -> None:
+        """Register the wallet once, starting at the chain's nonce; afterwards the database decides."""
+        self.node.check_chain()
+        with self.store.transaction() as s:
+            if s.get(HotWallet, self.address) is None:
+                s.add(
+                    HotWallet(
+                        address=self.address,
+                        chain_id=self.settings.chain_id,
+                        next_nonce=self.node.transaction_count(self.address),
+                        created_at=self.clock.now(),
+                    )
+                )
+                audit.append(
+                    s, self.clock.now(), "hotwallet.registered", self.address, {"chain_id": self.settings.chain_id}
+                )
+        self._registered = True
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, idle: float = 0.5) -> None:
+        backoff = idle
+        while not stop.is_set():
+            try:
+                busy = self.step()
+                backoff = idle
+            except NodeUnavailable as exc:
+                log.warning("node unavailable, retrying in %.1f s: %s", backoff, exc)
+                busy, backoff = False, min(backoff * 2, 10.0)
+            if not busy:
+                stop.wait(backoff)
+
+    def step(self, batch: int = 20) -> bool:
+        """One pass: refresh balances, move stored transactions forward, sign new ones. True if it did work."""
+        if not self._registered:
+            self.ensure_wallet()
+        self.refresh_balances()
+        busy = self.follow()
+        for _ in range(batch):
+            if not self.sign_next():
+                break
+            busy = True
+        return self.follow() or busy
+
+    # -- balances ---------------------------------------------------------------------------------
+    def refresh_balances(self) -> None:
+        with self.store.read() as s:
+            assets = self.policies.get(s).policy.assets
+        block = self.node.block_number()
+        readings = {symbol: self.node.balance(self.address, rule.contract) for symbol, rule in assets.items()}
+        now = self.clock.now()
+        with self.store.transaction() as s:
+            for symbol, amount in readings.items():
+                row = s.get(ChainBalance, (self.address, symbol))
+                if row is None:
+                    s.add(ChainBalance(wallet=self.address, asset=symbol, amount=amount, block=block, updated_at=now))
+                else:
+                    row.amount, row.block, row.updated_at = amount, block, now
+
+    # -- 1. sign ----------------------------------------------------------------------------------
+    def sign_next(self) -> bool:
+        max_fee, priority = self.node.fees(self.settings.max_fee_per_gas)
+        now = self.clock.now()
+        with self.store.transaction() as s:
+            query = select(Withdrawal).where(Withdrawal.state == states.QUEUED_HOT).order_by(Withdrawal.seq).limit(1)
+            if self.store.is_postgres:
+                query = query.with_for_update(skip_locked=True)
+            w = s.execute(query).scalar_one_or_none()
+            if w is None:
+                return False
+            rule = self.policies.get(s).policy.assets.get(w.asset)
+            if rule is None:
+                move(s, w, states.CANCELLED, now, f"asset {w.asset} is no longer in the policy")
+                return True
+            wallet = s.execute(
+                select(HotWallet).where(HotWallet.address == self.address).with_for_update()
+            ).scalar_one()
+            to, value, data = transfer_call(rule.contract, w.destination, w.amount)
+            gas = self.node.estimate_gas(self.address, to, value, data) * 6 // 5  # 20 % headroom
+            tx = {
+                "type": 2,
+                "chainId": self.settings.chain_id,
+                "nonce": wallet.next_nonce,
+                "to": to,
+                "value": value,
+                "data": data,
+                "gas": gas,
+                "maxFeePerGas": max_fee,
+                "maxPriorityFeePerGas": priority,
+            }
+            signed = self.account.sign_transaction(tx)
+            failpoint("after_sign")
+            s.add(
+                HotTransaction(
+                    withdrawal_id=w.id,
+                    wallet=self.address,
+                    nonce=wallet.next_nonce,
+                    attempt=0,
+                    tx_hash="0x" + bytes(signed.hash).hex(),
+                    raw=bytes(signed.raw_transaction).hex(),
+                    max_fee=max_fee,
+                    priority_fee=priority,
+                    state=SIGNED,
+                    created_at=now,
+                )
+            )
+            wallet.next_nonce += 1
+            move(s, w, states.SIGNED, now, by="hot-worker", nonce=tx["nonce"], tx_hash="0x" + bytes(signed.hash).hex())
+        failpoint("after_store")
+        return True
+
+    # -- 2. broadcast and 3. follow ----------------------------------------------------------------
+    def follow(self) -> bool:
+        with self.store.read() as s:
+            pending = list(
+                s.execute(
+                    select(HotTransaction)
+                    .where(HotTransaction.state.in_((SIGNED, BROADCAST)))
+                    .order_by(HotTransaction.nonce, HotTransaction.attempt)
+                ).scalars()
+            )
+        if not pending:
+            return False
+        head = self.node.block_number()
+        latest_attempt: dict[int, int] = {}
+        for tx in pending:
+            latest_attempt[tx.nonce] = max(latest_attempt.get(tx.nonce, 0), tx.attempt)
+        for tx in pending:
+            if tx.state == SIGNED:
+                self.broadcast(tx)
+                continue
+            receipt = self.node.receipt(tx.tx_hash)
+            if receipt is not None and self.node.block_hash(receipt.block_number) != receipt.block_hash:
+                receipt = None  # its block is no longer canonical
+            if receipt is None:
+                if tx.mined_block is not None:
+                    self._reorged(tx)
+                elif (
+                    tx.attempt == latest_attempt[tx.nonce]
+                    and tx.broadcast_at is not None
+                    and self.clock.now() - tx.broadcast_at >= self.settings.stuck_after_seconds
+                ):
+                    self.replace(tx)
+                continue
+            if tx.mined_block != receipt.block_number:
+                self._mined_at(tx, receipt.block_number, receipt.block_hash)
+            if head - receipt.block_number + 1 >= self.settings.confirmations:
+                self.settle(tx, receipt.success, receipt.block_number)
+        return True
+
+    def broadcast(self, tx: HotTransaction) -> None:
+        try:
+            self.node.send_raw(bytes.fromhex(tx.raw))
+        except BroadcastRefused as exc:
+            log.warning("nonce %s attempt %s not broadcast yet: %s", tx.nonce, tx.attempt, exc)
+            return
+        failpoint("after_broadcast")
+        now = self.clock.now()
+        with self.store.transaction() as s:
+            row = s.get_one(HotTransaction, tx.id, with_for_update=True)
+            if row.state != SIGNED:
+                return
+            row.state, row.broadcast_at = BROADCAST, now
+            w = s.execute(select(Withdrawal).where(Withdrawal.id == row.withdrawal_id).with_for_update()).scalar_one()
+            if w.state == states.SIGNED:
+                move(s, w, states.BROADCAST, now, by="hot-worker", tx_hash=row.tx_hash)
+            else:
+                audit.append(s, now, "hottx.broadcast", w.id, {"tx_hash": row.tx_hash, "attempt": row.attempt})
+
+    def replace(self, tx: HotTransaction) -> None:
+        est_fee, est_priority = self.node.fees(self.settings.max_fee_per_gas)
+        max_fee = max(bump(tx.max_fee), est_fee)
+        priority = max(bump(tx.priority_fee), est_priority)
+        if max_fee > self.settings.max_fee_per_gas:
+            log.warning("nonce %s is stuck but a 12.5 %% bump would pass the fee cap; waiting", tx.nonce)
+            return
+        raw = bytes.fromhex(tx.raw)
+        fields = TypedTransaction.from_bytes(raw).as_dict()
+        new = {
+            "type": 2,
+            "chainId": self.settings.chain_id,
+            "nonce": tx.nonce,
+            "to": fields["to"],
+            "value": fields["value"],
+            "data": fields["data"],
+            "gas": fields["gas"],
+            "maxFeePerGas": max_fee,
+            "maxPriorityFeePerGas": min(priority, max_fee),
+        }
+        signed = self.account.sign_transaction(new)
+        now = self.clock.now()
+        with self.store.transaction() as s:
+            s.add(
+                HotTransaction(
+                    withdrawal_id=tx.withdrawal_id,
+                    wallet=tx.wallet,
+                    nonce=tx.nonce,
+                    attempt=tx.attempt + 1,
+                    tx_hash="0x" + bytes(signed.hash).hex(),
+                    raw=bytes(signed.raw_transaction).hex(),
+                    max_fee=max_fee,
+                    priority_fee=min(priority, max_fee),
+                    state=SIGNED,
+                    created_at=now,
+                )
+            )
+            audit.append(
+                s,
+                now,
+                "hottx.replacement_signed",
+                tx.withdrawal_id,
+                {
+                    "nonce": tx.nonce,
+                    "attempt": tx.attempt + 1,
+                    "tx_hash": "0x" + bytes(signed.hash).hex(),
+                    "replaces": tx.tx_hash,
+                    "max_fee": str(max_fee),
+                },
+            )
+
+    def _mined_at(self, tx: HotTransaction, block: int, block_hash: str) -> None:
+        with self.store.transaction() as s:
+            row = s.get_one(HotTransaction, tx.id, with_for_update=True)
+            row.mined_block, row.mined_block_hash = block, block_hash
+
+    def _reorged(self, tx: HotTransaction) -> None:
+        """Seen mined, now gone: forget the block and send the same bytes again."""
+        now = self.clock.now()
+        with self.store.transaction() as s:
+            row = s.get_one(HotTransaction, tx.id, with_for_update=True)
+            audit.append(
+                s,
+                now,
+                "hottx.reorged",
+                row.withdrawal_id,
+                {"tx_hash": row.tx_hash, "was_in_block": row.mined_block, "block_hash": row.mined_block_hash},
+            )
+            row.mined_block = row.mined_block_hash = None
+            row.state = SIGNED
+        self.broadcast(tx)
+
+    def settle(self, tx: HotTransaction, success: bool, block: int) -> None:
+        now = self.clock.now()
+        with self.store.transaction() as s:
+            w = s.execute(select(Withdrawal).where(Withdrawal.id == tx.withdrawal_id).with_for_update()).scalar_one()
+            if w.state != states.BROADCAST:
+                return
+            for other in s.execute(
+                select(HotTransaction).where(HotTransaction.wallet == tx.wallet, HotTransaction.nonce == tx.nonce)
+            ).scalars():
+                other.state = MINED if other.id == tx.id else REPLACED
+            w.tx_hash = tx.tx_hash
+            if success:
+                move(s, w, states.CONFIRMED, now, by="hot-worker", tx_hash=tx.tx_hash, block=block)
+            else:
+                w.failure = f"reverted in block {block}"
+                move(s, w, states.FAILED, now, by="hot-worker", tx_hash=tx.tx_hash, block=block, reason=w.failure)
+
+    def nonces(self) -> tuple[int, int]:
+        """(transactions stored, distinct nonces stored): equal counts and contiguity are test invariants."""
+        with self.store.read() as s:
+            return (
+                s.scalar(select(func.count()).select_from(HotTransaction)) or 0,
+                s.scalar(select(func.count(func.distinct(HotTransaction.nonce)))) or 0,
+            )

@@ -1,0 +1,15 @@
+"""The one way a withdrawal changes state: checked against the state machine and written to the audit log
+in the caller's transaction."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from custody import audit, states
+from custody.store.models import Withdrawal
+
+
+def move(s: Session, w: Withdrawal, target: str, now: int, by: str, **data: object) -> None:
+    states.check_transition(w.state, target)
+    audit.append(s, now, f"withdrawal.{target}", w.id, {"from": w.state, "to": target, "by": by, **data})
+    w.state, w.updated_at = target, now

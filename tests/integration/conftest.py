@@ -1,0 +1,147 @@
+"""A real anvil node, a real ERC-20 compiled from source and deployed on it, and a daemon whose hot wallet
+is funded there."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from web3 import Web3
+
+from custody.chain.devnode import FUNDER_KEY, Anvil, compile_contract
+from custody.chain.ethereum import EthereumNode
+from custody.clock import SystemClock
+from custody.config import render_config
+from custody.hotwallet import HotWorker, WorkerSettings
+from custody.keys import create_daemon_keys, load_hot_account
+from custody.store.db import Store
+from policies.model import AssetRule, Policy, WhitelistEntry, Window
+from tests.conftest import DAY, apply_policy, governance_for_tests
+
+ETH = 10**18
+TOKEN_SOURCE = Path(__file__).parent.parent / "contracts" / "TestToken.sol"
+PASSPHRASE = "integration passphrase"
+
+
+@pytest.fixture(scope="session")
+def token_artifact() -> dict:
+    return compile_contract(TOKEN_SOURCE, "TestToken")
+
+
+@dataclass
+class Chain:
+    anvil: Anvil
+    w3: Web3
+    token: object  # a web3 contract
+
+    def eth_balance(self, address: str) -> int:
+        return self.w3.eth.get_balance(address)
+
+    def token_balance(self, address: str) -> int:
+        return self.token.functions.balanceOf(address).call()
+
+    def send(self, tx: dict) -> None:
+        funder = Account.from_key(FUNDER_KEY)
+        tx = {
+            "from": funder.address,
+            "nonce": self.w3.eth.get_transaction_count(funder.address, "pending"),
+            "chainId": 31337,
+            "gas": 100_000,
+            "maxFeePerGas": 50 * 10**9,
+            "maxPriorityFeePerGas": 10**9,
+            **tx,
+        }
+        raw = funder.sign_transaction(tx).raw_transaction
+        receipt = self.w3.eth.wait_for_transaction_receipt(self.w3.eth.send_raw_transaction(raw), timeout=30)
+        assert receipt["status"] == 1
+
+
+def deploy_token(anvil: Anvil, artifact: dict) -> Chain:
+    w3 = Web3(Web3.HTTPProvider(anvil.url))
+    funder = Account.from_key(FUNDER_KEY)
+    contract = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    tx = contract.constructor("Test Token", "TOK", 6, 10**15).build_transaction(
+        {"from": funder.address, "nonce": w3.eth.get_transaction_count(funder.address), "chainId": 31337}
+    )
+    receipt = w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_raw_transaction(funder.sign_transaction(tx).raw_transaction), timeout=30
+    )
+    return Chain(anvil, w3, w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"]))
+
+
+@pytest.fixture
+def chain(token_artifact):
+    with Anvil(block_time=None) as anvil:
+        yield deploy_token(anvil, token_artifact)
+
+
+def recipients(n: int, salt: str = "r") -> list[str]:
+    return [Account.from_key(Web3.keccak(text=f"{salt}{i}")).address for i in range(n)]
+
+
+def chain_policy(token: str, whitelist: list[str], now: int) -> Policy:
+    entries = {a: WhitelistEntry(a, ("ETH", "TOK"), f"recipient {i}", now - DAY) for i, a in enumerate(whitelist)}
+    return Policy(
+        governance=governance_for_tests(),
+        assets={
+            "ETH": AssetRule("ETH", True, 18, 100 * ETH, 5 * ETH, (Window(DAY, 10_000 * ETH),)),
+            "TOK": AssetRule("TOK", True, 6, 10**12, 10**10, (Window(DAY, 10**14),), contract=token),
+        },
+        whitelist=entries,
+    )
+
+
+@dataclass
+class HotDaemon:
+    data_dir: Path
+    config: Path
+    passphrase_file: Path
+    store: Store
+    hot: str
+    recipients: list[str]
+    client_key: object
+
+    def worker(self, chain: Chain, *, confirmations: int = 1, stuck_after: int = 120) -> HotWorker:
+        account = load_hot_account(self.data_dir, PASSPHRASE)
+        return HotWorker(
+            self.store,
+            EthereumNode(chain.anvil.url, 31337),
+            account,
+            WorkerSettings(31337, confirmations, 200 * 10**9, stuck_after),
+            SystemClock(),
+        )
+
+
+def make_daemon(
+    tmp_path: Path,
+    db_url: str,
+    chain: Chain,
+    n_recipients: int = 10,
+    *,
+    confirmations: int = 1,
+    stuck_after: int = 120,
+    fund_eth: int = 500 * ETH,
+    fund_tok: int = 10**13,
+) -> HotDaemon:
+    from tests.conftest import add_client
+
+    data = tmp_path / "data"
+    data.mkdir()
+    pw = tmp_path / "pass.txt"
+    pw.write_text(PASSPHRASE + "\n")
+    create_daemon_keys(data, PASSPHRASE, n=2**15)
+    config = data / "custody.toml"
+    text = render_config(data, db_url, rpc_url=chain.anvil.url, chain_id=31337, confirmations=confirmations)
+    config.write_text(text.replace("stuck_after_seconds = 120", f"stuck_after_seconds = {stuck_after}"))
+    store = Store(db_url)
+    store.migrate()
+    now = int(time.time())
+    people = recipients(n_recipients)
+    apply_policy(store, chain_policy(chain.token.address, people, now), now)
+    hot = load_hot_account(data, PASSPHRASE).address
+    chain.send({"to": hot, "value": fund_eth})
+    chain.send({"to": chain.token.address, "data": chain.token.encode_abi("transfer", [hot, fund_tok])})
+    return HotDaemon(data, config, pw, store, hot, people, add_client(store))
