@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 from eth_account.typed_transactions import TypedTransaction
+from hexbytes import HexBytes
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -269,7 +270,7 @@ class HotWorker:
             log.warning("nonce %s is stuck but a 12.5 %% bump would pass the fee cap; waiting", tx.nonce)
             return
         raw = bytes.fromhex(tx.raw)
-        fields = TypedTransaction.from_bytes(raw).as_dict()
+        fields = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
         new = {
             "type": 2,
             "chainId": self.settings.chain_id,
