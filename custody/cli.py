@@ -63,6 +63,8 @@ def main() -> None:
 @click.option("--quorum", required=True, type=int, help="Admin signatures needed for a policy bundle.")
 @click.option("--activation-delay", default="24h", show_default=True, help="Minimum whitelist activation delay.")
 @click.option("--database-url", default=None, help="Default: $CUSTODY_DATABASE_URL, else SQLite in the data dir.")
+@click.option("--rpc-url", default="", help="The Ethereum node's JSON-RPC URL (can be set later in custody.toml).")
+@click.option("--chain-id", default=31337, show_default=True, type=int)
 @click.option("--passphrase-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None)
 def init(
     data_dir: Path,
@@ -71,6 +73,8 @@ def init(
     quorum: int,
     activation_delay: str,
     database_url: str | None,
+    rpc_url: str,
+    chain_id: int,
     passphrase_file: Path | None,
 ) -> None:
     """Create a data directory: config, database, sealed daemon keys and the genesis admin set."""
@@ -82,8 +86,8 @@ def init(
     url = database_url or os.environ.get("CUSTODY_DATABASE_URL") or default_database_url(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        (data_dir / "custody.toml").write_text(render_config(data_dir, url))
-        public = create_daemon_keys(data_dir, secret)
+        (data_dir / "custody.toml").write_text(render_config(data_dir, url, rpc_url=rpc_url, chain_id=chain_id))
+        public, hot_address = create_daemon_keys(data_dir, secret)
         store = Store(url)
         store.migrate()
         now = SystemClock().now()
@@ -98,6 +102,7 @@ def init(
     click.echo(f"initialised {data_dir}")
     click.echo(f"  config        {data_dir / 'custody.toml'}")
     click.echo(f"  daemon key    {public}")
+    click.echo(f"  hot wallet    {hot_address}")
     click.echo(
         f"  genesis       {head.hash} (quorum {quorum} of {len(governance.admins)}); "
         f"signers pin {data_dir / 'genesis.json'}"

@@ -107,3 +107,6 @@ class CustodyClient:
 
     def cancel_withdrawal(self, withdrawal_id: str) -> dict[str, Any]:
         return self._json(self.request("POST", f"/v1/withdrawals/{withdrawal_id}/cancel"))  # type: ignore[no-any-return]
+
+    def balances(self) -> dict[str, Any]:
+        return self._json(self.request("GET", "/v1/balances"))  # type: ignore[no-any-return]

@@ -17,7 +17,10 @@ import uuid
 from pathlib import Path
 
 import httpx
+from eth_account import Account
+from web3 import Web3
 
+from custody.chain.devnode import FUNDER_KEY, Anvil
 from custody.client import CustodyAPIError, CustodyClient
 
 ROOT = Path.cwd() / "demo-data"
@@ -58,14 +61,10 @@ hot_limit = "1"
 windows = [{{ period = "1h", limit = "150" }}, {{ period = "24h", limit = "500" }}]
 delay_tiers = [{{ at_least = "50", delay = "1h" }}]
 
-[assets.USDC]
-decimals = 6
-max_per_transfer = "1000000"
-hot_limit = "1000"
 
 [[whitelist]]
 address = "{OMNIBUS}"
-assets = ["ETH", "USDC"]
+assets = ["ETH"]
 label = "Customer omnibus"
 active_from = {when}
 
@@ -90,6 +89,13 @@ def free_port() -> int:
 def main() -> None:
     shutil.rmtree(ROOT, ignore_errors=True)
     ROOT.mkdir()
+    step("A local Ethereum node: anvil from the pinned npm package, on 127.0.0.1")
+    with Anvil(block_time=1) as anvil:  # a block a second, so confirmations accrue as on a real chain
+        print(f"   {anvil.url}, chain id {anvil.chain_id}")
+        run(anvil)
+
+
+def run(anvil: Anvil) -> None:
     pw = ROOT / "passphrase.txt"
     pw.write_text("demo passphrase, never use in production\n")
 
@@ -104,7 +110,8 @@ def main() -> None:
 
     step("custody init: config, SQLite database, sealed daemon keys, genesis admin set (2 of 3)")
     data = ROOT / "daemon"
-    sh(
+    card_args = [a for c in ("alice", "bob", "carol") for a in ("--admin-card", ROOT / f"{c}.card.json")]
+    out = sh(
         "custody",
         "init",
         "--data-dir",
@@ -115,12 +122,20 @@ def main() -> None:
         "0s",
         "--passphrase-file",
         pw,
-        *[a for c in ("alice", "bob", "carol") for a in ("--admin-card", ROOT / f"{c}.card.json")],
+        "--rpc-url",
+        anvil.url,
+        "--chain-id",
+        anvil.chain_id,
+        *card_args,
     )
     cfg = data / "custody.toml"
+    hot = next(line.split()[-1] for line in out.splitlines() if "hot wallet" in line)
+    fund(anvil, hot, 20 * 10**18)
+    print(f"   funded the hot wallet {hot} with 20 ETH from anvil's development account")
 
     step("The treasury proposes a policy; alice and carol review and sign it; the daemon applies it")
-    (ROOT / "policy.toml").write_text(policy_toml(cards, int(time.time()) + 1))
+    active_from = int(time.time()) + 5  # no earlier than the bundle's creation plus the (demo) delay of 0 s
+    (ROOT / "policy.toml").write_text(policy_toml(cards, active_from))
     bundle = ROOT / "policy-v1.bundle"
     sh("custody", "policy", "propose", ROOT / "policy.toml", "--out", bundle, "--config", cfg)
     sigs = []
@@ -167,6 +182,10 @@ def main() -> None:
     port = free_port()
     step(f"custody serve on 127.0.0.1:{port}")
     server = subprocess.Popen([str(BIN / "custody"), "serve", "--config", str(cfg), "--port", str(port)], env=ENV)
+    step("custody worker: pays hot withdrawals from the hot wallet")
+    worker = subprocess.Popen(
+        [str(BIN / "custody"), "worker", "--config", str(cfg), "--passphrase-file", str(pw)], env=ENV
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(200):
@@ -177,12 +196,12 @@ def main() -> None:
                 time.sleep(0.05)
         else:
             sys.exit("the daemon did not become ready")
-        time.sleep(1.5)  # let the whitelist entries' active_from pass
-        run_client(url, (ROOT / "backend.key").read_text().strip())
+        time.sleep(max(0.0, active_from + 1 - time.time()))  # until the whitelist entries are active
+        run_client(url, (ROOT / "backend.key").read_text().strip(), anvil)
     finally:
-        server.send_signal(signal.SIGTERM)
-        code = server.wait(20)
-        print(f"\n   daemon stopped (exit {code})")
+        for name, proc in (("worker", worker), ("daemon", server)):
+            proc.send_signal(signal.SIGTERM)
+            print(f"   {name} stopped (exit {proc.wait(20)})")
 
     step("Auditors verify the hash-chained audit log")
     sh("custody", "audit", "verify", "--config", cfg)
@@ -190,13 +209,49 @@ def main() -> None:
     print("\nDemo complete. Everything it made is in ./demo-data (delete it freely).")
 
 
-def run_client(url: str, private_key: str) -> None:
+def fund(anvil: Anvil, address: str, wei: int) -> None:
+    w3 = Web3(Web3.HTTPProvider(anvil.url))
+    funder = Account.from_key(FUNDER_KEY)
+    tx = {
+        "from": funder.address,
+        "to": address,
+        "value": wei,
+        "gas": 21000,
+        "chainId": anvil.chain_id,
+        "nonce": w3.eth.get_transaction_count(funder.address),
+        "maxFeePerGas": 10**10,
+        "maxPriorityFeePerGas": 10**9,
+    }
+    w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(funder.sign_transaction(tx).raw_transaction))
+
+
+def run_client(url: str, private_key: str, anvil: Anvil) -> None:
     step("The backend submits withdrawals with custody.client.CustodyClient")
     with CustodyClient(url, "backend", private_key) as c:
+        for _ in range(100):  # the worker reads the hot balance first; until then nothing can be routed hot
+            if {b["asset"]: b for b in c.balances()["assets"]}["ETH"]["hot"] != "0":
+                break
+            time.sleep(0.1)
+        hot = c.create_withdrawal(
+            "ETH", "0.75", OMNIBUS, idempotency_key=str(uuid.uuid4()), client_reference="order-1000"
+        )
+        print(f"   0.75 ETH to the omnibus (small: route {hot['decision']['route']}) -> {hot['state']}")
+        seen = [hot["state"]]
+        for _ in range(300):
+            state = c.get_withdrawal(hot["id"])["state"]
+            if state != seen[-1]:
+                seen.append(state)
+            if state in ("confirmed", "failed"):
+                break
+            time.sleep(0.1)
+        w3 = Web3(Web3.HTTPProvider(anvil.url))
+        print(f"   states seen: {' -> '.join(seen)}; the omnibus now holds {w3.eth.get_balance(OMNIBUS) / 10**18} ETH")
+        if seen[-1] != "confirmed":
+            sys.exit("the hot withdrawal was not confirmed")
         rows = []
         key = str(uuid.uuid4())
         w = c.create_withdrawal("ETH", "2.5", OMNIBUS, idempotency_key=key, client_reference="order-1001")
-        rows.append(("2.5 ETH to the omnibus", w))
+        rows.append(("2.5 ETH (over the hot limit)", w))
         retry = c.create_withdrawal("ETH", "2.5", OMNIBUS, idempotency_key=key, client_reference="order-1001")
         print(f"   retry with the same Idempotency-Key -> same withdrawal: {retry['id'] == w['id']}")
         rows.append(
@@ -204,9 +259,6 @@ def run_client(url: str, private_key: str) -> None:
         )
         rows.append(
             ("1 ETH to a denied address", c.create_withdrawal("ETH", "1", DENIED, idempotency_key=str(uuid.uuid4())))
-        )
-        rows.append(
-            ("500 USDC to the omnibus", c.create_withdrawal("USDC", "500", OMNIBUS, idempotency_key=str(uuid.uuid4())))
         )
         cancelled = c.cancel_withdrawal(rows[1][1]["id"])
         for label, row in rows:

@@ -26,19 +26,18 @@ from eth_account.signers.local import LocalAccount
 from eth_account.typed_transactions import TypedTransaction
 from hexbytes import HexBytes
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from custody import audit, states
 from custody.chain.ethereum import BroadcastRefused, EthereumNode, NodeUnavailable, transfer_call
 from custody.clock import Clock
 from custody.policy import PolicyCache
+from custody.rebalance import rebalance
 from custody.store.db import Store
 from custody.store.models import ChainBalance, HotTransaction, HotWallet, Withdrawal
 from custody.transitions import move
 
 log = logging.getLogger("custody.hotwallet")
 FAILPOINT_ENV = "CUSTODY_FAILPOINT"
-RESERVING = (states.DELAYED, states.QUEUED_HOT, states.SIGNED, states.BROADCAST)
 SIGNED, BROADCAST, MINED, REPLACED = "signed", "broadcast", "mined", "replaced"
 
 
@@ -51,26 +50,6 @@ def failpoint(name: str) -> None:
 def bump(value: int) -> int:
     """At least 12.5 % more, rounded up: what nodes require of a replacement."""
     return value + (value + 7) // 8
-
-
-def free_balance(session: Session, asset: str) -> int:
-    """The hot wallet's last read balance of ``asset`` minus what hot-routed withdrawals still reserve
-    (including those settled after that reading, which the balance does not show yet)."""
-    wallet = session.execute(select(HotWallet.address).limit(1)).scalar_one_or_none()
-    if wallet is None:
-        return 0
-    balance = session.get(ChainBalance, (wallet, asset))
-    if balance is None:
-        return 0
-    W = Withdrawal
-    reserved = session.execute(
-        select(W.amount).where(
-            W.asset == asset,
-            W.route == "hot",
-            (W.state.in_(RESERVING)) | ((W.state == states.CONFIRMED) & (W.updated_at >= balance.updated_at)),
-        )
-    ).scalars()
-    return balance.amount - sum(reserved)
 
 
 @dataclass(frozen=True)
@@ -130,7 +109,8 @@ class HotWorker:
         if not self._registered:
             self.ensure_wallet()
         self.refresh_balances()
-        busy = self.follow()
+        busy = bool(rebalance(self.store, self.policies, self.clock, self.address))
+        busy = self.follow() or busy
         for _ in range(batch):
             if not self.sign_next():
                 break

@@ -19,16 +19,15 @@ from signer.sealed import SCRYPT_N, open_sealed, seal
 IDENTITY_LABEL, HOT_SEED_LABEL = "daemon-identity", "hot-seed"
 
 
-def create_daemon_keys(data_dir: Path, passphrase: str, *, n: int = SCRYPT_N) -> str:
-    """Write both sealed secrets; return the identity's public key in hex."""
+def create_daemon_keys(data_dir: Path, passphrase: str, *, n: int = SCRYPT_N) -> tuple[str, str]:
+    """Write both sealed secrets; return the identity's public key in hex and the hot wallet's address."""
     identity = SigningKey.generate()
+    seed = seed_from_mnemonic(new_mnemonic())
     _write_secret(data_dir / "identity.sealed", seal(bytes(identity), passphrase, IDENTITY_LABEL, n=n))
-    _write_secret(
-        data_dir / "hot-seed.sealed", seal(seed_from_mnemonic(new_mnemonic()), passphrase, HOT_SEED_LABEL, n=n)
-    )
+    _write_secret(data_dir / "hot-seed.sealed", seal(seed, passphrase, HOT_SEED_LABEL, n=n))
     public = identity.verify_key.encode().hex()
     (data_dir / "identity.pub").write_text(public + "\n")
-    return public
+    return public, UnlockedKey(seed).card("hot").owner_address
 
 
 def load_identity(data_dir: Path, passphrase: str) -> SigningKey:

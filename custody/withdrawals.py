@@ -14,8 +14,8 @@ from custody import audit, states
 from custody.apikeys import Principal
 from custody.clock import Clock
 from custody.errors import Conflict, InvalidRequest, NotFound
-from custody.hotwallet import free_balance
 from custody.policy import PolicyCache
+from custody.reserves import free_balance
 from custody.store.db import Store, advisory_lock
 from custody.store.models import Withdrawal
 from custody.transitions import move
@@ -54,6 +54,79 @@ def state_after(decision: Decision) -> str:
     if decision.outcome == DELAY:
         return states.DELAYED
     return states.QUEUED_HOT if decision.route == HOT else states.QUEUED_COLD
+
+
+def record(
+    s: Session,
+    *,
+    api_key: str,
+    idempotency_key: str,
+    request_hash: str,
+    asset: str,
+    amount: int,
+    decimals: int,
+    destination: str,
+    decision: Decision,
+    version: int,
+    policy_hash: str,
+    now: int,
+    client_reference: str | None = None,
+) -> Withdrawal:
+    """Write a new withdrawal in the state its decision leads to, with both audit entries, under one lock."""
+    state = state_after(decision)
+    w = Withdrawal(
+        id=str(uuid.uuid4()),
+        api_key=api_key,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        asset=asset,
+        amount=amount,
+        decimals=decimals,
+        destination=destination,
+        client_reference=client_reference,
+        state=state,
+        route=decision.route,
+        outcome=decision.outcome,
+        reasons=json.dumps([{"rule": r.rule, "passed": r.passed, "message": r.message} for r in decision.reasons]),
+        eligible_at=decision.eligible_at,
+        policy_version=version,
+        policy_hash=policy_hash,
+        created_at=now,
+        updated_at=now,
+    )
+    s.add(w)
+    s.flush()
+    audit.append_all(
+        s,
+        now,
+        [
+            (
+                "withdrawal.received",
+                w.id,
+                {
+                    "to": states.RECEIVED,
+                    "api_key": api_key,
+                    "idempotency_key": idempotency_key,
+                    "asset": asset,
+                    "amount": str(amount),
+                    "destination": destination,
+                    "policy_hash": policy_hash,
+                },
+            ),
+            (
+                f"withdrawal.{state}",
+                w.id,
+                {
+                    "from": states.RECEIVED,
+                    "to": state,
+                    "route": decision.route,
+                    "failed": [r.rule for r in decision.failed],
+                    "eligible_at": decision.eligible_at,
+                },
+            ),
+        ],
+    )
+    return w
 
 
 class Withdrawals:
@@ -101,9 +174,8 @@ class Withdrawals:
             Request(req.asset, amount, destination, who.name),
             self._context(s, active.policy, who.name, req.asset, now),
         )
-        state = state_after(decision)
-        w = Withdrawal(
-            id=str(uuid.uuid4()),
+        return record(
+            s,
             api_key=who.name,
             idempotency_key=idempotency_key,
             request_hash=digest,
@@ -111,48 +183,12 @@ class Withdrawals:
             amount=amount,
             decimals=rule.decimals,
             destination=destination,
-            client_reference=req.client_reference,
-            state=state,
-            route=decision.route,
-            outcome=decision.outcome,
-            reasons=json.dumps([{"rule": r.rule, "passed": r.passed, "message": r.message} for r in decision.reasons]),
-            eligible_at=decision.eligible_at,
-            policy_version=active.version,
+            decision=decision,
+            version=active.version,
             policy_hash=active.hash,
-            created_at=now,
-            updated_at=now,
+            now=now,
+            client_reference=req.client_reference,
         )
-        s.add(w)
-        s.flush()
-        audit.append(
-            s,
-            now,
-            "withdrawal.received",
-            w.id,
-            {
-                "to": states.RECEIVED,
-                "api_key": who.name,
-                "idempotency_key": idempotency_key,
-                "asset": w.asset,
-                "amount": str(amount),
-                "destination": destination,
-                "policy_hash": active.hash,
-            },
-        )
-        audit.append(
-            s,
-            now,
-            f"withdrawal.{state}",
-            w.id,
-            {
-                "from": states.RECEIVED,
-                "to": state,
-                "route": decision.route,
-                "failed": [r.rule for r in decision.failed],
-                "eligible_at": decision.eligible_at,
-            },
-        )
-        return w
 
     def _context(self, s: Session, policy: Policy, api_key: str, asset: str, now: int) -> Context:
         periods = [w.seconds for w in policy.assets[asset].windows]

@@ -77,6 +77,8 @@ def policy_to_canonical(policy: Policy) -> dict[str, Any]:
                 "windows": [{"period": w.seconds, "limit": str(w.limit)} for w in r.windows],
                 "delay_tiers": [{"at_least": str(t.at_least), "delay": t.delay} for t in r.delay_tiers],
                 "contract": r.contract,
+                "hot_min": None if r.hot_min is None else str(r.hot_min),
+                "hot_max": None if r.hot_max is None else str(r.hot_max),
             }
             for s, r in sorted(policy.assets.items())
         },
@@ -204,6 +206,14 @@ class _Reader:
         assets = {s: self.asset(s, v, f"assets.{s}") for s, v in assets_table.items()}
         if not assets:
             raise PolicyFileError("assets", "must declare at least one asset")
+        native = sorted(symbol for symbol, rule in assets.items() if rule.contract is None)
+        if len(native) > 1:
+            # Without a contract an asset is paid as the chain's native coin; two such assets would pay one
+            # asset's amounts in the other's units.
+            raise PolicyFileError(
+                f"assets.{native[1]}.contract",
+                f"only one asset may be the native coin (no contract); {native[0]} already is",
+            )
         whitelist = [
             self.whitelist_entry(v, f"whitelist[{i}]", assets)
             for i, v in enumerate(self.array(root.get("whitelist", []), "whitelist"))
@@ -252,7 +262,7 @@ class _Reader:
             value,
             path,
             {"decimals", "max_per_transfer", "hot_limit"},
-            {"enabled", "windows", "delay_tiers", "contract"},
+            {"enabled", "windows", "delay_tiers", "contract", "hot_min", "hot_max"},
         )
         decimals = self.count(t["decimals"], f"{path}.decimals", 0, 36)
         windows = self.windows(t.get("windows", []), f"{path}.windows", decimals)
@@ -264,6 +274,12 @@ class _Reader:
                 DelayTier(self.amount(d["at_least"], decimals, f"{p}.at_least"), self.period(d["delay"], f"{p}.delay"))
             )
         self.unique(tiers, lambda d: d.at_least, f"{path}.delay_tiers", "threshold")
+        hot_min, hot_max = (
+            None if t.get(k) is None else self.amount(t[k], decimals, f"{path}.{k}", allow_zero=True)
+            for k in ("hot_min", "hot_max")
+        )
+        if hot_min is not None and hot_max is not None and hot_min >= hot_max:
+            raise PolicyFileError(f"{path}.hot_max", "must be greater than hot_min")
         return AssetRule(
             symbol=symbol,
             enabled=self.typed(t.get("enabled", True), bool, f"{path}.enabled"),
@@ -273,6 +289,8 @@ class _Reader:
             windows=windows,
             delay_tiers=tuple(sorted(tiers, key=lambda d: d.at_least)),
             contract=None if t.get("contract") is None else self.address(t["contract"], f"{path}.contract"),
+            hot_min=hot_min,
+            hot_max=hot_max,
         )
 
     def windows(self, value: Any, path: str, decimals: int) -> tuple[Window, ...]:

@@ -34,6 +34,10 @@ class AssetRule:
     # The ERC-20 contract, or None for the chain's native coin. It is part of the signed policy so that a
     # compromised online host cannot point an asset at a contract of its choosing.
     contract: str | None = None
+    # The hot band: above hot_max the excess is swept to the cold wallet, below hot_min a top-up is raised
+    # from it; both aim at the middle of the band. None: no rebalancing on that side.
+    hot_min: int | None = None
+    hot_max: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

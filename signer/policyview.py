@@ -57,7 +57,9 @@ def describe_bundle(bundle: Bundle, previous: Policy | None) -> list[str]:
             f"  {symbol}{mark}: {'enabled' if rule.enabled else 'DISABLED'}, "
             f"max {format_amount(rule.max_per_transfer, d)} per transfer, hot limit {format_amount(rule.hot_limit, d)}",
             f"    {'contract ' + rule.contract if rule.contract else 'native coin'}; windows: {windows}; "
-            f"delays: {tiers or 'none'}",
+            f"delays: {tiers or 'none'}; hot band: "
+            f"{'-' if rule.hot_min is None else format_amount(rule.hot_min, d)} to "
+            f"{'-' if rule.hot_max is None else format_amount(rule.hot_max, d)}",
         ]
     lines += [f"  {s}  (removed)" for s in sorted(set(old.assets) - set(p.assets))]
     g, og = p.governance, old.governance

@@ -89,10 +89,12 @@ windows = [{{ period = "1h", limit = "250" }}]
 delay_tiers = [{{ at_least = "10", delay = "1h" }}]
 [assets.DAI]
 enabled = false
+contract = "0x6B175474E89094C44Da98b954EedeAC495271d0F"
 decimals = 18
 max_per_transfer = "1000"
 hot_limit = "10"
 [assets.USDC]
+contract = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
 decimals = 6
 max_per_transfer = "1000000"
 hot_limit = "100"

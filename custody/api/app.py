@@ -9,15 +9,25 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from custody.api.schemas import Problem, WithdrawalIn, WithdrawalOut, WithdrawalPage, withdrawal_out
+from custody.api.schemas import (
+    AssetBalance,
+    Balances,
+    Problem,
+    WithdrawalIn,
+    WithdrawalOut,
+    WithdrawalPage,
+    withdrawal_out,
+)
 from custody.apikeys import Authenticator, Principal, RateLimiter
 from custody.clock import Clock
 from custody.config import Settings
 from custody.errors import BodyTooLarge, InvalidRequest, RateLimited
 from custody.policy import PolicyCache
+from custody.reserves import hot_position
 from custody.store.db import Store
 from custody.withdrawals import NewWithdrawal, Withdrawals
 from policies.errors import AddressError, AmountError, BundleError, CustodyError
+from policies.units import format_amount
 
 PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 ERRORS: dict[int | str, dict[str, Any]] = {code: PROBLEM for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
@@ -156,6 +166,26 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
     ) -> WithdrawalPage:
         rows, nxt = service.list(who, state, cursor, limit)
         return WithdrawalPage(items=[withdrawal_out(w) for w in rows], next_cursor=nxt)
+
+    @app.get("/v1/balances", tags=["wallets"], response_model=Balances, responses=ERRORS)
+    def balances(who: Annotated[Principal, signed("read")]) -> Balances:
+        """Per asset: the hot wallet's balance, what is reserved and free, and the cold balance."""
+        with store.read() as s:
+            policy = cache.get(s).policy
+            positions = [(hot_position(s, symbol), rule.decimals) for symbol, rule in sorted(policy.assets.items())]
+        return Balances(
+            assets=[
+                AssetBalance(
+                    asset=p.asset,
+                    hot=format_amount(p.balance, d),
+                    hot_block=p.block,
+                    reserved=format_amount(p.reserved, d),
+                    free=format_amount(p.free, d),
+                    cold=None,
+                )
+                for p, d in positions
+            ]
+        )
 
     @app.post(
         "/v1/withdrawals/{withdrawal_id}/cancel", tags=["withdrawals"], response_model=WithdrawalOut, responses=ERRORS

@@ -84,3 +84,16 @@ def withdrawal_out(w: Withdrawal) -> WithdrawalOut:
         created_at=iso(w.created_at) or "",
         updated_at=iso(w.updated_at) or "",
     )
+
+
+class AssetBalance(BaseModel):
+    asset: str
+    hot: str = Field(description="The hot wallet's balance as last read from the chain")
+    hot_block: int | None = Field(description="The block that balance was read at")
+    reserved: str = Field(description="What hot-routed withdrawals not yet reflected in that reading will take")
+    free: str = Field(description="hot - reserved: what new hot withdrawals may use")
+    cold: str | None = Field(description="The cold wallet's balance; null until a cold wallet exists")
+
+
+class Balances(BaseModel):
+    assets: list[AssetBalance]

@@ -166,3 +166,12 @@ class ChainBalance(Base):
     amount: Mapped[int] = mapped_column(Amount)
     block: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ColdWallet(Base):
+    """The cold wallet (a Safe), recorded when it is created; sweeps go here and only here."""
+
+    __tablename__ = "cold_wallets"
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)

@@ -82,12 +82,21 @@ def recipients(n: int, salt: str = "r") -> list[str]:
     return [Account.from_key(Web3.keccak(text=f"{salt}{i}")).address for i in range(n)]
 
 
-def chain_policy(token: str, whitelist: list[str], now: int) -> Policy:
+def chain_policy(token: str, whitelist: list[str], now: int, eth_band: tuple[int, int] | None = None) -> Policy:
     entries = {a: WhitelistEntry(a, ("ETH", "TOK"), f"recipient {i}", now - DAY) for i, a in enumerate(whitelist)}
     return Policy(
         governance=governance_for_tests(),
         assets={
-            "ETH": AssetRule("ETH", True, 18, 100 * ETH, 5 * ETH, (Window(DAY, 10_000 * ETH),)),
+            "ETH": AssetRule(
+                "ETH",
+                True,
+                18,
+                100 * ETH,
+                5 * ETH,
+                (Window(DAY, 10_000 * ETH),),
+                hot_min=eth_band[0] if eth_band else None,
+                hot_max=eth_band[1] if eth_band else None,
+            ),
             "TOK": AssetRule("TOK", True, 6, 10**12, 10**10, (Window(DAY, 10**14),), contract=token),
         },
         whitelist=entries,
@@ -125,6 +134,7 @@ def make_daemon(
     stuck_after: int = 120,
     fund_eth: int = 500 * ETH,
     fund_tok: int = 10**13,
+    eth_band: tuple[int, int] | None = None,
 ) -> HotDaemon:
     from tests.conftest import add_client
 
@@ -132,7 +142,7 @@ def make_daemon(
     data.mkdir()
     pw = tmp_path / "pass.txt"
     pw.write_text(PASSPHRASE + "\n")
-    create_daemon_keys(data, PASSPHRASE, n=2**15)
+    _, hot = create_daemon_keys(data, PASSPHRASE, n=2**15)
     config = data / "custody.toml"
     text = render_config(data, db_url, rpc_url=chain.anvil.url, chain_id=31337, confirmations=confirmations)
     config.write_text(text.replace("stuck_after_seconds = 120", f"stuck_after_seconds = {stuck_after}"))
@@ -140,8 +150,8 @@ def make_daemon(
     store.migrate()
     now = int(time.time())
     people = recipients(n_recipients)
-    apply_policy(store, chain_policy(chain.token.address, people, now), now)
-    hot = load_hot_account(data, PASSPHRASE).address
+    apply_policy(store, chain_policy(chain.token.address, people, now, eth_band), now)
+    assert hot == load_hot_account(data, PASSPHRASE).address
     chain.send({"to": hot, "value": fund_eth})
     chain.send({"to": chain.token.address, "data": chain.token.encode_abi("transfer", [hot, fund_tok])})
     return HotDaemon(data, config, pw, store, hot, people, add_client(store))

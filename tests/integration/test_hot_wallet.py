@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from decimal import Decimal
 
-import pytest
 from sqlalchemy import select
 
 from custody.client import CustodyClient
@@ -42,7 +42,6 @@ def assert_paid_once(daemon, chain, expected: dict[str, tuple[str, int]], start_
     assert chain.w3.eth.get_transaction_count(daemon.hot) == start_nonce + len(expected)
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_two_hundred_hot_withdrawals_each_paid_exactly_once(tmp_path, db_url, chain):
     daemon = make_daemon(tmp_path, db_url, chain, n_recipients=200)
     worker = daemon.worker(chain)
@@ -68,6 +67,11 @@ def test_two_hundred_hot_withdrawals_each_paid_exactly_once(tmp_path, db_url, ch
             wait_until(lambda: states_of(daemon.store).get("confirmed") == 200, timeout=240)
             sample = client.list_withdrawals(state="confirmed", limit=1)["items"][0]
             assert sample["state"] == "confirmed"
+            worker.refresh_balances()
+            eth = {b["asset"]: b for b in client.balances()["assets"]}["ETH"]
+            paid_eth = sum(amount for asset, amount in expected.values() if asset == "ETH")
+            assert eth["reserved"] == "0" and eth["cold"] is None and eth["hot"] == eth["free"]
+            assert 0 < 500 * 10**18 - paid_eth - int(Decimal(eth["hot"]) * 10**18) < 10**17  # only gas is missing
     finally:
         stop.set()
         thread.join(30)

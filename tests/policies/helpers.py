@@ -39,7 +39,14 @@ def policy(**overrides: object) -> Policy:
         windows=(Window(3600, 200 * ETH), Window(86400, 1000 * ETH)),
         delay_tiers=(DelayTier(10 * ETH, 3600), DelayTier(50 * ETH, 86400)),
     )
-    usdc = AssetRule(symbol="USDC", enabled=False, decimals=6, max_per_transfer=10**12, hot_limit=10**9)
+    usdc = AssetRule(
+        symbol="USDC",
+        enabled=False,
+        decimals=6,
+        max_per_transfer=10**12,
+        hot_limit=10**9,
+        contract="0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48",
+    )
     fields: dict[str, object] = dict(
         governance=governance(),
         assets={"ETH": eth, "USDC": usdc},

@@ -76,6 +76,7 @@ def edit(old: str, new: str) -> str:
             "api_keys.backend.windows[0].asset",
             "unknown asset",
         ),
+        (edit('contract = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"', ""), "assets.USDC.contract", "native coin"),
         ("format = 1\n[assets\n", "toml", ""),
     ],
 )
