@@ -101,6 +101,9 @@ class HotWorker:
             except NodeUnavailable as exc:
                 log.warning("node unavailable, retrying in %.1f s: %s", backoff, exc)
                 busy, backoff = False, min(backoff * 2, 10.0)
+            except Exception:  # one bad row or answer must not stop payments: log it, back off, go on
+                log.exception("hot worker pass failed; retrying in %.1f s", backoff)
+                busy, backoff = False, min(backoff * 2, 10.0)
             if not busy:
                 stop.wait(backoff)
 
@@ -151,7 +154,7 @@ class HotWorker:
                 select(HotWallet).where(HotWallet.address == self.address).with_for_update()
             ).scalar_one()
             to, value, data = transfer_call(rule.contract, w.destination, w.amount)
-            gas = self.node.estimate_gas(self.address, to, value, data) * 6 // 5  # 20 % headroom
+            gas = self.node.estimate_gas(self.address, to, value, data)
             tx = {
                 "type": 2,
                 "chainId": self.settings.chain_id,

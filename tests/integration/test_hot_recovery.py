@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 from sqlalchemy import select
 
-from custody.chain.devnode import Anvil
+from custody.chain.devnode import FUNDER_KEY, Anvil
 from custody.client import CustodyClient
 from custody.clock import SystemClock
 from custody.hotwallet import FAILPOINT_ENV
@@ -25,6 +26,16 @@ from tests.integration.conftest import deploy_token, make_daemon
 from tests.integration.test_hot_wallet import assert_paid_once, states_of, wait_until
 
 CUSTODY = str(Path(sys.executable).parent / "custody")
+
+
+def drive(worker, done, timeout: float = 60) -> None:
+    """Run worker passes until ``done()`` holds."""
+
+    def step_then_check() -> bool:
+        worker.step()
+        return bool(done())
+
+    wait_until(step_then_check, timeout=timeout)
 
 
 def submit(daemon, n: int) -> dict[str, tuple[str, int]]:
@@ -127,7 +138,7 @@ def test_a_stuck_payment_is_replaced_and_paid_once(tmp_path, chain):
     assert [v.attempt for v in versions] == [0, 1] and {v.nonce for v in versions} == {first.nonce}
     assert versions[1].max_fee >= first.max_fee + first.max_fee // 8
     chain.anvil.rpc("evm_mine")
-    wait_until(lambda: worker.step() or states_of(daemon.store).get("confirmed") == 1, timeout=30)
+    drive(worker, lambda: states_of(daemon.store).get("confirmed") == 1, timeout=30)
     with daemon.store.read() as s:
         final = {v.attempt: v.state for v in s.execute(select(HotTransaction)).scalars()}
         w = s.execute(select(Withdrawal)).scalar_one()
@@ -150,7 +161,7 @@ def test_a_reorged_out_payment_is_rebroadcast_and_confirmed_once(tmp_path, chain
     worker.step()  # sees the receipt vanish, forgets the block, sends the same bytes again
     wait_until(lambda: chain.w3.eth.get_transaction_count(daemon.hot) == 1, timeout=30)
     chain.anvil.rpc("anvil_mine", "0x3")
-    wait_until(lambda: worker.step() or states_of(daemon.store).get("confirmed") == 1, timeout=30)
+    drive(worker, lambda: states_of(daemon.store).get("confirmed") == 1, timeout=30)
     with daemon.store.read() as s:
         rows = s.execute(select(HotTransaction)).scalars().all()
     assert len(rows) == 1 and rows[0].tx_hash == tx.tx_hash  # the same signed bytes, not a new payment
@@ -192,3 +203,42 @@ def _node_down_then_back(tmp_path, chain, state) -> None:
         stop_event.set()
         thread.join(30)
     assert_paid_once(daemon, chain, expected, start_nonce=0)
+
+
+def test_a_reverted_payment_fails_with_its_reason_and_releases_the_reservation(tmp_path, chain):
+    from custody.keys import load_hot_account
+    from custody.reserves import hot_position
+    from tests.integration.conftest import PASSPHRASE
+
+    daemon = make_daemon(tmp_path, f"sqlite:///{tmp_path / 'custody.db'}", chain, n_recipients=2, fund_tok=10**7)
+    worker = daemon.worker(chain)
+    worker.step()
+    expected = submit(daemon, 2)  # 0.01 ETH, then 2 TOK: both routed hot against the balances read
+    # Behind the daemon's back the hot wallet's tokens leave, so the token transfer must revert.
+    hot = load_hot_account(daemon.data_dir, PASSPHRASE)
+    drain = {
+        "type": 2,
+        "chainId": 31337,
+        "nonce": 0,
+        "to": chain.token.address,
+        "value": 0,
+        "data": chain.token.encode_abi("transfer", [Account.from_key(FUNDER_KEY).address, 10**7]),
+        "gas": 100_000,
+        "maxFeePerGas": 50 * 10**9,
+        "maxPriorityFeePerGas": 10**9,
+    }
+    chain.w3.eth.wait_for_transaction_receipt(
+        chain.w3.eth.send_raw_transaction(hot.sign_transaction(drain).raw_transaction)
+    )
+    with daemon.store.transaction() as s:  # the daemon's next nonce skips the one used outside it
+        from custody.store.models import HotWallet
+
+        s.get_one(HotWallet, daemon.hot).next_nonce = 1
+    drive(worker, lambda: set(states_of(daemon.store)) == {"confirmed", "failed"}, timeout=60)
+    with daemon.store.read() as s:
+        failed = s.execute(select(Withdrawal).where(Withdrawal.state == "failed")).scalar_one()
+        assert failed.asset == "TOK" and failed.failure.startswith("reverted in block")
+        assert hot_position(s, "TOK").reserved == 0
+    eth_recipient = daemon.recipients[0]
+    assert chain.eth_balance(eth_recipient) == expected[eth_recipient][1]
+    assert chain.token_balance(daemon.recipients[1]) == 0
