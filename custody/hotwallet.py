@@ -33,7 +33,7 @@ from custody.clock import Clock
 from custody.policy import PolicyCache
 from custody.rebalance import rebalance
 from custody.store.db import Store
-from custody.store.models import ChainBalance, HotTransaction, HotWallet, Withdrawal
+from custody.store.models import ChainBalance, ColdWallet, HotTransaction, HotWallet, Withdrawal
 from custody.transitions import move
 
 log = logging.getLogger("custody.hotwallet")
@@ -122,16 +122,23 @@ class HotWorker:
 
     # -- balances ---------------------------------------------------------------------------------
     def refresh_balances(self) -> None:
+        """Read the hot wallet's and, once it exists, the cold wallet's balance of every asset at one block."""
         with self.store.read() as s:
             assets = self.policies.get(s).policy.assets
+            cold = s.execute(select(ColdWallet.address).limit(1)).scalar_one_or_none()
         block = self.node.block_number()
-        readings = {symbol: self.node.balance(self.address, rule.contract) for symbol, rule in assets.items()}
+        wallets = [self.address] + ([cold] if cold else [])
+        readings = {
+            (wallet, symbol): self.node.balance(wallet, rule.contract, block)
+            for wallet in wallets
+            for symbol, rule in assets.items()
+        }
         now = self.clock.now()
         with self.store.transaction() as s:
-            for symbol, amount in readings.items():
-                row = s.get(ChainBalance, (self.address, symbol))
+            for (wallet, symbol), amount in readings.items():
+                row = s.get(ChainBalance, (wallet, symbol))
                 if row is None:
-                    s.add(ChainBalance(wallet=self.address, asset=symbol, amount=amount, block=block, updated_at=now))
+                    s.add(ChainBalance(wallet=wallet, asset=symbol, amount=amount, block=block, updated_at=now))
                 else:
                     row.amount, row.block, row.updated_at = amount, block, now
 

@@ -1,4 +1,5 @@
-"""Keeping the hot wallet inside its band (policy `hot_min` / `hot_max` per asset).
+"""Keeping the hot wallet inside its band (policy `hot_min` / `hot_max`, or `hot_min_share` / `hot_max_share` of
+the asset's total in the hot and cold wallets, per asset).
 
 Above `hot_max`, the excess over the band's middle is swept to the cold wallet: a hot withdrawal whose
 destination is the cold wallet itself, so it needs no approval and is paid by the ordinary hot worker with
@@ -16,11 +17,12 @@ from sqlalchemy import select
 from custody import states
 from custody.clock import Clock
 from custody.policy import PolicyCache
-from custody.reserves import hot_position
+from custody.reserves import cold_balance, hot_position
 from custody.store.db import Store, advisory_lock
 from custody.store.models import ColdWallet, Withdrawal
 from custody.withdrawals import record
 from policies.evaluate import ALLOW, COLD, HOT, Decision, Quantity, Reason
+from policies.model import AssetRule
 
 REBALANCER = "custody-rebalancer"
 FINAL = frozenset({states.CONFIRMED, states.REJECTED, states.FAILED, states.CANCELLED, states.REPLACED})
@@ -38,6 +40,19 @@ def plan(free: int, hot_min: int | None, hot_max: int | None) -> tuple[str, int]
     return None
 
 
+def effective_band(rule: AssetRule, total: int | None) -> tuple[int | None, int | None]:
+    """The band in base units: amounts as given, shares of ``total`` (hot + cold) where it is known."""
+
+    def side(amount: int | None, share: int | None) -> int | None:
+        if amount is not None:
+            return amount
+        if share is None or total is None:
+            return None
+        return total * share // 10_000
+
+    return side(rule.hot_min, rule.hot_min_share), side(rule.hot_max, rule.hot_max_share)
+
+
 def rebalance(store: Store, policies: PolicyCache, clock: Clock, hot_address: str) -> list[str]:
     """Raise the sweeps and top-ups the band calls for; return the new withdrawals' ids."""
     created: list[str] = []
@@ -49,7 +64,12 @@ def rebalance(store: Store, policies: PolicyCache, clock: Clock, hot_address: st
         active = policies.get(s)
         now = clock.now()
         for symbol, rule in sorted(active.policy.assets.items()):
-            if rule.hot_min is None and rule.hot_max is None:
+            if (
+                rule.hot_min is None
+                and rule.hot_max is None
+                and rule.hot_min_share is None
+                and rule.hot_max_share is None
+            ):
                 continue
             open_ = s.execute(
                 select(Withdrawal.id)
@@ -61,16 +81,18 @@ def rebalance(store: Store, policies: PolicyCache, clock: Clock, hot_address: st
             position = hot_position(s, symbol)
             if position.block is None:
                 continue  # the balance has not been read yet
-            step = plan(position.free, rule.hot_min, rule.hot_max)
+            cold_amount = cold_balance(s, symbol)
+            hot_min, hot_max = effective_band(rule, None if cold_amount is None else position.balance + cold_amount)
+            step = plan(position.free, hot_min, hot_max)
             if step is None:
                 continue
             kind, amount = step
             if kind == "sweep":
                 why = "hot wallet holds {} free, above the band's maximum of {}: sweep to the cold wallet"
-                bound, route, destination = rule.hot_max, HOT, cold
+                bound, route, destination = hot_max, HOT, cold
             else:
                 why = "hot wallet holds {} free, below the band's minimum of {}: top-up from the cold wallet"
-                bound, route, destination = rule.hot_min, COLD, hot_address
+                bound, route, destination = hot_min, COLD, hot_address
             assert bound is not None
             reason = Reason(
                 "rebalance",

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from custody import states
-from custody.store.models import ChainBalance, HotTransaction, HotWallet, Withdrawal
+from custody.store.models import ChainBalance, ColdWallet, HotTransaction, HotWallet, Withdrawal
 
 # Hot-routed withdrawals in these states will still take their amount from the hot wallet.
 RESERVING = (states.DELAYED, states.QUEUED_HOT, states.SIGNED, states.BROADCAST)
@@ -44,3 +44,10 @@ def hot_position(session: Session, asset: str) -> HotPosition:
 
 def free_balance(session: Session, asset: str) -> int:
     return hot_position(session, asset).free
+
+
+def cold_balance(session: Session, asset: str) -> int | None:
+    """The cold wallet's last read balance of ``asset``; None while there is no cold wallet or reading."""
+    cold = session.execute(select(ColdWallet.address).limit(1)).scalar_one_or_none()
+    row = session.get(ChainBalance, (cold, asset)) if cold else None
+    return None if row is None else row.amount

@@ -79,6 +79,8 @@ def policy_to_canonical(policy: Policy) -> dict[str, Any]:
                 "contract": r.contract,
                 "hot_min": None if r.hot_min is None else str(r.hot_min),
                 "hot_max": None if r.hot_max is None else str(r.hot_max),
+                "hot_min_share": r.hot_min_share,
+                "hot_max_share": r.hot_max_share,
             }
             for s, r in sorted(policy.assets.items())
         },
@@ -156,6 +158,20 @@ class _Reader:
         if number == 0 and not allow_zero:
             raise PolicyFileError(path, "must be greater than zero")
         return number
+
+    def share(self, value: Any, path: str) -> int | None:
+        """A percentage ("7.5", meaning 7.5 %) in the file; basis points (750) in the canonical form."""
+        if value is None:
+            return None
+        if not self.human:
+            return self.count(value, path, 0, 10_000)
+        try:
+            points = parse_amount(value, 2, allow_zero=True)
+        except AmountError as exc:
+            raise PolicyFileError(path, f'{exc.message} (a percentage such as "7.5")') from None
+        if points > 10_000:
+            raise PolicyFileError(path, "must be at most 100 (per cent)")
+        return points
 
     def period(self, value: Any, path: str, *, allow_zero: bool = False) -> int:
         if not self.human:
@@ -262,7 +278,7 @@ class _Reader:
             value,
             path,
             {"decimals", "max_per_transfer", "hot_limit"},
-            {"enabled", "windows", "delay_tiers", "contract", "hot_min", "hot_max"},
+            {"enabled", "windows", "delay_tiers", "contract", "hot_min", "hot_max", "hot_min_share", "hot_max_share"},
         )
         decimals = self.count(t["decimals"], f"{path}.decimals", 0, 36)
         windows = self.windows(t.get("windows", []), f"{path}.windows", decimals)
@@ -280,6 +296,15 @@ class _Reader:
         )
         if hot_min is not None and hot_max is not None and hot_min >= hot_max:
             raise PolicyFileError(f"{path}.hot_max", "must be greater than hot_min")
+        min_share, max_share = (self.share(t.get(k), f"{path}.{k}") for k in ("hot_min_share", "hot_max_share"))
+        for amount_key, share, key in (
+            ("hot_min", min_share, "hot_min_share"),
+            ("hot_max", max_share, "hot_max_share"),
+        ):
+            if share is not None and t.get(amount_key) is not None:
+                raise PolicyFileError(f"{path}.{key}", f"give {amount_key} or {key}, not both")
+        if min_share is not None and max_share is not None and min_share >= max_share:
+            raise PolicyFileError(f"{path}.hot_max_share", "must be greater than hot_min_share")
         return AssetRule(
             symbol=symbol,
             enabled=self.typed(t.get("enabled", True), bool, f"{path}.enabled"),
@@ -291,6 +316,8 @@ class _Reader:
             contract=None if t.get("contract") is None else self.address(t["contract"], f"{path}.contract"),
             hot_min=hot_min,
             hot_max=hot_max,
+            hot_min_share=min_share,
+            hot_max_share=max_share,
         )
 
     def windows(self, value: Any, path: str, decimals: int) -> tuple[Window, ...]:

@@ -38,6 +38,10 @@ class AssetRule:
     # from it; both aim at the middle of the band. None: no rebalancing on that side.
     hot_min: int | None = None
     hot_max: int | None = None
+    # The same band as a share of the asset's total (hot + cold), in basis points; each side is either an
+    # amount or a share, never both.
+    hot_min_share: int | None = None
+    hot_max_share: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from custody.clock import Clock
 from custody.config import Settings
 from custody.errors import BodyTooLarge, InvalidRequest, RateLimited
 from custody.policy import PolicyCache
-from custody.reserves import hot_position
+from custody.reserves import cold_balance, hot_position
 from custody.store.db import Store
 from custody.withdrawals import NewWithdrawal, Withdrawals
 from policies.errors import AddressError, AmountError, BundleError, CustodyError
@@ -172,7 +172,10 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
         """Per asset: the hot wallet's balance, what is reserved and free, and the cold balance."""
         with store.read() as s:
             policy = cache.get(s).policy
-            positions = [(hot_position(s, symbol), rule.decimals) for symbol, rule in sorted(policy.assets.items())]
+            positions = [
+                (hot_position(s, symbol), cold_balance(s, symbol), rule.decimals)
+                for symbol, rule in sorted(policy.assets.items())
+            ]
         return Balances(
             assets=[
                 AssetBalance(
@@ -181,9 +184,9 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
                     hot_block=p.block,
                     reserved=format_amount(p.reserved, d),
                     free=format_amount(p.free, d),
-                    cold=None,
+                    cold=None if cold is None else format_amount(cold, d),
                 )
-                for p, d in positions
+                for p, cold, d in positions
             ]
         )
 

@@ -115,9 +115,9 @@ class EthereumNode:
             return None
         return Receipt(int(r["blockNumber"]), "0x" + bytes(r["blockHash"]).hex(), int(r["status"]) == 1)
 
-    def balance(self, address: str, contract: str | None) -> int:
+    def balance(self, address: str, contract: str | None, block: int | str = "latest") -> int:
         if contract is None:
-            return int(self._call(self.w3.eth.get_balance, address))
+            return int(self._call(self.w3.eth.get_balance, address, block))
         data = BALANCE_OF_SELECTOR + abi_encode(["address"], [address])
-        out = self._call(self.w3.eth.call, {"to": contract, "data": data})
+        out = self._call(self.w3.eth.call, {"to": contract, "data": data}, block)
         return int.from_bytes(bytes(out)[:32], "big")

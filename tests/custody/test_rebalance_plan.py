@@ -1,4 +1,5 @@
-from custody.rebalance import plan
+from custody.rebalance import effective_band, plan
+from policies.model import AssetRule
 
 
 def test_inside_the_band_nothing_happens():
@@ -17,3 +18,11 @@ def test_one_sided_bands():
     assert plan(10**6, None, 200) == ("sweep", 10**6 - 100)
     assert plan(0, 50, None) == ("top_up", 50)
     assert plan(10**6, 50, None) is None
+
+
+def test_bands_as_shares_of_the_total_need_the_total():
+    rule = AssetRule("ETH", True, 18, 10**30, 10**20, hot_min_share=500, hot_max_share=1000)  # 5 % to 10 %
+    assert effective_band(rule, 1_000_000) == (50_000, 100_000)
+    assert effective_band(rule, None) == (None, None)  # no cold reading yet: no share-based action
+    mixed = AssetRule("ETH", True, 18, 10**30, 10**20, hot_min=7, hot_max_share=1000)
+    assert effective_band(mixed, 1000) == (7, 100)

@@ -18,6 +18,11 @@ def test_the_shipped_example_compiles_and_round_trips_through_the_canonical_form
     assert policy.whitelist["0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f"].active_from == 1796083200
     assert policy.governance.quorum == 2 and policy.governance.activation_delay == 86400
     assert policy_from_canonical(policy_to_canonical(policy)) == policy
+    shared = load_policy_toml(
+        edit('hot_limit = "10000"', 'hot_limit = "10000"\nhot_min_share = "2.5"\nhot_max_share = "10"')
+    )
+    assert (shared.assets["USDC"].hot_min_share, shared.assets["USDC"].hot_max_share) == (250, 1000)
+    assert policy_from_canonical(policy_to_canonical(shared)) == shared
 
 
 def edit(old: str, new: str) -> str:
@@ -77,6 +82,17 @@ def edit(old: str, new: str) -> str:
             "unknown asset",
         ),
         (edit('contract = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"', ""), "assets.USDC.contract", "native coin"),
+        (edit('hot_limit = "5"', 'hot_limit = "5"\nhot_max_share = "12"'), "assets.ETH.hot_max_share", "not both"),
+        (
+            edit('hot_limit = "10000"', 'hot_limit = "10000"\nhot_max_share = "101"'),
+            "assets.USDC.hot_max_share",
+            "at most 100",
+        ),
+        (
+            edit('hot_limit = "10000"', 'hot_limit = "10000"\nhot_min_share = "9"\nhot_max_share = "8.5"'),
+            "assets.USDC.hot_max_share",
+            "greater than hot_min_share",
+        ),
         ("format = 1\n[assets\n", "toml", ""),
     ],
 )
