@@ -74,6 +74,16 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(30)
 
 
+def restart_until_paid(daemon, chain, expected: dict[str, tuple[str, int]]) -> None:
+    """Start a fresh worker process, wait until everything is confirmed, and check it was paid once."""
+    restarted = worker_process(daemon)
+    try:
+        wait_until(lambda: states_of(daemon.store).get("confirmed") == len(expected), timeout=90)
+    finally:
+        stop(restarted)
+    assert_paid_once(daemon, chain, expected, start_nonce=0)
+
+
 def prepared(tmp_path, chain, n: int, confirmations: int = 1):
     daemon = make_daemon(
         tmp_path, f"sqlite:///{tmp_path / 'custody.db'}", chain, n_recipients=n, confirmations=confirmations
@@ -95,12 +105,7 @@ def test_sigkill_at_each_step_then_restart_pays_exactly_once(tmp_path, chain, po
         assert [(t.nonce, t.state) for t in stored] == [(0, "signed")]
     else:  # a pass stores its whole batch before broadcasting; the node has nonce 0, the database does not know
         assert {t.state for t in stored} == {"signed"} and chain.w3.eth.get_transaction_count(daemon.hot) == 1
-    restarted = worker_process(daemon)
-    try:
-        wait_until(lambda: states_of(daemon.store).get("confirmed") == 4, timeout=90)
-    finally:
-        stop(restarted)
-    assert_paid_once(daemon, chain, expected, start_nonce=0)
+    restart_until_paid(daemon, chain, expected)
     with daemon.store.read() as s:
         assert len(s.execute(select(HotTransaction)).scalars().all()) == 4
 
@@ -114,12 +119,7 @@ def test_sigkill_while_waiting_for_confirmations(tmp_path, chain):
     proc.wait(30)
     assert states_of(daemon.store) == {"broadcast": 3}
     chain.anvil.rpc("anvil_mine", "0x5")
-    restarted = worker_process(daemon)
-    try:
-        wait_until(lambda: states_of(daemon.store).get("confirmed") == 3, timeout=60)
-    finally:
-        stop(restarted)
-    assert_paid_once(daemon, chain, expected, start_nonce=0)
+    restart_until_paid(daemon, chain, expected)
 
 
 def test_a_stuck_payment_is_replaced_and_paid_once(tmp_path, chain):
