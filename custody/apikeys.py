@@ -72,7 +72,7 @@ def revoke_key(store: Store, name: str, now: int) -> None:
 
 
 def list_keys(store: Store) -> list[ApiKey]:
-    with store.transaction() as s:
+    with store.read() as s:
         return list(s.execute(select(ApiKey).order_by(ApiKey.name)).scalars())
 
 

@@ -265,7 +265,7 @@ def policy_apply(bundle: Path, signatures: tuple[Path, ...], config_path: Path) 
 def policy_show(config_path: Path) -> None:
     """Print the active policy and its hash."""
     _, store = _open(config_path)
-    with store.transaction() as s:
+    with store.read() as s:
         head, bundle = policy_service.head(s)
     if bundle is None:
         click.echo(f"no policy applied yet; genesis {head.hash}, quorum {head.governance.quorum}")
@@ -287,7 +287,7 @@ main.add_command(audit_cmd, "audit")
 def audit_verify(config_path: Path) -> None:
     """Exit 0 if the chain is intact; otherwise name the first broken entry and exit 1."""
     _, store = _open(config_path)
-    with store.transaction() as s:
+    with store.read() as s:
         verdict = audit.verify(s)
     if not verdict.ok:
         raise AuditBroken(f"first broken entry: {verdict.first_broken}: {verdict.reason}")
@@ -300,7 +300,7 @@ def audit_verify(config_path: Path) -> None:
 def audit_export(fmt: str, config_path: Path) -> None:
     """Write every entry to standard output, one JSON object per line."""
     _, store = _open(config_path)
-    with store.transaction() as s:
+    with store.read() as s:
         for line in audit.export_jsonl(s):
             sys.stdout.write(line + "\n")
 
@@ -314,7 +314,7 @@ def status(config_path: Path) -> None:
     from custody.store.models import Withdrawal
 
     _, store = _open(config_path)
-    with store.transaction() as s:
+    with store.read() as s:
         counts = dict(s.execute(select(Withdrawal.state, func.count()).group_by(Withdrawal.state)).all())
         head, _ = policy_service.head(s)
     click.echo(json.dumps({"policy_version": head.version, "policy_hash": head.hash, "withdrawals": counts}))

@@ -69,7 +69,7 @@ def head(session: Session, lock: bool = False) -> tuple[Head, Bundle | None]:
 def propose(store: Store, policy_toml: str, now: int) -> Bundle:
     """Compile a policy file into the next bundle; refuse now what apply would refuse later."""
     policy = load_policy_toml(policy_toml)
-    with store.transaction() as s:
+    with store.read() as s:
         current, _ = head(s)
     bundle = make_bundle(policy, current, now)
     check_activations(current, bundle)

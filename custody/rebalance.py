@@ -25,7 +25,6 @@ from policies.evaluate import ALLOW, COLD, HOT, Decision, Quantity, Reason
 from policies.model import AssetRule
 
 REBALANCER = "custody-rebalancer"
-FINAL = frozenset({states.CONFIRMED, states.REJECTED, states.FAILED, states.CANCELLED, states.REPLACED})
 
 
 def plan(free: int, hot_min: int | None, hot_max: int | None) -> tuple[str, int] | None:
@@ -73,7 +72,9 @@ def rebalance(store: Store, policies: PolicyCache, clock: Clock, hot_address: st
                 continue
             open_ = s.execute(
                 select(Withdrawal.id)
-                .where(Withdrawal.api_key == REBALANCER, Withdrawal.asset == symbol, Withdrawal.state.not_in(FINAL))
+                .where(
+                    Withdrawal.api_key == REBALANCER, Withdrawal.asset == symbol, Withdrawal.state.not_in(states.FINAL)
+                )
                 .limit(1)
             )
             if open_.first() is not None:

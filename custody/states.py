@@ -24,6 +24,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     CANCELLED: frozenset(),
 }
 ALL_STATES = frozenset(TRANSITIONS)
+# States a withdrawal never leaves.
+FINAL = frozenset(state for state, targets in TRANSITIONS.items() if not targets)
 # What the client may still cancel through the API: nothing that is signed or in a batch.
 CLIENT_CANCELLABLE = frozenset({RECEIVED, DELAYED, QUEUED_HOT, QUEUED_COLD})
 # States whose amount no longer counts against velocity limits: it will never be paid.
