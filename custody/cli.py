@@ -15,34 +15,18 @@ from nacl.signing import SigningKey
 
 from custody import apikeys, audit
 from custody import policy as policy_service
+from custody.clicommon import PASS_ENV, _open, config_option, hot_worker
 from custody.clock import SystemClock
-from custody.config import Settings, default_database_url, load_settings, render_config
-from custody.errors import AuditBroken, ConfigError, DataDirExists
+from custody.config import default_database_url, render_config
+from custody.errors import AuditBroken, DataDirExists
 from custody.keys import create_daemon_keys
 from custody.store.db import Store
 from policies.bundle import parse_genesis
-from policies.canonical import parse_canonical
-from policies.loader import _Reader
+from policies.loader import Reader
 from policies.model import Governance
 from signer.cliutil import Group, passphrase, read_file
+from signer.keystore import parse_owner_card
 from signer.policyview import describe_bundle
-
-PASS_ENV = "CUSTODY_PASSPHRASE"  # noqa: S105 (the name of a variable, not a secret)
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=lambda: os.environ.get("CUSTODY_CONFIG", "custody.toml"),
-    show_default="custody.toml or $CUSTODY_CONFIG",
-)
-
-
-def _open(config_path: Path) -> tuple[Settings, Store]:
-    """The settings and a store whose connections close when the command ends."""
-    settings = load_settings(config_path)
-    store = Store(settings.database_url)
-    click.get_current_context().call_on_close(store.dispose)
-    return settings, store
 
 
 @click.group(cls=Group)
@@ -115,11 +99,9 @@ def _governance(admins: tuple[str, ...], cards: tuple[Path, ...], quorum: int, d
         name, _, key = spec.partition(":")
         entries.append({"name": name, "key": key.lower()})
     for card in cards:
-        doc = parse_canonical(read_file(card))
-        if not isinstance(doc, dict) or doc.get("kind") != "custody-owner-card":
-            raise ConfigError(f"{card} is not an owner card")
-        entries.append({"name": doc["name"], "key": doc["approval_key"]})
-    return _Reader(human=True).governance({"quorum": quorum, "admins": entries, "activation_delay": delay})
+        owner = parse_owner_card(read_file(card))
+        entries.append({"name": owner.name, "key": owner.approval_key})
+    return Reader(human=True).governance({"quorum": quorum, "admins": entries, "activation_delay": delay})
 
 
 @main.command()
@@ -160,25 +142,8 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
 @click.option("--passphrase-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None)
 def worker(config_path: Path, passphrase_file: Path | None) -> None:
     """Pay queued hot withdrawals from the hot wallet and follow them to confirmation."""
-    from custody.chain.ethereum import EthereumNode
-    from custody.hotwallet import HotWorker, WorkerSettings
-    from custody.keys import load_hot_account
-
     settings, store = _open(config_path)
-    if not settings.rpc_url:
-        raise ConfigError("[chain] rpc_url is empty: the worker has no node to pay through")
-    account = load_hot_account(
-        settings.data_dir, passphrase(passphrase_file, PASS_ENV, "Passphrase for the daemon's keys")
-    )
-    hot = HotWorker(
-        store,
-        EthereumNode(settings.rpc_url, settings.chain_id),
-        account,
-        WorkerSettings(
-            settings.chain_id, settings.confirmations, settings.max_fee_per_gas, settings.stuck_after_seconds
-        ),
-        SystemClock(),
-    )
+    hot = hot_worker(settings, store, passphrase_file)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -318,3 +283,13 @@ def status(config_path: Path) -> None:
         counts = dict(s.execute(select(Withdrawal.state, func.count()).group_by(Withdrawal.state)).all())
         head, _ = policy_service.head(s)
     click.echo(json.dumps({"policy_version": head.version, "policy_hash": head.hash, "withdrawals": counts}))
+
+
+def _register() -> None:
+    from custody.coldcli import batch, cold
+
+    main.add_command(cold)
+    main.add_command(batch)
+
+
+_register()

@@ -103,7 +103,7 @@ def run(anvil: Anvil) -> None:
     cards = []
     for name in ("alice", "bob", "carol"):
         ks = ROOT / f"{name}.keystore"
-        sh("signer", "key", "new", "--name", name, "--out", ks, "--passphrase-file", pw, show=False)
+        sh("signer", "key", "new", "--name", name, "--out", ks, "--passphrase-file", pw, "--no-confirm", show=False)
         sh("signer", "key", "card", ks, "--out", ROOT / f"{name}.card.json", show=False)
         cards.append(json.loads((ROOT / f"{name}.card.json").read_text()))
         print(f"   {name:<6} fingerprint {cards[-1]['fingerprint']}  approval key {cards[-1]['approval_key'][:16]}…")

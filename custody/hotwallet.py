@@ -12,6 +12,10 @@ Each payment goes through these steps, each its own database transaction:
 
 A withdrawal is never signed twice at two nonces: it is claimed only while `queued_hot`, and leaves that state
 in the same transaction that stores its first signed version.
+
+The hot wallet is also the executor of cold batches (``execTransaction`` on the Safe, see ``custody.batches``)
+and sends the call that creates the Safe. Those go through the same nonce allocation, storage and following;
+only what a mined version settles differs (a withdrawal, a batch's withdrawals, or nothing).
 """
 
 from __future__ import annotations
@@ -26,15 +30,17 @@ from eth_account.signers.local import LocalAccount
 from eth_account.typed_transactions import TypedTransaction
 from hexbytes import HexBytes
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from custody import audit, states
-from custody.chain.ethereum import BroadcastRefused, EthereumNode, NodeUnavailable, transfer_call
+from custody import audit, batches, states
+from custody.chain.ethereum import BroadcastRefused, EthereumNode, NodeUnavailable
 from custody.clock import Clock
 from custody.policy import PolicyCache
 from custody.rebalance import rebalance
 from custody.store.db import Store
 from custody.store.models import ChainBalance, ColdWallet, HotTransaction, HotWallet, Withdrawal
 from custody.transitions import move
+from signer.safetx import transfer_call
 
 log = logging.getLogger("custody.hotwallet")
 FAILPOINT_ENV = "CUSTODY_FAILPOINT"
@@ -157,18 +163,44 @@ class HotWorker:
             if rule is None:
                 move(s, w, states.CANCELLED, now, by="hot-worker", reason=f"asset {w.asset} is no longer in the policy")
                 return True
-            wallet = s.execute(
-                select(HotWallet).where(HotWallet.address == self.address).with_for_update()
-            ).scalar_one()
             to, value, data = transfer_call(rule.contract, w.destination, w.amount)
             gas = self.node.estimate_gas(self.address, to, value, data)
-            version = self._sign(w.id, wallet.next_nonce, 0, to, value, data, gas, max_fee, priority, now)
-            failpoint("after_sign")
-            s.add(version)
-            wallet.next_nonce += 1
+            version = self.sign_at_next_nonce(s, to, value, data, gas, (max_fee, priority), now, withdrawal_id=w.id)
             move(s, w, states.SIGNED, now, by="hot-worker", nonce=version.nonce, tx_hash=version.tx_hash)
         failpoint("after_store")
         return True
+
+    def sign_at_next_nonce(
+        self,
+        s: Session,
+        to: str,
+        value: int,
+        data: bytes,
+        gas: int,
+        fees: tuple[int, int],
+        now: int,
+        *,
+        withdrawal_id: str | None = None,
+        batch_id: str | None = None,
+    ) -> HotTransaction:
+        """Sign at the wallet's next nonce, under a lock on its row, and store the version in ``s`` (the
+        caller's transaction, which also records why). Nothing is broadcast until it commits."""
+        wallet = s.execute(select(HotWallet).where(HotWallet.address == self.address).with_for_update()).scalar_one()
+        version = self._sign(withdrawal_id, batch_id, wallet.next_nonce, 0, to, value, data, gas, *fees, now)
+        failpoint("after_sign")
+        s.add(version)
+        wallet.next_nonce += 1
+        return version
+
+    def sign_call(self, to: str, value: int, data: bytes, *, gas: int | None = None) -> HotTransaction:
+        """A plain call from the hot wallet (creating the Safe): stored, then sent and followed like any other."""
+        fees = self.node.fees(self.settings.max_fee_per_gas)
+        gas = gas or self.node.estimate_gas(self.address, to, value, data)
+        now = self.clock.now()
+        with self.store.transaction() as s:
+            version = self.sign_at_next_nonce(s, to, value, data, gas, fees, now)
+            audit.append(s, now, "hottx.call_signed", version.tx_hash, {"to": to, "nonce": version.nonce})
+        return version
 
     # -- 2. broadcast and 3. follow ----------------------------------------------------------------
     def follow(self) -> bool:
@@ -176,7 +208,7 @@ class HotWorker:
             pending = list(
                 s.execute(
                     select(HotTransaction)
-                    .where(HotTransaction.state.in_((SIGNED, BROADCAST)))
+                    .where(HotTransaction.wallet == self.address, HotTransaction.state.in_((SIGNED, BROADCAST)))
                     .order_by(HotTransaction.nonce, HotTransaction.attempt)
                 ).scalars()
             )
@@ -222,11 +254,18 @@ class HotWorker:
             if row.state != SIGNED:
                 return
             row.state, row.broadcast_at = BROADCAST, now
-            w = s.execute(select(Withdrawal).where(Withdrawal.id == row.withdrawal_id).with_for_update()).scalar_one()
-            if w.state == states.SIGNED:
+            if row.batch_id is not None:
+                batches.broadcast(s, row.batch_id, row.tx_hash, now)
+                return
+            w = None
+            if row.withdrawal_id is not None:
+                w = s.execute(
+                    select(Withdrawal).where(Withdrawal.id == row.withdrawal_id).with_for_update()
+                ).scalar_one()
+            if w is not None and w.state == states.SIGNED:
                 move(s, w, states.BROADCAST, now, by="hot-worker", tx_hash=row.tx_hash)
             else:
-                audit.append(s, now, "hottx.broadcast", w.id, {"tx_hash": row.tx_hash, "attempt": row.attempt})
+                audit.append(s, now, "hottx.broadcast", _subject(row), {"tx_hash": row.tx_hash, "attempt": row.attempt})
 
     def replace(self, tx: HotTransaction) -> None:
         est_fee, est_priority = self.node.fees(self.settings.max_fee_per_gas)
@@ -239,6 +278,7 @@ class HotWorker:
         now = self.clock.now()
         version = self._sign(
             tx.withdrawal_id,
+            tx.batch_id,
             tx.nonce,
             tx.attempt + 1,
             fields["to"],
@@ -255,7 +295,7 @@ class HotWorker:
                 s,
                 now,
                 "hottx.replacement_signed",
-                tx.withdrawal_id,
+                _subject(tx),
                 {
                     "nonce": tx.nonce,
                     "attempt": version.attempt,
@@ -267,7 +307,8 @@ class HotWorker:
 
     def _sign(
         self,
-        withdrawal_id: str,
+        withdrawal_id: str | None,
+        batch_id: str | None,
         nonce: int,
         attempt: int,
         to: str,
@@ -294,6 +335,7 @@ class HotWorker:
         )
         return HotTransaction(
             withdrawal_id=withdrawal_id,
+            batch_id=batch_id,
             wallet=self.address,
             nonce=nonce,
             attempt=attempt,
@@ -319,7 +361,7 @@ class HotWorker:
                 s,
                 now,
                 "hottx.reorged",
-                row.withdrawal_id,
+                _subject(row),
                 {"tx_hash": row.tx_hash, "was_in_block": row.mined_block, "block_hash": row.mined_block_hash},
             )
             row.mined_block = row.mined_block_hash = None
@@ -329,16 +371,34 @@ class HotWorker:
     def settle(self, tx: HotTransaction, success: bool, block: int) -> None:
         now = self.clock.now()
         with self.store.transaction() as s:
+            versions = list(
+                s.execute(
+                    select(HotTransaction)
+                    .where(HotTransaction.wallet == tx.wallet, HotTransaction.nonce == tx.nonce)
+                    .with_for_update()
+                ).scalars()
+            )
+            if any(v.state == MINED for v in versions):
+                return  # settled already (by another pass or replica)
+            for other in versions:
+                other.state = MINED if other.id == tx.id else REPLACED
+            if tx.batch_id is not None:
+                batches.settle(s, tx.batch_id, tx.tx_hash, success, block, now)
+                return
+            if tx.withdrawal_id is None:
+                audit.append(s, now, "hottx.mined", tx.tx_hash, {"nonce": tx.nonce, "success": success, "block": block})
+                return
             w = s.execute(select(Withdrawal).where(Withdrawal.id == tx.withdrawal_id).with_for_update()).scalar_one()
             if w.state != states.BROADCAST:
                 return
-            for other in s.execute(
-                select(HotTransaction).where(HotTransaction.wallet == tx.wallet, HotTransaction.nonce == tx.nonce)
-            ).scalars():
-                other.state = MINED if other.id == tx.id else REPLACED
             w.tx_hash = tx.tx_hash
             if success:
                 move(s, w, states.CONFIRMED, now, by="hot-worker", tx_hash=tx.tx_hash, block=block)
             else:
                 w.failure = f"reverted in block {block}"
                 move(s, w, states.FAILED, now, by="hot-worker", tx_hash=tx.tx_hash, block=block, reason=w.failure)
+
+
+def _subject(tx: HotTransaction) -> str:
+    """What an audit entry about this version is about: its withdrawal, its batch, or the call itself."""
+    return tx.withdrawal_id or tx.batch_id or tx.tx_hash

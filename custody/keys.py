@@ -22,7 +22,7 @@ IDENTITY_LABEL, HOT_SEED_LABEL = "daemon-identity", "hot-seed"
 def create_daemon_keys(data_dir: Path, passphrase: str, *, n: int = SCRYPT_N) -> tuple[str, str]:
     """Write both sealed secrets; return the identity's public key in hex and the hot wallet's address."""
     identity = SigningKey.generate()
-    seed = seed_from_mnemonic(new_mnemonic())
+    seed = seed_from_mnemonic(new_mnemonic())  # the hot seed is never shown or backed up as words
     _write_secret(data_dir / "identity.sealed", seal(bytes(identity), passphrase, IDENTITY_LABEL, n=n))
     _write_secret(data_dir / "hot-seed.sealed", seal(seed, passphrase, HOT_SEED_LABEL, n=n))
     public = identity.verify_key.encode().hex()

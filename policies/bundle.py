@@ -41,7 +41,7 @@ from policies.errors import (
     QuorumError,
     RollbackError,
 )
-from policies.loader import FORMAT, _Reader, policy_from_canonical, policy_to_canonical
+from policies.loader import FORMAT, Reader, policy_from_canonical, policy_to_canonical
 from policies.model import Governance, Policy, WhitelistEntry
 
 SIGNATURE_DOMAIN = b"custody-policy-bundle-v1:"
@@ -112,7 +112,7 @@ def genesis_bytes(governance: Governance, created_at: int) -> bytes:
 
 def parse_genesis(raw: bytes) -> Head:
     doc = _document(raw, "custody-policy-genesis", {"created_at", "governance"})
-    reader = _Reader(human=False)
+    reader = Reader(human=False)
     governance = reader.governance(doc["governance"])
     created_at = reader.instant(doc["created_at"], "created_at")
     if genesis_bytes(governance, created_at) != raw:
@@ -137,7 +137,7 @@ def make_bundle(policy: Policy, head: Head, created_at: int) -> Bundle:
 
 def parse_bundle(raw: bytes) -> Bundle:
     doc = _document(raw, "custody-policy-bundle", {"version", "previous_hash", "created_at", "policy"})
-    reader = _Reader(human=False)
+    reader = Reader(human=False)
     version = reader.count(doc["version"], "version", 1, 2**53)
     previous = reader.text(doc["previous_hash"], "previous_hash", _HEX64, "SHA-256 hex digest")
     created_at = reader.instant(doc["created_at"], "created_at")
@@ -145,16 +145,23 @@ def parse_bundle(raw: bytes) -> Bundle:
 
 
 def _document(raw: bytes, kind: str, fields: set[str]) -> dict[str, Any]:
+    return read_document(raw, kind, fields, BundleError)
+
+
+def read_document(
+    raw: bytes, kind: str, fields: set[str], error: type[CustodyError], fmt: int = FORMAT
+) -> dict[str, Any]:
+    """A canonical JSON document of ``kind`` with exactly ``fields`` besides kind and format; else ``error``."""
     try:
         doc = parse_canonical(raw)
-        reader = _Reader(human=False)
+        reader = Reader(human=False)
         reader.table(doc, "", {"kind", "format"} | fields)
     except CustodyError as exc:
-        raise BundleError(f"not a valid {kind} file: {exc.message}") from None
+        raise error(f"not a valid {kind} file: {exc.message}") from None
     if doc["kind"] != kind:
-        raise BundleError(f"this is a {str(doc['kind'])[:40]!r} file, not a {kind}")
-    if doc["format"] != FORMAT:
-        raise BundleError(f"unsupported format {doc['format']!r}")
+        raise error(f"this is a {str(doc['kind'])[:40]!r} file, not a {kind}")
+    if doc["format"] != fmt:
+        raise error(f"unsupported {kind} format {doc['format']!r}")
     return doc  # type: ignore[no-any-return]
 
 
@@ -166,7 +173,7 @@ def sign_bundle(bundle_hash: str, key: SigningKey) -> BundleSignature:
 
 def parse_signature(raw: bytes) -> BundleSignature:
     doc = _document(raw, "custody-policy-signature", {"bundle_hash", "key", "signature"})
-    reader = _Reader(human=False)
+    reader = Reader(human=False)
     try:
         return BundleSignature(
             reader.text(doc["bundle_hash"], "bundle_hash", _HEX64, "SHA-256 hex digest"),

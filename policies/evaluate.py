@@ -245,3 +245,14 @@ def _windows(
             )
         )
     return all_within
+
+
+# The rules that depend on nothing but the policy, the transfer and the time: what an offline signer can
+# re-check for each transfer of a batch without the daemon's history (velocity needs that history).
+STATIC_RULES = frozenset({"asset", "deny_list", "whitelist", "max_per_transfer"})
+
+
+def static_failures(policy: Policy, asset: str, amount: int, destination: str, now: int) -> tuple[Reason, ...]:
+    """The static rules this transfer breaks at ``now``; empty if it may go. Same sentences as ``evaluate``."""
+    decision = evaluate(policy, Request(asset, amount, destination, ""), Context(now))
+    return tuple(r for r in decision.reasons if not r.passed and r.rule in STATIC_RULES)

@@ -48,12 +48,12 @@ def load_policy_toml(text: str) -> Policy:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyFileError("toml", str(exc)) from None
-    return _Reader(human=True).policy(data)
+    return Reader(human=True).policy(data)
 
 
 def policy_from_canonical(data: Any) -> Policy:
     """Compile the canonical form; refuse it unless it is exactly what ``policy_to_canonical`` writes."""
-    policy = _Reader(human=False).policy(data)
+    policy = Reader(human=False).policy(data)
     if policy_to_canonical(policy) != data:
         raise PolicyFileError("", "policy is not in canonical order (lists must be sorted)")
     return policy
@@ -118,7 +118,7 @@ def describe_amount(policy: Policy, asset: str, value: int) -> str:
     return f"{format_amount(value, rule.decimals)} {asset}" if rule else f"{value} base units of {asset}"
 
 
-class _Reader:
+class Reader:
     def __init__(self, *, human: bool) -> None:
         self.human = human
 

@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import json
+import secrets
+import sys
+import time
 from pathlib import Path
 
 import click
 
 from policies.bundle import Bundle, check_not_rollback, parse_bundle, parse_signature, sign_bundle
-from policies.canonical import canonical_bytes
 from policies.errors import RollbackError
-from signer import policystate
+from signer import coldwallet, policystate
+from signer.batchfile import Batch, OwnerSignature
 from signer.cliutil import Group, passphrase, read_file
-from signer.errors import SignerError
-from signer.keystore import create_keystore, load_keystore, new_mnemonic, seed_from_mnemonic, unlock
+from signer.errors import MnemonicInvalid, SignerError
+from signer.keystore import (
+    check_mnemonic,
+    create_keystore,
+    load_keystore,
+    mnemonic_from_entropy,
+    new_mnemonic,
+    owner_card_bytes,
+    recover_entropy,
+    unlock,
+)
 from signer.policyview import describe_bundle
+from signer.review import describe, review
+from signer.safetx import sign_hash
 
 PASS_ENV = "SIGNER_PASSPHRASE"  # noqa: S105 (the name of a variable, not a secret)
 state_option = click.option(
@@ -34,7 +48,7 @@ def _state(state: Path | None) -> Path:
 
 @click.group(cls=Group)
 def main() -> None:
-    """Air-gapped signer for custody: keys, policy approvals and (later) batch signing."""
+    """Air-gapped signer for custody: keys, policy approvals, cold wallet batches."""
 
 
 @main.group(cls=Group)
@@ -46,20 +60,98 @@ def key() -> None:
 @click.option("--name", required=True, help="A name for this key, such as the operator's.")
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--dice", default="", help="Dice rolls (or any text) mixed into the OS's randomness.")
+@click.option("--no-confirm", is_flag=True, help="Do not ask for words back (automation and tests only).")
 @pass_file_option
-def key_new(name: str, out: Path, dice: str, passphrase_file: Path | None) -> None:
-    """Make a 24-word key, show the words once for the paper backup, and write the sealed keystore."""
-    if out.exists():
-        raise SignerError(f"{out} exists; refusing to overwrite a keystore")
+@state_option
+def key_new(
+    name: str, out: Path, dice: str, no_confirm: bool, passphrase_file: Path | None, state: Path | None
+) -> None:
+    """Make a 24-word key, show the words once for the paper backup, check a few, write the sealed keystore."""
+    _refuse_existing(out)
     words = new_mnemonic(dice.encode())
-    secret = passphrase(passphrase_file, PASS_ENV, "Keystore passphrase", confirm=True)
-    data = create_keystore(name, seed_from_mnemonic(words), secret)
-    out.write_bytes(data)
-    out.chmod(0o600)
     click.echo("Write these 24 words on paper, in order. They are shown only now:\n")
     for i, word in enumerate(words.split(), 1):
         click.echo(f"  {i:2d}. {word}")
-    _show_card(load_keystore(data).card.to_dict())
+    if not no_confirm:
+        _confirm_words(words)
+    _write_keystore(name, out, words, "", passphrase_file, _state(state), "key-new")
+
+
+@key.command("restore")
+@click.option("--name", required=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--bip39-passphrase", "ask_bip39", is_flag=True, help="Ask for the optional BIP-39 passphrase.")
+@pass_file_option
+@state_option
+def key_restore(name: str, out: Path, ask_bip39: bool, passphrase_file: Path | None, state: Path | None) -> None:
+    """Rebuild a keystore from its BIP-39 mnemonic, read from standard input."""
+    _refuse_existing(out)
+    words = check_mnemonic(sys.stdin.readline())
+    extra = str(click.prompt("BIP-39 passphrase", hide_input=True, err=True)) if ask_bip39 else ""
+    _write_keystore(name, out, words, extra, passphrase_file, _state(state), "key-restore")
+
+
+@key.command("backup")
+@click.argument("keystore", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--shares", required=True, type=int, help="How many SLIP-39 shares to make.")
+@click.option("--threshold", required=True, type=int, help="How many shares recover the key.")
+@pass_file_option
+@state_option
+def key_backup(keystore: Path, shares: int, threshold: int, passphrase_file: Path | None, state: Path | None) -> None:
+    """Split the key into SLIP-39 shares: any THRESHOLD of them give it back. Each goes on its own paper."""
+    ks = load_keystore(read_file(keystore))
+    unlocked = unlock(ks, passphrase(passphrase_file, PASS_ENV, "Keystore passphrase"))
+    parts = unlocked.backup_shares(threshold, shares)
+    click.echo(f"{shares} SLIP-39 shares of key {ks.card.name} ({ks.card.fingerprint}); any {threshold} recover it.")
+    click.echo("Write each on its own paper and keep them in different places. They are shown only now.")
+    for i, share in enumerate(parts, 1):
+        click.echo(f"\nshare {i} of {shares}:\n  {share}")
+    click.echo("\nA BIP-39 passphrase, if the key has one, is not in the shares: keep it separately.")
+    policystate.record(_state(state), "key-backup", ks.card.name, ks.card.fingerprint, f"{threshold}-of-{shares}")
+
+
+@key.command("recover")
+@click.option("--name", required=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--bip39-passphrase", "ask_bip39", is_flag=True, help="Ask for the optional BIP-39 passphrase.")
+@pass_file_option
+@state_option
+def key_recover(name: str, out: Path, ask_bip39: bool, passphrase_file: Path | None, state: Path | None) -> None:
+    """Rebuild a keystore from SLIP-39 shares, one per line on standard input."""
+    _refuse_existing(out)
+    shares = [line for line in sys.stdin.read().splitlines() if line.strip()]
+    entropy = recover_entropy(shares)
+    words = mnemonic_from_entropy(entropy)
+    extra = str(click.prompt("BIP-39 passphrase", hide_input=True, err=True)) if ask_bip39 else ""
+    _write_keystore(name, out, words, extra, passphrase_file, _state(state), "key-recover")
+
+
+def _refuse_existing(out: Path) -> None:
+    if out.exists():
+        raise SignerError(f"{out} exists; refusing to overwrite a keystore")
+
+
+def _confirm_words(words: str) -> None:
+    """Ask for three of the words back, so a miswritten paper is found now, not on the day it is needed."""
+    listed = words.split()
+    positions = sorted(secrets.SystemRandom().sample(range(1, len(listed) + 1), 3))
+    click.echo("\nTo check your paper, type the words it says at these positions.")
+    for pos in positions:
+        typed = str(click.prompt(f"word {pos}", err=True)).strip().lower()
+        if not secrets.compare_digest(typed, listed[pos - 1]):
+            raise MnemonicInvalid(f"word {pos} does not match; nothing was written. Start again with a new key")
+
+
+def _write_keystore(
+    name: str, out: Path, words: str, bip39_passphrase: str, passphrase_file: Path | None, state: Path, action: str
+) -> None:
+    secret = passphrase(passphrase_file, PASS_ENV, "Keystore passphrase", confirm=True)
+    data = create_keystore(name, words, secret, bip39_passphrase=bip39_passphrase)
+    out.write_bytes(data)
+    out.chmod(0o600)
+    card = load_keystore(data).card
+    policystate.record(state, action, name, card.fingerprint, "written")
+    _show_card(card.to_dict())
 
 
 @key.command("show")
@@ -74,8 +166,7 @@ def key_show(keystore: Path) -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
 def key_card(keystore: Path, out: Path) -> None:
     """Write the public owner card for the daemon and the other operators."""
-    card = load_keystore(read_file(keystore)).card.to_dict()
-    out.write_bytes(canonical_bytes({"kind": "custody-owner-card", "format": 1, **card}))
+    out.write_bytes(owner_card_bytes(load_keystore(read_file(keystore)).card))
     click.echo(f"wrote {out}")
 
 
@@ -164,3 +255,111 @@ def policy_accept(bundle: Path, signatures: tuple[Path, ...], state: Path | None
     signers = policystate.accept(st, parsed, [parse_signature(read_file(s)) for s in signatures])
     policystate.record(st, "policy-accept", f"bundle v{parsed.version}", parsed.hash, "accepted")
     click.echo(json.dumps({"accepted": parsed.version, "hash": parsed.hash, "signers": list(signers)}))
+
+
+@main.group(cls=Group)
+def cold() -> None:
+    """Pin and show the cold wallet (Safe) this signer signs for."""
+
+
+@cold.command("pin")
+@click.argument("wallet", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option(
+    "--keystore",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Check that this key's owner address is one of the Safe's owners.",
+)
+@state_option
+def cold_pin(wallet: Path, keystore: Path | None, state: Path | None) -> None:
+    """Pin the cold wallet file written by `custody cold create`, once."""
+    st = _state(state)
+    raw = read_file(wallet)
+    parsed = coldwallet.parse_cold_wallet(raw)
+    if keystore is not None:
+        card = load_keystore(read_file(keystore)).card
+        if card.owner_address not in parsed.owners:
+            raise SignerError(f"this key's owner address {card.owner_address} is not an owner of {parsed.safe}")
+    coldwallet.pin(st, raw)
+    policystate.record(st, "cold-pin", parsed.safe, parsed.daemon_key, "pinned")
+    _show_cold(parsed)
+
+
+@cold.command("show")
+@state_option
+def cold_show(state: Path | None) -> None:
+    """Show the pinned cold wallet."""
+    _show_cold(coldwallet.pinned(_state(state)))
+
+
+def _show_cold(w: coldwallet.ColdWallet) -> None:
+    click.echo(f"Safe          {w.safe} on chain {w.chain_id}")
+    click.echo(f"threshold     {w.threshold} of {len(w.owners)}")
+    for owner in w.owners:
+        click.echo(f"owner         {owner}")
+    click.echo(f"multisend     {w.multisend} (MultiSendCallOnly)")
+    click.echo(f"daemon key    {w.daemon_key}")
+
+
+def _review_batch(raw: bytes, st: Path) -> tuple[Batch, list[str]]:
+    cold_wallet = coldwallet.pinned(st)
+    _, bundle = policystate.newest(st)
+    if bundle is None:
+        raise SignerError("this signer has verified no policy bundle yet: run `signer policy accept` first")
+    try:
+        batch = review(raw, cold_wallet, bundle, int(time.time()))
+    except SignerError as exc:
+        policystate.record(st, "batch-review", "?", "?", f"refused: {exc.code}")
+        raise
+    return batch, describe(batch, bundle.version)
+
+
+@main.command("review")
+@click.argument("batch_file", metavar="FILE", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@state_option
+def review_cmd(batch_file: Path, state: Path | None) -> None:
+    """Check a batch file against the pinned cold wallet and the newest verified policy, and show it."""
+    st = _state(state)
+    batch, lines = _review_batch(read_file(batch_file), st)
+    for line in lines:
+        click.echo(line)
+    policystate.record(st, "batch-review", batch.id, "0x" + batch.safe_tx_hash.hex(), "passed")
+
+
+@main.command("sign")
+@click.argument("batch_file", metavar="FILE", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--keystore", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--yes", is_flag=True, help="Skip the typed confirmation (automation only).")
+@pass_file_option
+@state_option
+def sign_cmd(
+    batch_file: Path, keystore: Path, out: Path, yes: bool, passphrase_file: Path | None, state: Path | None
+) -> None:
+    """Review the batch, confirm, and write this owner's signature over its SafeTx hash."""
+    st = _state(state)
+    batch, lines = _review_batch(read_file(batch_file), st)
+    for line in lines:
+        click.echo(line)
+    digest = "0x" + batch.safe_tx_hash.hex()
+    ks = load_keystore(read_file(keystore))
+    if ks.card.owner_address not in coldwallet.pinned(st).owners:
+        raise SignerError(f"this key's owner address {ks.card.owner_address} is not an owner of the pinned Safe")
+    if not yes:
+        typed = click.prompt("\nType the first 8 hex digits of the SafeTx hash (after 0x) to sign it")
+        if str(typed).strip().lower().removeprefix("0x") != digest[2:10]:
+            policystate.record(st, "batch-sign", batch.id, digest, "declined")
+            raise SignerError("confirmation did not match; nothing was signed")
+    unlocked = unlock(ks, passphrase(passphrase_file, PASS_ENV, "Keystore passphrase"))
+    signature = OwnerSignature(
+        batch_id=batch.id,
+        chain_id=batch.chain_id,
+        safe=batch.safe,
+        safe_nonce=batch.safe_nonce,
+        safe_tx_hash=batch.safe_tx_hash,
+        owner=ks.card.owner_address,
+        signature=sign_hash(unlocked.owner_private_key(), batch.safe_tx_hash),
+    )
+    out.write_bytes(signature.to_bytes())
+    policystate.record(st, "batch-sign", batch.id, digest, "signed")
+    click.echo(f"\nsigned {digest} as {ks.card.name} ({ks.card.owner_address}); wrote {out}")

@@ -5,7 +5,13 @@ CustodyError (policies.errors)
     ├── WrongPassphrase       wrong_passphrase
     ├── KeystoreDamaged       keystore_damaged: not a keystore, or altered
     ├── MnemonicInvalid       mnemonic_invalid: unknown word, wrong length or checksum
-    └── StateError            signer_state: the signer's own state directory is missing or inconsistent
+    ├── StateError            signer_state: the signer's own state directory is missing or inconsistent
+    └── BatchInvalid          batch_invalid: a batch or signature file that is malformed
+        ├── BatchSignatureInvalid  batch_daemon_signature_invalid: not signed by the pinned daemon key
+        ├── BatchMismatch          batch_mismatch: the SafeTx differs from the one rebuilt from the withdrawals
+        ├── BatchWrongWallet       batch_wrong_wallet: another chain, Safe or MultiSendCallOnly than pinned
+        ├── BatchPolicyRefused     batch_policy_refused: a transfer the newest verified policy refuses
+        └── BatchExpired           batch_expired
 """
 
 from __future__ import annotations
@@ -31,3 +37,35 @@ class MnemonicInvalid(SignerError):
 
 class StateError(SignerError):
     code = "signer_state"
+
+
+class BatchInvalid(SignerError):
+    """A batch or signature file that is malformed, or that does not say what it claims."""
+
+    code = "batch_invalid"
+
+
+class BatchSignatureInvalid(BatchInvalid):
+    code = "batch_daemon_signature_invalid"
+
+
+class BatchMismatch(BatchInvalid):
+    """The SafeTx in the file is not the one rebuilt from the listed withdrawals."""
+
+    code = "batch_mismatch"
+
+
+class BatchWrongWallet(BatchInvalid):
+    """Chain id, Safe or MultiSendCallOnly differ from the pinned cold wallet."""
+
+    code = "batch_wrong_wallet"
+
+
+class BatchPolicyRefused(BatchInvalid):
+    """A transfer that the newest verified policy does not allow, or a batch made under another policy."""
+
+    code = "batch_policy_refused"
+
+
+class BatchExpired(BatchInvalid):
+    code = "batch_expired"

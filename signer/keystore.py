@@ -7,21 +7,28 @@ From the one seed come:
 
 Keystore file, canonical JSON:
 
-    {"kind": "custody-signer-keystore", "format": 1,
+    {"kind": "custody-signer-keystore", "format": 2,
      "card": {"name": ..., "fingerprint": "<8 hex>", "owner_address": "0x…", "approval_key": "<64 hex>"},
-     "sealed_seed": <signer.sealed document, label "bip39-seed">}
+     "sealed_seed": <signer.sealed document, label "bip39-entropy">}
+
+The sealed secret is the mnemonic's entropy and the BIP-39 passphrase (canonical JSON
+``{"entropy": "<hex>", "bip39_passphrase": "…"}``), not just the seed: the entropy is what a SLIP-39 backup
+splits into shares, and the seed is derived from both on unlocking.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from bip_utils import (
     Bip32Secp256k1,
     Bip32Slip10Ed25519,
+    Bip39MnemonicDecoder,
+    Bip39MnemonicEncoder,
     Bip39MnemonicGenerator,
     Bip39MnemonicValidator,
     Bip39SeedGenerator,
@@ -31,14 +38,18 @@ from bip_utils import (
 )
 from bip_utils.utils.mnemonic.mnemonic_ex import MnemonicChecksumError
 from nacl.signing import SigningKey
+from shamir_mnemonic import MnemonicError, combine_mnemonics, generate_mnemonics
 
+from policies.bundle import read_document
 from policies.canonical import canonical_bytes, parse_canonical
 from policies.errors import CustodyError
-from signer.errors import KeystoreDamaged, MnemonicInvalid
+from policies.loader import Reader
+from signer.errors import KeystoreDamaged, MnemonicInvalid, SignerError
 from signer.sealed import SCRYPT_N, open_sealed, seal
 
 APPROVAL_PATH = "m/10117'/0'/0'"
-SEED_LABEL = "bip39-seed"
+SEED_LABEL = "bip39-entropy"
+FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +70,27 @@ class KeyCard:
         }
 
 
+def owner_card_bytes(card: KeyCard) -> bytes:
+    """The owner card file (``signer key card``): what the daemon and other operators get of a key."""
+    return canonical_bytes({"kind": "custody-owner-card", "format": 1, **card.to_dict()})
+
+
+def parse_owner_card(raw: bytes) -> KeyCard:
+    doc = read_document(
+        raw, "custody-owner-card", {"name", "fingerprint", "owner_address", "approval_key"}, SignerError, 1
+    )
+    r = Reader(human=False)
+    try:
+        return KeyCard(
+            name=r.text(doc["name"], "name"),
+            fingerprint=r.text(doc["fingerprint"], "fingerprint", re.compile(r"[0-9a-f]{8}"), "fingerprint"),
+            owner_address=r.address(doc["owner_address"], "owner_address"),
+            approval_key=r.text(doc["approval_key"], "approval_key", re.compile(r"[0-9a-f]{64}"), "Ed25519 key"),
+        )
+    except CustodyError as exc:
+        raise SignerError(f"not a valid owner card: {exc.message}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Keystore:
     card: KeyCard
@@ -68,8 +100,15 @@ class Keystore:
 class UnlockedKey:
     """A seed in memory, for as short a time as a ceremony step needs it."""
 
-    def __init__(self, seed: bytes) -> None:
+    def __init__(self, seed: bytes, entropy: bytes | None = None) -> None:
         self._seed = seed
+        self._entropy = entropy
+
+    def backup_shares(self, threshold: int, shares: int) -> list[str]:
+        """SLIP-39 shares of the mnemonic's entropy; any ``threshold`` of them give the mnemonic back."""
+        if self._entropy is None:
+            raise SignerError("this key has no stored entropy to back up")
+        return backup_shares(self._entropy, threshold, shares)
 
     def __repr__(self) -> str:  # never show key material, even in a traceback
         return "UnlockedKey(<secret>)"
@@ -112,14 +151,57 @@ def new_mnemonic(extra_entropy: bytes = b"") -> str:
 
 
 def seed_from_mnemonic(mnemonic: str, bip39_passphrase: str = "") -> bytes:
-    words = " ".join(mnemonic.split())
+    return bytes(Bip39SeedGenerator(check_mnemonic(mnemonic)).Generate(bip39_passphrase))
+
+
+def check_mnemonic(mnemonic: str) -> str:
+    """The mnemonic with its spacing normalised, if it is a valid English BIP-39 mnemonic."""
+    words = " ".join(mnemonic.lower().split())
     try:
         Bip39MnemonicValidator().Validate(words)
     except MnemonicChecksumError:
         raise MnemonicInvalid("the mnemonic's checksum is wrong: a word is missing, extra or mistyped") from None
     except ValueError as exc:
         raise MnemonicInvalid(f"not a BIP-39 mnemonic: {_safe_reason(exc)}") from None
-    return bytes(Bip39SeedGenerator(words).Generate(bip39_passphrase))
+    return words
+
+
+def mnemonic_entropy(mnemonic: str) -> bytes:
+    return bytes(Bip39MnemonicDecoder().Decode(check_mnemonic(mnemonic)))
+
+
+def mnemonic_from_entropy(entropy: bytes) -> str:
+    return str(Bip39MnemonicEncoder().Encode(entropy))
+
+
+def backup_shares(entropy: bytes, threshold: int, shares: int) -> list[str]:
+    if not 1 <= threshold <= shares <= 16:
+        raise SignerError("a backup needs 1 <= threshold <= shares <= 16")
+    if threshold == 1 and shares > 1:
+        raise SignerError("a threshold of 1 with several shares makes copies, not shares; use --threshold 2 or more")
+    (group,) = generate_mnemonics(1, [(threshold, shares)], entropy)
+    return list(group)
+
+
+def recover_entropy(shares: list[str]) -> bytes:
+    """The entropy from enough SLIP-39 shares; one clear line when they do not combine (never a share word)."""
+    try:
+        return bytes(combine_mnemonics([" ".join(s.lower().split()) for s in shares]))
+    except MnemonicError as exc:
+        raise MnemonicInvalid(f"the SLIP-39 shares do not combine: {_share_reason(exc)}") from None
+
+
+def _share_reason(exc: Exception) -> str:
+    text = str(exc).lower()
+    if "checksum" in text:
+        return "a share has a wrong checksum (a word is mistyped)"
+    if "insufficient" in text or "threshold" in text or "wrong number" in text:
+        return "not enough shares for the threshold"
+    if "not in" in text or "invalid mnemonic word" in text or "word" in text:
+        return "a word is not in the SLIP-39 list"
+    if "identifier" in text or "same" in text:
+        return "the shares come from different backups"
+    return "they are not valid shares of one backup"
 
 
 def _safe_reason(exc: Exception) -> str:
@@ -132,13 +214,16 @@ def _safe_reason(exc: Exception) -> str:
     return "it is not valid"
 
 
-def create_keystore(name: str, seed: bytes, passphrase: str, *, n: int = SCRYPT_N) -> bytes:
-    card = UnlockedKey(seed).card(name)
-    sealed = seal(seed, passphrase, SEED_LABEL, n=n)
+def create_keystore(
+    name: str, mnemonic: str, passphrase: str, *, bip39_passphrase: str = "", n: int = SCRYPT_N
+) -> bytes:
+    card = UnlockedKey(seed_from_mnemonic(mnemonic, bip39_passphrase)).card(name)
+    secret = canonical_bytes({"entropy": mnemonic_entropy(mnemonic).hex(), "bip39_passphrase": bip39_passphrase})
+    sealed = seal(secret, passphrase, SEED_LABEL, n=n)
     return canonical_bytes(
         {
             "kind": "custody-signer-keystore",
-            "format": 1,
+            "format": FORMAT,
             "card": card.to_dict(),
             "sealed_seed": parse_canonical(sealed),
         }
@@ -150,7 +235,7 @@ def load_keystore(data: bytes) -> Keystore:
         doc = parse_canonical(data)
         if (
             doc["kind"] != "custody-signer-keystore"
-            or doc["format"] != 1
+            or doc["format"] != FORMAT
             or set(doc) != {"kind", "format", "card", "sealed_seed"}
         ):
             raise KeystoreDamaged("not a signer keystore")
@@ -162,7 +247,13 @@ def load_keystore(data: bytes) -> Keystore:
 
 
 def unlock(keystore: Keystore, passphrase: str) -> UnlockedKey:
-    key = UnlockedKey(open_sealed(keystore.sealed_seed, passphrase, SEED_LABEL))
+    plain = open_sealed(keystore.sealed_seed, passphrase, SEED_LABEL)
+    try:
+        secret = parse_canonical(plain)
+        entropy = bytes.fromhex(secret["entropy"])
+        key = UnlockedKey(seed_from_mnemonic(mnemonic_from_entropy(entropy), secret["bip39_passphrase"]), entropy)
+    except (CustodyError, KeyError, TypeError, ValueError):
+        raise KeystoreDamaged("the keystore's sealed secret is damaged") from None
     if key.card(keystore.card.name) != keystore.card:
         raise KeystoreDamaged("the keystore's public card does not match its sealed seed")
     return key

@@ -35,14 +35,19 @@ def default_state_dir() -> Path:
 
 def pin_genesis(state: Path, raw: bytes) -> Head:
     head = parse_genesis(raw)
+    pin_once(state, "genesis.json", raw, "genesis")
+    return head
+
+
+def pin_once(state: Path, name: str, raw: bytes, what: str) -> None:
+    """Keep ``raw`` as ``<state>/<name>``; the same bytes again are fine, different ones are refused."""
     state.mkdir(parents=True, exist_ok=True)
-    path = state / "genesis.json"
+    path = state / name
     if path.exists():
         if path.read_bytes() != raw:
-            raise StateError(f"a different genesis is already pinned in {state}; refusing to replace it")
-        return head
-    _write_atomic(path, raw)
-    return head
+            raise StateError(f"a different {what} is already pinned in {state}; refusing to replace it")
+        return
+    write_atomic(path, raw)
 
 
 def newest(state: Path) -> tuple[Head, Bundle | None]:
@@ -63,8 +68,8 @@ def accept(state: Path, bundle: Bundle, signatures: list[BundleSignature]) -> tu
     if current is not None:
         check_not_rollback(head, bundle)
     signers = verify_successor(head, bundle, signatures)
-    _write_atomic(state / "policy.sigs", b"".join(s.to_bytes() + b"\n" for s in signatures))
-    _write_atomic(state / "policy.json", bundle.raw)
+    write_atomic(state / "policy.sigs", b"".join(s.to_bytes() + b"\n" for s in signatures))
+    write_atomic(state / "policy.json", bundle.raw)
     return signers
 
 
@@ -87,7 +92,7 @@ def record(state: Path, action: str, subject: str, digest: str, decision: str) -
         f.write(json.dumps(line, sort_keys=True) + "\n")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)

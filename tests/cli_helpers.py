@@ -34,7 +34,7 @@ def make_admins(tmp: Path, n: int = 3) -> tuple[Path, list[Path], list[Path]]:
     keystores, cards = [], []
     for i in range(n):
         ks, card = tmp / f"admin{i}.keystore", tmp / f"admin{i}.card.json"
-        signer("key", "new", "--name", f"admin{i}", "--out", ks, "--passphrase-file", pw)
+        signer("key", "new", "--name", f"admin{i}", "--out", ks, "--passphrase-file", pw, "--no-confirm")
         signer("key", "card", ks, "--out", card)
         keystores.append(ks)
         cards.append(card)

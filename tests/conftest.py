@@ -115,9 +115,9 @@ note = "sanctioned"
 
 
 def governance_for_tests():
-    from policies.loader import _Reader
+    from policies.loader import Reader
 
-    return _Reader(human=True).governance(
+    return Reader(human=True).governance(
         {
             "quorum": 2,
             "activation_delay": "24h",
@@ -222,3 +222,11 @@ def add_client(store, name: str = "backend", scopes: str = "withdraw,read,cancel
     key = SigningKey.generate()
     apikeys.add_key(store, name, key.verify_key.encode().hex(), apikeys.parse_scopes(scopes), int(time.time()))
     return ClientKey(name, key)
+
+
+@pytest.fixture(autouse=True)
+def signer_home(tmp_path_factory, monkeypatch):
+    """Every test's signer state (transcript, pins) in its own directory, never the user's home."""
+    home = tmp_path_factory.mktemp("signer-home")
+    monkeypatch.setenv("SIGNER_HOME", str(home))
+    return home

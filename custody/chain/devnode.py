@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from eth_utils.address import to_checksum_address
 
+from custody.chain.safe import SafeDeployment
 from custody.errors import DaemonError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,3 +124,40 @@ def compile_contract(source: Path, name: str) -> dict[str, Any]:
         raise DaemonError("solc: " + "\n".join(errors))
     contract = result["contracts"][source.name][name]
     return {"abi": contract["abi"], "bytecode": "0x" + contract["evm"]["bytecode"]["object"]}
+
+
+SAFE_ARTIFACTS = ROOT / "node_modules" / "@safe-global" / "safe-contracts" / "build" / "artifacts" / "contracts"
+FUNDER_ADDRESS = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"  # anvil's first account, unlocked on anvil
+
+
+def deploy_code(anvil: Anvil, bytecode: str, gas: int = 8_000_000) -> str:
+    """Deploy creation code from anvil's unlocked first account; return the new contract's address."""
+    tx_hash = anvil.rpc("eth_sendTransaction", {"from": FUNDER_ADDRESS, "data": bytecode, "gas": hex(gas)})
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        receipt = anvil.rpc("eth_getTransactionReceipt", tx_hash)
+        if receipt is not None:
+            if int(receipt["status"], 16) != 1:
+                raise DaemonError("contract deployment reverted")
+            return str(receipt["contractAddress"])
+        time.sleep(0.05)
+    raise DaemonError("contract deployment was not mined in 30 s")
+
+
+def deploy_safe_contracts(anvil: Anvil) -> SafeDeployment:
+    """Deploy the real Safe 1.4.1 singleton, proxy factory, fallback handler and MultiSendCallOnly from the
+    pinned @safe-global/safe-contracts package's build artifacts; return their addresses by role."""
+    artifacts = {
+        "singleton": "Safe.sol/Safe.json",
+        "proxy_factory": "proxies/SafeProxyFactory.sol/SafeProxyFactory.json",
+        "fallback_handler": "handler/CompatibilityFallbackHandler.sol/CompatibilityFallbackHandler.json",
+        "multisend_call_only": "libraries/MultiSendCallOnly.sol/MultiSendCallOnly.json",
+    }
+    if not SAFE_ARTIFACTS.exists():
+        raise DaemonError("the Safe contracts are not installed: run `make test` or `make demo` (npm ci) first")
+    return SafeDeployment(
+        **{
+            role: to_checksum_address(deploy_code(anvil, json.loads((SAFE_ARTIFACTS / path).read_text())["bytecode"]))
+            for role, path in artifacts.items()
+        }
+    )

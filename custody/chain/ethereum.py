@@ -14,7 +14,6 @@ from custody.errors import DaemonError
 
 GWEI = 10**9
 FALLBACK_GAS = 120_000
-TRANSFER_SELECTOR = keccak(text="transfer(address,uint256)")[:4]
 BALANCE_OF_SELECTOR = keccak(text="balanceOf(address)")[:4]
 
 
@@ -30,18 +29,15 @@ class BroadcastRefused(DaemonError):
     code, status = "broadcast_refused", 502
 
 
+class CallReverted(DaemonError):
+    code, status = "call_reverted", 502
+
+
 @dataclass(frozen=True)
 class Receipt:
     block_number: int
     block_hash: str
     success: bool
-
-
-def transfer_call(contract: str | None, to: str, amount: int) -> tuple[str, int, bytes]:
-    """(to, value, data) of a payment: a plain value transfer, or ERC-20 transfer(to, amount)."""
-    if contract is None:
-        return to, amount, b""
-    return contract, 0, TRANSFER_SELECTOR + abi_encode(["address", "uint256"], [to, amount])
 
 
 class EthereumNode:
@@ -121,3 +117,23 @@ class EthereumNode:
         data = BALANCE_OF_SELECTOR + abi_encode(["address"], [address])
         out = self._call(self.w3.eth.call, {"to": contract, "data": data}, block)
         return int.from_bytes(bytes(out)[:32], "big")
+
+    def call(self, to: str, data: bytes, *, sender: str | None = None, block: int | str = "latest") -> bytes:
+        """eth_call; a revert raises ``CallReverted``."""
+        tx: dict[str, Any] = {"to": to, "data": data}
+        if sender is not None:
+            tx["from"] = sender
+        try:
+            return bytes(self._call(self.w3.eth.call, tx, block))
+        except (Web3RPCError, ValueError, ContractLogicError) as exc:
+            raise CallReverted(f"call to {to} reverted: {str(exc)[:200]}") from None
+
+    def code(self, address: str) -> bytes:
+        return bytes(self._call(self.w3.eth.get_code, address))
+
+    def logs(self, address: str, topics: list[str | None], from_block: int = 0) -> list[int]:
+        """Block numbers of the logs ``address`` emitted matching ``topics`` (hex), oldest first."""
+        found = self._call(
+            self.w3.eth.get_logs, {"address": address, "topics": topics, "fromBlock": from_block, "toBlock": "latest"}
+        )
+        return [int(entry["blockNumber"]) for entry in found]

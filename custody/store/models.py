@@ -79,6 +79,7 @@ class Withdrawal(Base):
     updated_at: Mapped[int] = mapped_column(BigInteger)
     tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)  # the payment that settled it
     failure: Mapped[str | None] = mapped_column(Text, nullable=True)
+    batch_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)  # while in a cold batch
 
     __table_args__ = (
         UniqueConstraint("api_key", "idempotency_key", name="uq_withdrawals_idempotency"),
@@ -131,12 +132,15 @@ class HotWallet(Base):
 
 
 class HotTransaction(Base):
-    """One signed version of a payment. Written before it is broadcast; replacements are new attempts at the
-    same nonce. Exactly one version per nonce is ever mined."""
+    """One signed version of a transaction from the hot wallet: a hot payment (``withdrawal_id``), the
+    execution of a cold batch (``batch_id``), or a plain call such as creating the Safe (neither). Written
+    before it is broadcast; replacements are new attempts at the same nonce. Exactly one version per nonce is
+    ever mined."""
 
     __tablename__ = "hot_transactions"
     id: Mapped[int] = mapped_column(SerialKey, primary_key=True, autoincrement=True)
-    withdrawal_id: Mapped[str] = mapped_column(String(36), ForeignKey("withdrawals.id"))
+    withdrawal_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("withdrawals.id"), nullable=True)
+    batch_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("batches.id"), nullable=True)
     wallet: Mapped[str] = mapped_column(String(42), ForeignKey("hot_wallets.address"))
     nonce: Mapped[int] = mapped_column(BigInteger)
     attempt: Mapped[int] = mapped_column(Integer)
@@ -175,3 +179,42 @@ class ColdWallet(Base):
     address: Mapped[str] = mapped_column(String(42), primary_key=True)
     chain_id: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    # Read back from the chain after creation; None for a wallet recorded before migration 0004.
+    owners: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list of checksummed addresses
+    threshold: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    multisend: Mapped[str | None] = mapped_column(String(42), nullable=True)  # the pinned MultiSendCallOnly
+
+
+class Batch(Base):
+    """A cold batch: one Safe transaction paying some ``queued_cold`` withdrawals, and the file the signers
+    review. States: exported (waiting for signatures) -> executing -> executed | failed; exported -> expired |
+    cancelled (its withdrawals go back to the queue) | stale (its Safe nonce was used by something else)."""
+
+    __tablename__ = "batches"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    safe: Mapped[str] = mapped_column(String(42))
+    safe_nonce: Mapped[int] = mapped_column(BigInteger)
+    safe_tx_hash: Mapped[str] = mapped_column(String(66))
+    state: Mapped[str] = mapped_column(String(12))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)  # the batch file, exactly as signed by the daemon
+    policy_version: Mapped[int] = mapped_column(Integer)
+    withdrawals: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)  # the execTransaction that settled it
+
+    __table_args__ = (Index("ix_batches_state", "state"),)
+
+
+class BatchSignature(Base):
+    """One Safe owner's signature of one batch's SafeTx hash, stored once however often it is imported."""
+
+    __tablename__ = "batch_signatures"
+    id: Mapped[int] = mapped_column(SerialKey, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(36), ForeignKey("batches.id"))
+    owner: Mapped[str] = mapped_column(String(42))
+    signature: Mapped[str] = mapped_column(String(130))
+    imported_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (UniqueConstraint("batch_id", "owner", name="uq_batch_signature_owner"),)

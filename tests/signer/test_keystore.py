@@ -20,7 +20,7 @@ def test_bip39_and_bip44_published_vectors():
         "c55257c360c07c72029aebc1b53c05ed0362ada38ead3e3e9efa3708e53495531f09a6987599d18264c1e1c92f2cf141630c7a3c4ab7c81b2f001698e7463b04"
     )
     # the well-known first Ethereum account of the "abandon … about" mnemonic
-    card = load_keystore(create_keystore("v", seed_from_mnemonic(ABANDON), "pw", n=2**15)).card
+    card = load_keystore(create_keystore("v", ABANDON, "pw", n=2**15)).card
     assert card.owner_address == "0x9858EfFD232B4033E47d90003D41EC34EcaEda94"
 
 
@@ -59,7 +59,7 @@ def test_sealing_round_trips_and_refuses_wrong_passphrase_label_or_damage():
 
 
 def test_keystore_unlock_and_damage():
-    ks = load_keystore(create_keystore("alice", seed_from_mnemonic(ABANDON), "pw", n=2**15))
+    ks = load_keystore(create_keystore("alice", ABANDON, "pw", n=2**15))
     key = unlock(ks, "pw")
     assert "abandon" not in repr(key) and key.card("alice") == ks.card
     with pytest.raises(WrongPassphrase):

@@ -1,0 +1,463 @@
+"""Cold batches on the online side: export, import owners' signatures, execute at quorum, settle, expire.
+
+A batch's life (``Batch.state``), beside its withdrawals' own (``custody.states``):
+
+    exported  --quorum imported-->  executing  --mined-->  executed | failed
+    exported  --expiry / cancel-->  expired | cancelled         (withdrawals back to queued_cold)
+    exported  --its Safe nonce used by another transaction-->  stale   (kept until an operator cancels it)
+    exported  --executed by someone else with the signatures-->  executed
+
+Safe nonces: a batch takes the lowest nonce at or above the Safe's on-chain nonce that no open batch holds. An
+expired or cancelled batch frees its nonce, so the next batch reuses it: only one of the two can ever execute.
+When nothing is left to pay, the next export is an empty batch (a no-op call to the Safe itself) that uses
+the freed nonce up, so old signatures can never be replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from eth_utils.crypto import keccak
+from nacl.signing import SigningKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from custody import audit, states
+from custody.chain import safe as safe_contract
+from custody.chain.ethereum import CallReverted, EthereumNode
+from custody.errors import Conflict, DaemonError, NotFound
+from custody.policy import PolicyCache
+from custody.store.db import Store
+from custody.store.models import Batch, BatchSignature, ColdWallet, Withdrawal
+from custody.transitions import move
+from signer.batchfile import Batch as BatchDoc
+from signer.batchfile import BatchWithdrawal, OwnerSignature, parse_batch_file, write_batch_file
+from signer.review import assemble, withdrawal_refusal
+from signer.safetx import pack_signatures
+
+if TYPE_CHECKING:
+    from custody.hotwallet import HotWorker
+
+EXPORTED, EXECUTING, EXECUTED, FAILED = "exported", "executing", "executed", "failed"
+EXPIRED, CANCELLED, STALE = "expired", "cancelled", "stale"
+OPEN = (EXPORTED, EXECUTING)
+DEFAULT_EXPIRY = 24 * 3600
+MAX_PER_BATCH = 100
+EXECUTION_SUCCESS = "0x" + keccak(text="ExecutionSuccess(bytes32,uint256)").hex()
+
+
+class BatchRefused(DaemonError):
+    code, status = "batch_refused", 409
+
+
+class NotAnOwner(DaemonError):
+    code, status = "not_a_safe_owner", 403
+
+
+class SignatureForAnotherBatch(DaemonError):
+    code, status = "signature_for_another_batch", 409
+
+
+# -- the cold wallet ---------------------------------------------------------------------------------------
+def cold_wallet(s: Session) -> ColdWallet:
+    row = s.execute(select(ColdWallet).limit(1)).scalar_one_or_none()
+    if row is None or row.owners is None or row.multisend is None:
+        raise Conflict("there is no cold wallet yet: create one with `custody cold create`", code="no_cold_wallet")
+    return row
+
+
+def owners_of(row: ColdWallet) -> list[str]:
+    return list(json.loads(row.owners or "[]"))
+
+
+# -- export ------------------------------------------------------------------------------------------------
+@dataclass
+class Exported:
+    batch_id: str
+    path: Path
+    safe_nonce: int
+    safe_tx_hash: str
+    withdrawals: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (withdrawal id, why)
+
+
+def export(
+    store: Store,
+    node: EthereumNode,
+    identity: SigningKey,
+    out_dir: Path,
+    now: int,
+    *,
+    limit: int = MAX_PER_BATCH,
+    expires_in: int = DEFAULT_EXPIRY,
+) -> Exported:
+    """Gather eligible ``queued_cold`` withdrawals into one batch file, signed by the daemon, in ``out_dir``."""
+    if not 1 <= limit <= MAX_PER_BATCH:
+        raise BatchRefused(f"a batch holds 1 to {MAX_PER_BATCH} withdrawals")
+    reconcile(store, node, now)
+    with store.read() as s:
+        wallet = cold_wallet(s)
+    onchain = safe_contract.nonce(node, wallet.address)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with store.transaction() as s:
+        active = PolicyCache().get(s)
+        wallet = cold_wallet(s)
+        expire_due(s, now)
+        held = set(s.execute(select(Batch.safe_nonce).where(Batch.state.in_(OPEN))).scalars())
+        nonce = onchain
+        while nonce in held:
+            nonce += 1
+        query = select(Withdrawal).where(Withdrawal.state == states.QUEUED_COLD).order_by(Withdrawal.seq)
+        if store.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        chosen: list[tuple[Withdrawal, BatchWithdrawal]] = []
+        skipped: list[tuple[str, str]] = []
+        for w in s.execute(query).scalars():
+            if len(chosen) == limit:
+                break
+            entry = active.policy.whitelist.get(w.destination)
+            rule = active.policy.assets.get(w.asset)
+            item = BatchWithdrawal(
+                id=w.id,
+                asset=w.asset,
+                amount=w.amount,
+                decimals=w.decimals,
+                token=rule.contract if rule else None,
+                destination=w.destination,
+                label=entry.label if entry else "",
+            )
+            why = withdrawal_refusal(active.policy, item, now)
+            if why is None:
+                chosen.append((w, item))
+            else:
+                skipped.append((w.id, why))
+        if not chosen and not _nonce_to_cancel(s, nonce):
+            raise BatchRefused(
+                "nothing to export: no queued cold withdrawal that the policy allows"
+                + (f" ({len(skipped)} skipped)" if skipped else ""),
+                code="nothing_to_export",
+            )
+        doc = assemble(
+            batch_id=str(uuid.uuid4()),
+            chain_id=wallet.chain_id,
+            safe=wallet.address,
+            safe_nonce=nonce,
+            multisend=wallet.multisend or "",
+            policy_version=active.version,
+            policy_hash=active.hash,
+            created_at=now,
+            expires_at=now + expires_in,
+            withdrawals=[item for _, item in chosen],
+            policy=active.policy,
+        )
+        raw = write_batch_file(doc, identity)
+        path = out_dir / f"batch-{nonce}-{doc.id[:8]}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(raw)
+        s.add(
+            Batch(
+                id=doc.id,
+                safe=doc.safe,
+                safe_nonce=nonce,
+                safe_tx_hash="0x" + doc.safe_tx_hash.hex(),
+                state=EXPORTED,
+                raw=raw,
+                policy_version=active.version,
+                withdrawals=len(chosen),
+                created_at=now,
+                expires_at=doc.expires_at,
+                updated_at=now,
+            )
+        )
+        s.flush()
+        for w, _ in chosen:
+            w.batch_id = doc.id
+            move(s, w, states.BATCHED, now, by="batch-export", batch=doc.id, safe_nonce=nonce)
+        audit.append(
+            s,
+            now,
+            "batch.exported",
+            doc.id,
+            {
+                "safe": doc.safe,
+                "safe_nonce": nonce,
+                "safe_tx_hash": "0x" + doc.safe_tx_hash.hex(),
+                "withdrawals": [w.id for w, _ in chosen],
+                "expires_at": doc.expires_at,
+                "skipped": [wid for wid, _ in skipped],
+            },
+        )
+    os.replace(tmp, path)
+    return Exported(doc.id, path, nonce, "0x" + doc.safe_tx_hash.hex(), len(chosen), skipped)
+
+
+def _nonce_to_cancel(s: Session, nonce: int) -> bool:
+    """Whether an expired or cancelled batch left this nonce behind: then an empty batch must use it up."""
+    return (
+        s.execute(
+            select(Batch.id).where(Batch.safe_nonce == nonce, Batch.state.in_((EXPIRED, CANCELLED))).limit(1)
+        ).first()
+        is not None
+    )
+
+
+# -- expiry, cancellation, reconciliation with the chain ---------------------------------------------------
+def release(s: Session, batch: Batch, state: str, now: int, reason: str) -> None:
+    """Close an unexecuted batch and put its withdrawals back in the cold queue."""
+    for w in s.execute(
+        select(Withdrawal).where(Withdrawal.batch_id == batch.id, Withdrawal.state == states.BATCHED).with_for_update()
+    ).scalars():
+        w.batch_id = None
+        move(s, w, states.QUEUED_COLD, now, by="batch-" + state, batch=batch.id, reason=reason)
+    audit.append(s, now, f"batch.{state}", batch.id, {"from": batch.state, "reason": reason})
+    batch.state, batch.updated_at = state, now
+
+
+def expire_due(s: Session, now: int) -> int:
+    due = list(
+        s.execute(select(Batch).where(Batch.state == EXPORTED, Batch.expires_at <= now).with_for_update()).scalars()
+    )
+    for batch in due:
+        release(s, batch, EXPIRED, now, "expired before a quorum of signatures was imported")
+    return len(due)
+
+
+def cancel(store: Store, batch_id: str, reason: str, now: int) -> None:
+    with store.transaction() as s:
+        batch = s.get(Batch, batch_id, with_for_update=True)
+        if batch is None:
+            raise NotFound(f"no batch {batch_id}")
+        if batch.state not in (EXPORTED, STALE):
+            raise BatchRefused(f"batch {batch_id} is {batch.state}; only an exported or stale batch can be cancelled")
+        release(s, batch, CANCELLED, now, reason)
+
+
+def reconcile(store: Store, node: EthereumNode, now: int) -> None:
+    """Exported batches whose Safe nonce the chain has used: executed by someone holding the signatures (then
+    settle them), or overtaken by another transaction at that nonce (stale: they can never execute)."""
+    with store.read() as s:
+        waiting = list(s.execute(select(Batch).where(Batch.state == EXPORTED)).scalars())
+    if not waiting:
+        return
+    onchain = safe_contract.nonce(node, waiting[0].safe)
+    for batch in waiting:
+        if batch.safe_nonce >= onchain:
+            continue
+        blocks = node.logs(batch.safe, [EXECUTION_SUCCESS, batch.safe_tx_hash])
+        with store.transaction() as s:
+            row = s.get_one(Batch, batch.id, with_for_update=True)
+            if row.state != EXPORTED:
+                continue
+            if blocks:
+                audit.append(s, now, "batch.executed_elsewhere", row.id, {"block": blocks[0]})
+                for w in _members(s, row.id, states.BATCHED):
+                    move(s, w, states.SIGNED, now, by="batch-reconcile", batch=row.id)
+                    move(s, w, states.BROADCAST, now, by="batch-reconcile", batch=row.id)
+                row.state = EXECUTING
+                settle(s, row.id, None, True, blocks[0], now)
+            else:
+                audit.append(s, now, "batch.stale", row.id, {"safe_nonce": row.safe_nonce, "onchain_nonce": onchain})
+                row.state, row.updated_at = STALE, now
+
+
+def _members(s: Session, batch_id: str, state: str) -> list[Withdrawal]:
+    return list(
+        s.execute(
+            select(Withdrawal)
+            .where(Withdrawal.batch_id == batch_id, Withdrawal.state == state)
+            .order_by(Withdrawal.seq)
+            .with_for_update()
+        ).scalars()
+    )
+
+
+# -- signatures --------------------------------------------------------------------------------------------
+@dataclass
+class Imported:
+    batch_id: str
+    added: list[str]
+    already: list[str]
+    signatures: int
+    threshold: int
+    state: str
+
+
+def import_signatures(store: Store, node: EthereumNode, signatures: list[OwnerSignature], now: int) -> list[Imported]:
+    """Check every signature first (owner recovered, owner of the Safe now, for this very batch); then store
+    the new ones in one transaction. One bad file refuses them all and stores nothing."""
+    by_batch: dict[str, list[tuple[OwnerSignature, str]]] = {}
+    with store.read() as s:
+        for sig in signatures:
+            batch = s.get(Batch, sig.batch_id)
+            if batch is None:
+                raise NotFound(f"no batch {sig.batch_id} here: the signature file is for another daemon or batch")
+            _check_same_batch(sig, batch)
+            owner = sig.recovered_owner()
+            by_batch.setdefault(batch.id, []).append((sig, owner))
+    results: list[Imported] = []
+    for batch_id, items in by_batch.items():
+        with store.read() as s:
+            batch = s.get_one(Batch, batch_id)
+        owners = set(safe_contract.owners(node, batch.safe))
+        for _, owner in items:
+            if owner not in owners:
+                raise NotAnOwner(f"{owner} signed batch {batch_id} but is not an owner of the Safe {batch.safe}")
+        if batch.state in (EXPIRED, CANCELLED, STALE):
+            raise BatchRefused(f"batch {batch_id} is {batch.state}; its signatures can no longer be used")
+        results.append(Imported(batch_id, [], [], 0, safe_contract.threshold(node, batch.safe), batch.state))
+    with store.transaction() as s:
+        for result in results:
+            stored = {
+                row.owner: row
+                for row in s.execute(select(BatchSignature).where(BatchSignature.batch_id == result.batch_id)).scalars()
+            }
+            for sig, owner in by_batch[result.batch_id]:
+                if owner in stored or owner in result.added:
+                    result.already.append(owner)
+                    continue
+                s.add(
+                    BatchSignature(
+                        batch_id=result.batch_id, owner=owner, signature=sig.signature.hex(), imported_at=now
+                    )
+                )
+                audit.append(s, now, "batch.signature_imported", result.batch_id, {"owner": owner})
+                result.added.append(owner)
+            result.signatures = len(stored) + len(result.added)
+    return results
+
+
+def _check_same_batch(sig: OwnerSignature, batch: Batch) -> None:
+    doc = parse_batch_file(batch.raw).batch
+    if (
+        "0x" + sig.safe_tx_hash.hex() != batch.safe_tx_hash
+        or sig.safe != batch.safe
+        or sig.safe_nonce != batch.safe_nonce
+        or sig.chain_id != doc.chain_id
+    ):
+        raise SignatureForAnotherBatch(
+            f"the signature of {sig.owner} is for SafeTx {('0x' + sig.safe_tx_hash.hex())[:18]}… on Safe {sig.safe} "
+            f"nonce {sig.safe_nonce}, not batch {batch.id} ({batch.safe_tx_hash[:18]}… nonce {batch.safe_nonce})"
+        )
+
+
+# -- execution ---------------------------------------------------------------------------------------------
+def execute_if_ready(store: Store, node: EthereumNode, worker: HotWorker, batch_id: str, now: int) -> str | None:
+    """At quorum, sign ``execTransaction`` from the hot wallet (the executor) and store it; the hot worker's
+    follow loop broadcasts and settles it. Returns the transaction hash, or None while signatures are missing."""
+    with store.read() as s:
+        batch = s.get(Batch, batch_id)
+        if batch is None:
+            raise NotFound(f"no batch {batch_id}")
+        if batch.state != EXPORTED:
+            return batch.tx_hash if batch.state in (EXECUTING, EXECUTED) else None
+        stored = {
+            r.owner: bytes.fromhex(r.signature)
+            for r in s.execute(select(BatchSignature).where(BatchSignature.batch_id == batch_id)).scalars()
+        }
+        doc: BatchDoc = parse_batch_file(batch.raw).batch
+    owners = set(safe_contract.owners(node, doc.safe))
+    usable = {owner: sig for owner, sig in stored.items() if owner in owners}
+    if len(usable) < safe_contract.threshold(node, doc.safe):
+        return None
+    onchain = safe_contract.nonce(node, doc.safe)
+    if onchain < doc.safe_nonce:
+        raise BatchRefused(
+            f"batch {batch_id} has Safe nonce {doc.safe_nonce}, the Safe is at {onchain}: the batch holding nonce "
+            f"{onchain} must execute (or be cancelled by a newer batch) first",
+            code="batch_waiting_for_nonce",
+        )
+    if onchain > doc.safe_nonce:
+        reconcile(store, node, now)
+        raise BatchRefused(f"batch {batch_id}'s Safe nonce {doc.safe_nonce} has already been used on chain")
+    data = safe_contract.exec_transaction_call(doc.safe_tx, pack_signatures(usable))
+    try:
+        node.call(doc.safe, data, sender=worker.address)
+    except CallReverted as exc:
+        raise BatchRefused(
+            f"executing batch {batch_id} would revert now ({exc.message}); is the Safe funded?"
+        ) from None
+    gas = node.estimate_gas(worker.address, doc.safe, 0, data)
+    fees = node.fees(worker.settings.max_fee_per_gas)
+    with store.transaction() as s:
+        row = s.get_one(Batch, batch_id, with_for_update=True)
+        if row.state != EXPORTED:
+            return row.tx_hash
+        version = worker.sign_at_next_nonce(s, doc.safe, 0, data, gas, fees, now, batch_id=batch_id)
+        row.state, row.tx_hash, row.updated_at = EXECUTING, version.tx_hash, now
+        for w in _members(s, batch_id, states.BATCHED):
+            move(s, w, states.SIGNED, now, by="batch-execute", batch=batch_id, tx_hash=version.tx_hash)
+        audit.append(
+            s,
+            now,
+            "batch.executing",
+            batch_id,
+            {"tx_hash": version.tx_hash, "signers": sorted(usable), "nonce": version.nonce},
+        )
+    return version.tx_hash
+
+
+def broadcast(s: Session, batch_id: str, tx_hash: str, now: int) -> None:
+    """The execution was sent: its withdrawals are broadcast (called by the hot worker)."""
+    for w in _members(s, batch_id, states.SIGNED):
+        move(s, w, states.BROADCAST, now, by="batch-execute", batch=batch_id, tx_hash=tx_hash)
+
+
+def settle(s: Session, batch_id: str, tx_hash: str | None, success: bool, block: int, now: int) -> None:
+    """The execution is deep enough: every withdrawal of the batch is confirmed, or all failed together."""
+    batch = s.get_one(Batch, batch_id, with_for_update=True)
+    if batch.state != EXECUTING:
+        return
+    for w in _members(s, batch_id, states.SIGNED):  # sent by a replica that crashed before recording it
+        move(s, w, states.BROADCAST, now, by="batch-execute", batch=batch_id, tx_hash=tx_hash)
+    for w in _members(s, batch_id, states.BROADCAST):
+        w.tx_hash = tx_hash
+        if success:
+            move(s, w, states.CONFIRMED, now, by="batch-execute", batch=batch_id, tx_hash=tx_hash, block=block)
+        else:
+            w.failure = f"batch execution reverted in block {block}"
+            move(s, w, states.FAILED, now, by="batch-execute", batch=batch_id, reason=w.failure, block=block)
+    batch.state, batch.updated_at = (EXECUTED if success else FAILED), now
+    batch.tx_hash = tx_hash or batch.tx_hash
+    audit.append(s, now, f"batch.{batch.state}", batch_id, {"tx_hash": tx_hash, "block": block})
+
+
+# -- listing -----------------------------------------------------------------------------------------------
+@dataclass
+class BatchView:
+    id: str
+    state: str
+    safe_nonce: int
+    withdrawals: int
+    expires_at: int
+    signed_by: list[str]
+    missing: list[str]
+    threshold: int
+    tx_hash: str | None
+
+
+def list_batches(store: Store) -> list[BatchView]:
+    with store.read() as s:
+        wallet = s.execute(select(ColdWallet).limit(1)).scalar_one_or_none()
+        owners = owners_of(wallet) if wallet else []
+        views = []
+        for b in s.execute(select(Batch).order_by(Batch.created_at, Batch.safe_nonce)).scalars():
+            signed = sorted(s.execute(select(BatchSignature.owner).where(BatchSignature.batch_id == b.id)).scalars())
+            views.append(
+                BatchView(
+                    b.id,
+                    b.state,
+                    b.safe_nonce,
+                    b.withdrawals,
+                    b.expires_at,
+                    signed,
+                    [o for o in owners if o not in signed],
+                    (wallet.threshold or 0) if wallet else 0,
+                    b.tx_hash,
+                )
+            )
+    return views

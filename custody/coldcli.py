@@ -1,0 +1,189 @@
+"""`custody cold …` and `custody batch …`: the online half of the cold wallet ceremony."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from custody import batches
+from custody import coldwallet as cold_service
+from custody.chain import safe as safe_contract
+from custody.chain.ethereum import EthereumNode
+from custody.clicommon import PASS_ENV, _open, config_option, hot_worker, passphrase_file_option
+from custody.clock import SystemClock
+from custody.errors import ConfigError
+from custody.keys import load_identity
+from custody.store.db import Store
+from custody.store.models import Batch
+from policies.loader import Reader
+from signer.batchfile import parse_signature_file
+from signer.cliutil import Group, passphrase, read_file
+from signer.keystore import parse_owner_card
+
+if TYPE_CHECKING:
+    from custody.hotwallet import HotWorker
+
+
+def _node(rpc_url: str, chain_id: int) -> EthereumNode:
+    if not rpc_url:
+        raise ConfigError("[chain] rpc_url is empty: the cold wallet needs a node")
+    return EthereumNode(rpc_url, chain_id)
+
+
+@click.group(cls=Group)
+def cold() -> None:
+    """The cold wallet: a Safe 1.4.1 multisig owned by the treasury operators' keys."""
+
+
+@cold.command("create")
+@click.option(
+    "--owner",
+    "cards",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="An owner card from `signer key card` (repeat for each owner).",
+)
+@click.option("--threshold", required=True, type=int, help="Owner signatures needed for a transaction.")
+@click.option(
+    "--deployment",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="JSON file with singleton, proxy_factory, fallback_handler and multisend_call_only addresses "
+    "(for development chains); default: the canonical Safe 1.4.1 deployments.",
+)
+@click.option("--salt", default=0, show_default=True, type=int, help="Salt nonce for the proxy's address.")
+@config_option
+@passphrase_file_option
+def cold_create(
+    cards: tuple[Path, ...],
+    threshold: int,
+    deployment: Path | None,
+    salt: int,
+    config_path: Path,
+    passphrase_file: Path | None,
+) -> None:
+    """Deploy the Safe, read back its owners and threshold, record it, and write the file signers pin."""
+    settings, store = _open(config_path)
+    owners = [parse_owner_card(read_file(card)).owner_address for card in cards]
+    contracts = safe_contract.SafeDeployment.from_file(deployment) if deployment else safe_contract.CANONICAL_1_4_1
+    worker = hot_worker(settings, store, passphrase_file)
+    daemon_key = (settings.data_dir / "identity.pub").read_text().strip()
+    doc = cold_service.create(
+        store, worker.node, worker, contracts, owners, threshold, daemon_key, settings.data_dir, salt=salt
+    )
+    click.echo(f"cold wallet  Safe {doc.safe} on chain {doc.chain_id}, {doc.threshold} of {len(doc.owners)}")
+    for owner in doc.owners:
+        click.echo(f"  owner      {owner}")
+    click.echo(f"  multisend  {doc.multisend} (MultiSendCallOnly)")
+    click.echo(f"signers pin {settings.data_dir / cold_service.COLD_WALLET_FILE} with `signer cold pin`")
+
+
+@click.group(cls=Group)
+def batch() -> None:
+    """Cold batches: export for signing, import signatures, list, cancel."""
+
+
+@batch.command("export")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False))
+@click.option("--max", "limit", default=batches.MAX_PER_BATCH, show_default=True, type=int)
+@click.option("--expires-in", default="24h", show_default=True, help="How long signers have, e.g. 4h or 2d.")
+@config_option
+@passphrase_file_option
+def batch_export(out_dir: Path, limit: int, expires_in: str, config_path: Path, passphrase_file: Path | None) -> None:
+    """Gather queued cold withdrawals into one Safe transaction and write the batch file for the signers."""
+    settings, store = _open(config_path)
+    lifetime = Reader(human=True).period(expires_in, "--expires-in")
+    identity = load_identity(
+        settings.data_dir, passphrase(passphrase_file, PASS_ENV, "Passphrase for the daemon's keys")
+    )
+    result = batches.export(
+        store,
+        _node(settings.rpc_url, settings.chain_id),
+        identity,
+        out_dir,
+        SystemClock().now(),
+        limit=limit,
+        expires_in=lifetime,
+    )
+    for withdrawal_id, why in result.skipped:
+        click.echo(f"skipped {withdrawal_id}: {why}", err=True)
+    what = f"{result.withdrawals} withdrawals" if result.withdrawals else "no transfers (uses up a freed nonce)"
+    click.echo(f"batch {result.batch_id}: {what}, Safe nonce {result.safe_nonce}")
+    click.echo(f"  SafeTx hash  {result.safe_tx_hash}")
+    click.echo(f"  file         {result.path}")
+
+
+@batch.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--wait", default=120.0, show_default=True, help="Seconds to follow an execution to confirmation.")
+@config_option
+@passphrase_file_option
+def batch_import(files: tuple[Path, ...], wait: float, config_path: Path, passphrase_file: Path | None) -> None:
+    """Store owners' signatures; at quorum, execute the batch from the hot wallet and follow it."""
+    settings, store = _open(config_path)
+    node = _node(settings.rpc_url, settings.chain_id)
+    clock = SystemClock()
+    signatures = [parse_signature_file(read_file(f)) for f in files]
+    results = batches.import_signatures(store, node, signatures, clock.now())
+    worker: HotWorker | None = None
+    for r in results:
+        added = ", ".join(r.added) or "none new"
+        click.echo(f"batch {r.batch_id}: signatures {r.signatures} of {r.threshold} ({added})")
+        if r.signatures < r.threshold or r.state != batches.EXPORTED:
+            continue
+        worker = worker or hot_worker(settings, store, passphrase_file)
+        worker.ensure_wallet()
+        tx_hash = batches.execute_if_ready(store, node, worker, r.batch_id, clock.now())
+        click.echo(f"batch {r.batch_id}: executing in {tx_hash}")
+        if wait > 0:
+            click.echo(f"batch {r.batch_id}: {_follow(store, worker, r.batch_id, wait)}")
+
+
+def _follow(store: Store, worker: HotWorker, batch_id: str, wait: float) -> str:
+    deadline = time.monotonic() + wait
+    while True:
+        worker.follow()
+        with store.read() as s:
+            state = s.get_one(Batch, batch_id).state
+        if state in (batches.EXECUTED, batches.FAILED):
+            return state
+        if time.monotonic() > deadline:
+            return f"still {state}; the worker will settle it"
+        time.sleep(0.3)
+
+
+@batch.command("list")
+@config_option
+def batch_list(config_path: Path) -> None:
+    """Each batch, its signatures so far and who is still missing."""
+    _, store = _open(config_path)
+    views = batches.list_batches(store)
+    if not views:
+        click.echo("no batches")
+    for v in views:
+        expires = dt.datetime.fromtimestamp(v.expires_at, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        click.echo(
+            f"{v.id}  {v.state:<9} nonce {v.safe_nonce:<4} {v.withdrawals:>3} withdrawals  "
+            f"signatures {len(v.signed_by)}/{v.threshold}  expires {expires}"
+        )
+        if v.state == batches.EXPORTED:
+            for owner in v.missing:
+                click.echo(f"    missing  {owner}")
+        if v.tx_hash:
+            click.echo(f"    tx       {v.tx_hash}")
+
+
+@batch.command("cancel")
+@click.argument("batch_id")
+@click.option("--reason", required=True)
+@config_option
+def batch_cancel(batch_id: str, reason: str, config_path: Path) -> None:
+    """Cancel an exported batch: its withdrawals return to the queue and the next batch reuses its nonce."""
+    _, store = _open(config_path)
+    batches.cancel(store, batch_id, reason, SystemClock().now())
+    click.echo(f"batch {batch_id} cancelled; its withdrawals are queued again")

@@ -1,0 +1,185 @@
+"""Reviewing a batch: read, parse, verify, rebuild, describe. Nothing from the online side is taken on trust.
+
+``review`` returns the batch only if every check passes, in this order (the first failure is the error):
+
+1. the daemon's Ed25519 signature, against the pinned daemon key;
+2. chain id, Safe and MultiSendCallOnly, against the pinned cold wallet;
+3. expiry, against this machine's clock;
+4. the policy: the batch must cite this signer's newest verified bundle, and every transfer must pass its
+   static rules (asset enabled, not denied, whitelisted and active for the asset, within the per-transfer
+   maximum), with the token contract, decimals and whitelist label the bundle gives;
+5. the transaction: a delegatecall may only go to the pinned MultiSendCallOnly, and the SafeTx is rebuilt
+   from the listed withdrawals and the policy's token contracts; every field must match, and so must the
+   SafeTx hash.
+
+Velocity limits are not re-checked here: they need the daemon's history, which the signer does not have.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+
+from policies.bundle import Bundle
+from policies.evaluate import static_failures
+from policies.model import Policy
+from policies.units import format_amount
+from signer.batchfile import Batch, BatchWithdrawal, parse_batch_file
+from signer.coldwallet import ColdWallet
+from signer.errors import BatchExpired, BatchMismatch, BatchPolicyRefused, BatchWrongWallet
+from signer.safetx import DELEGATECALL, Call, SafeTx, build_safe_tx, safe_tx_hash, transfer_call
+
+SAFE_TX_FIELDS = (
+    "to",
+    "value",
+    "data",
+    "operation",
+    "nonce",
+    "safe_tx_gas",
+    "base_gas",
+    "gas_price",
+    "gas_token",
+    "refund_receiver",
+)
+
+
+def review(raw: bytes, cold: ColdWallet, bundle: Bundle, now: int) -> Batch:
+    parsed = parse_batch_file(raw)
+    parsed.verify_daemon_signature(cold.daemon_key)
+    batch = parsed.batch
+    check_wallet(batch, cold)
+    if now >= batch.expires_at:
+        raise BatchExpired(f"the batch expired at {_when(batch.expires_at)}; ask for a new export")
+    check_policy(batch, bundle, now)
+    check_transaction(batch, cold, bundle.policy)
+    return batch
+
+
+def check_wallet(batch: Batch, cold: ColdWallet) -> None:
+    if batch.chain_id != cold.chain_id:
+        raise BatchWrongWallet(f"the batch is for chain {batch.chain_id}, the pinned cold wallet is on {cold.chain_id}")
+    if batch.safe != cold.safe:
+        raise BatchWrongWallet(f"the batch is for Safe {batch.safe}, the pinned cold wallet is {cold.safe}")
+    if batch.multisend != cold.multisend:
+        raise BatchWrongWallet(
+            f"the batch names MultiSendCallOnly {batch.multisend}, the pinned one is {cold.multisend}"
+        )
+
+
+def withdrawal_refusal(policy: Policy, w: BatchWithdrawal, now: int) -> str | None:
+    """Why the policy refuses this transfer in a cold batch, or None. The exporter uses it too, so it never
+    puts a transfer in a batch that signers would refuse."""
+    rule = policy.assets.get(w.asset)
+    if rule is not None and w.token != rule.contract:
+        return f"its token contract {w.token} is not {w.asset}'s contract in the policy ({rule.contract})"
+    if rule is not None and w.decimals != rule.decimals:
+        return f"{w.asset} has {rule.decimals} decimals in the policy, not {w.decimals}"
+    failures = static_failures(policy, w.asset, w.amount, w.destination, now)
+    if failures:
+        return "; ".join(r.message for r in failures)
+    entry = policy.whitelist[w.destination]
+    if w.label != entry.label:
+        return f"the whitelist labels {w.destination} {entry.label!r}, not {w.label!r}"
+    return None
+
+
+def check_policy(batch: Batch, bundle: Bundle, now: int) -> None:
+    if batch.policy_hash != bundle.hash:
+        raise BatchPolicyRefused(
+            f"the batch was made under policy v{batch.policy_version} ({batch.policy_hash[:16]}…); the newest "
+            f"policy this signer has verified is v{bundle.version} ({bundle.hash[:16]}…)"
+        )
+    for i, w in enumerate(batch.withdrawals, 1):
+        why = withdrawal_refusal(bundle.policy, w, now)
+        if why is not None:
+            raise BatchPolicyRefused(f"withdrawal {i} ({w.id}): {why}")
+
+
+def _calls(withdrawals: Sequence[BatchWithdrawal], policy: Policy) -> list[Call]:
+    """Each transfer as the policy defines its asset: the token contract comes from the policy, never the file."""
+    return [transfer_call(policy.assets[w.asset].contract, w.destination, w.amount) for w in withdrawals]
+
+
+def rebuild(batch: Batch, multisend: str, policy: Policy) -> SafeTx:
+    return build_safe_tx(_calls(batch.withdrawals, policy), batch.safe, batch.safe_nonce, multisend)
+
+
+def assemble(
+    *,
+    batch_id: str,
+    chain_id: int,
+    safe: str,
+    safe_nonce: int,
+    multisend: str,
+    policy_version: int,
+    policy_hash: str,
+    created_at: int,
+    expires_at: int,
+    withdrawals: Sequence[BatchWithdrawal],
+    policy: Policy,
+) -> Batch:
+    """A batch exactly as ``review`` will rebuild it (the exporter uses this, so the two cannot disagree)."""
+    tx = build_safe_tx(_calls(withdrawals, policy), safe, safe_nonce, multisend)
+    return Batch(
+        id=batch_id,
+        chain_id=chain_id,
+        safe=safe,
+        safe_nonce=safe_nonce,
+        multisend=multisend,
+        policy_version=policy_version,
+        policy_hash=policy_hash,
+        created_at=created_at,
+        expires_at=expires_at,
+        withdrawals=tuple(withdrawals),
+        safe_tx=tx,
+        safe_tx_hash=safe_tx_hash(chain_id, safe, tx),
+    )
+
+
+def check_transaction(batch: Batch, cold: ColdWallet, policy: Policy) -> None:
+    tx = batch.safe_tx
+    if tx.operation == DELEGATECALL and tx.to != cold.multisend:
+        raise BatchMismatch(f"the SafeTx delegatecalls {tx.to}, which is not the pinned MultiSendCallOnly")
+    expected = rebuild(batch, cold.multisend, policy)
+    for name in SAFE_TX_FIELDS:
+        if getattr(tx, name) != getattr(expected, name):
+            what = "calldata" if name == "data" else name
+            raise BatchMismatch(
+                f"the SafeTx's {what} is not the one rebuilt from the {len(batch.withdrawals)} listed withdrawals"
+            )
+    if safe_tx_hash(batch.chain_id, batch.safe, expected) != batch.safe_tx_hash:
+        raise BatchMismatch("the SafeTx hash in the file is not the hash of the rebuilt transaction")
+
+
+def describe(batch: Batch, policy_version: int) -> list[str]:
+    """What the operator checks against the ticket before signing."""
+    lines = [
+        f"batch        {batch.id}",
+        f"cold wallet  Safe {batch.safe} on chain {batch.chain_id}, Safe nonce {batch.safe_nonce}",
+        f"policy       v{policy_version} ({batch.policy_hash})",
+        f"created      {_when(batch.created_at)}",
+        f"expires      {_when(batch.expires_at)}",
+        "",
+    ]
+    if not batch.withdrawals:
+        lines.append("no transfers: this batch only uses up the Safe nonce (it cancels an older batch)")
+    else:
+        lines.append(f"{'#':>4}  {'asset':<6} {'amount':>26}  {'destination':<42}  label")
+        totals: dict[str, int] = defaultdict(int)
+        for i, w in enumerate(batch.withdrawals, 1):
+            totals[w.asset] += w.amount
+            amount = format_amount(w.amount, w.decimals)
+            lines.append(f"{i:>4}  {w.asset:<6} {amount:>26}  {w.destination}  {w.label}")
+        decimals = {w.asset: w.decimals for w in batch.withdrawals}
+        lines.append("")
+        lines.append("totals")
+        for asset in sorted(totals):
+            count = sum(1 for w in batch.withdrawals if w.asset == asset)
+            lines.append(f"      {asset:<6} {format_amount(totals[asset], decimals[asset]):>26}  in {count} transfers")
+    lines += ["", f"SafeTx hash  0x{batch.safe_tx_hash.hex()}"]
+    return lines
+
+
+def _when(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
