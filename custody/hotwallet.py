@@ -199,7 +199,7 @@ class HotWorker:
         now = self.clock.now()
         with self.store.transaction() as s:
             version = self.sign_at_next_nonce(s, to, value, data, gas, fees, now)
-            audit.append(s, now, "hottx.call_signed", version.tx_hash, {"to": to, "nonce": version.nonce})
+            audit.append(s, now, "hottx.call_signed", _subject(version), {"to": to, "nonce": version.nonce})
         return version
 
     # -- 2. broadcast and 3. follow ----------------------------------------------------------------
@@ -386,7 +386,9 @@ class HotWorker:
                 batches.settle(s, tx.batch_id, tx.tx_hash, success, block, now)
                 return
             if tx.withdrawal_id is None:
-                audit.append(s, now, "hottx.mined", tx.tx_hash, {"nonce": tx.nonce, "success": success, "block": block})
+                audit.append(
+                    s, now, "hottx.mined", _subject(tx), {"nonce": tx.nonce, "success": success, "block": block}
+                )
                 return
             w = s.execute(select(Withdrawal).where(Withdrawal.id == tx.withdrawal_id).with_for_update()).scalar_one()
             if w.state != states.BROADCAST:
@@ -400,5 +402,6 @@ class HotWorker:
 
 
 def _subject(tx: HotTransaction) -> str:
-    """What an audit entry about this version is about: its withdrawal, its batch, or the call itself."""
-    return tx.withdrawal_id or tx.batch_id or tx.tx_hash
+    """What an audit entry about this version is about: its withdrawal, its batch, or the call itself (its
+    transaction hash without 0x, which fits the audit log's 64-character subject)."""
+    return tx.withdrawal_id or tx.batch_id or tx.tx_hash.removeprefix("0x")

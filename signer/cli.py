@@ -363,3 +363,7 @@ def sign_cmd(
     out.write_bytes(signature.to_bytes())
     policystate.record(st, "batch-sign", batch.id, digest, "signed")
     click.echo(f"\nsigned {digest} as {ks.card.name} ({ks.card.owner_address}); wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
+from bip_utils import Bip32Secp256k1, EthAddrEncoder
 
 from policies.canonical import canonical_bytes
 from signer.errors import KeystoreDamaged, MnemonicInvalid, WrongPassphrase
-from signer.keystore import create_keystore, load_keystore, seed_from_mnemonic, unlock
+from signer.keystore import create_keystore, load_keystore, mnemonic_entropy, seed_from_mnemonic, unlock
 from signer.sealed import open_sealed, seal
 
 ABANDON = "abandon " * 11 + "about"
+PASS = "keystore pass phrase"
+
+
+@pytest.fixture(autouse=True)
+def _passphrase(monkeypatch):
+    monkeypatch.setenv("SIGNER_PASSPHRASE", PASS)
+
+
+def signer(*args, ok: bool = True, stdin: str | None = None):
+    from tests.cli_helpers import signer as run
+
+    return run(*args, ok=ok, stdin=stdin)
 
 
 def test_bip39_and_bip44_published_vectors():
@@ -66,3 +81,121 @@ def test_keystore_unlock_and_damage():
         unlock(ks, "nope")
     with pytest.raises(KeystoreDamaged):
         load_keystore(b'{"kind":"something-else"}')
+
+
+VECTORS = json.loads((Path(__file__).parent / "vectors" / "bip39-trezor.json").read_text())
+
+
+def _address_from_xprv(xprv: str) -> str:
+    """BIP-44 m/44'/60'/0'/0/0 from the published master key: an independent route to the address."""
+    node = Bip32Secp256k1.FromExtendedKey(xprv).DerivePath("m/44'/60'/0'/0/0")
+    return str(EthAddrEncoder.EncodeKey(node.PublicKey().KeyObject()))
+
+
+@pytest.mark.parametrize("vector", VECTORS["vectors"], ids=lambda v: v[1].split()[0] + str(len(v[1].split())))
+def test_restoring_published_bip39_vectors_gives_their_seeds_and_addresses(tmp_path, vector):
+    entropy, words, seed, xprv = vector
+    ks = tmp_path / "k"
+    r = signer(
+        "key", "restore", "--name", "v", "--out", ks, "--bip39-passphrase", stdin=f"{words}\n{VECTORS['passphrase']}\n"
+    )
+    card = load_keystore(ks.read_bytes()).card
+    assert card.owner_address == _address_from_xprv(xprv) and card.owner_address in r.output
+    key = unlock(load_keystore(ks.read_bytes()), PASS)
+    assert seed_from_mnemonic(words, VECTORS["passphrase"]).hex() == seed
+    assert key.backup_shares(2, 3)  # the entropy was kept for backups
+    assert mnemonic_entropy(words).hex() == entropy
+    assert Bip32Secp256k1.FromSeed(bytes.fromhex(seed)).PrivateKey().ToExtended() == xprv
+
+
+def test_restoring_the_abandon_mnemonic_gives_the_well_known_address(tmp_path):
+    v = VECTORS["bip44_ethereum"]
+    signer("key", "restore", "--name", "a", "--out", tmp_path / "k", stdin=v["mnemonic"] + "\n")
+    assert load_keystore((tmp_path / "k").read_bytes()).card.owner_address == v["address"]
+
+
+@pytest.mark.parametrize(
+    ("stdin", "fragment"),
+    [
+        ("abandon " * 12 + "\n", "checksum"),
+        ("abandon " * 11 + "qwertyx\n", "not in the English"),
+        ("\n", "number of words"),
+    ],
+)
+def test_restore_refuses_a_bad_mnemonic_with_one_line_and_writes_nothing(tmp_path, stdin, fragment):
+    r = signer("key", "restore", "--name", "a", "--out", tmp_path / "k", stdin=stdin, ok=False)
+    assert r.exit_code == 1 and fragment in r.output and "qwertyx" not in r.output
+    assert not (tmp_path / "k").exists()
+
+
+def test_slip39_backup_and_recovery_round_trip(tmp_path):
+    signer("key", "restore", "--name", "a", "--out", tmp_path / "k", stdin=VECTORS["vectors"][5][1] + "\n")
+    out = signer("key", "backup", tmp_path / "k", "--shares", 3, "--threshold", 2).output
+    shares = [line.strip() for line in out.splitlines() if len(line.split()) >= 20]
+    assert len(shares) == 3
+    original = load_keystore((tmp_path / "k").read_bytes()).card
+    signer("key", "recover", "--name", "a", "--out", tmp_path / "r", stdin=f"{shares[0]}\n{shares[2]}\n")
+    assert load_keystore((tmp_path / "r").read_bytes()).card == original
+    r = signer("key", "recover", "--name", "a", "--out", tmp_path / "one", stdin=shares[1] + "\n", ok=False)
+    assert r.exit_code == 1 and "[mnemonic_invalid]" in r.output and not (tmp_path / "one").exists()
+    words = shares[1].split()
+    words[5] = "academic" if words[5] != "academic" else "acid"
+    r = signer(
+        "key", "recover", "--name", "a", "--out", tmp_path / "bad", stdin=f"{shares[0]}\n{' '.join(words)}\n", ok=False
+    )
+    assert r.exit_code == 1 and "checksum" in r.output
+    assert shares[0] not in r.output
+
+
+def test_wrong_passphrase_or_damaged_keystore_is_one_line_and_exit_1(tmp_path, monkeypatch):
+    signer("key", "restore", "--name", "a", "--out", tmp_path / "k", stdin=VECTORS["vectors"][0][1] + "\n")
+    monkeypatch.setenv("SIGNER_PASSPHRASE", "not it")
+    r = signer("key", "backup", tmp_path / "k", "--shares", 3, "--threshold", 2, ok=False)
+    assert r.exit_code == 1 and r.output.strip().count("\n") == 0 and "[wrong_passphrase]" in r.output
+    (tmp_path / "bad").write_bytes((tmp_path / "k").read_bytes()[:-40])
+    r = signer("key", "show", tmp_path / "bad", ok=False)
+    assert r.exit_code == 1 and "[keystore_damaged]" in r.output
+
+
+def test_key_new_asks_for_words_back_and_writes_nothing_on_a_mismatch(tmp_path):
+    """Run as an operator would: read the words off the screen, answer the three questions."""
+    import subprocess
+    import sys
+
+    def run(answer_right: bool, out: Path) -> subprocess.CompletedProcess:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "signer.cli", "key", "new", "--name", "n", "--out", str(out)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "SIGNER_PASSPHRASE": PASS},
+        )
+        words: list[str] = []
+        answers = []
+        for line in proc.stdout:
+            parts = line.split()
+            if len(parts) == 2 and parts[0].rstrip(".").isdigit():
+                words.append(parts[1])
+            if line.startswith("To check your paper"):
+                break
+        for _ in range(3):
+            prompt = ""
+            while not prompt.endswith(": "):  # "word 7: " or "word 17: ", with no newline after it
+                char = proc.stdout.read(1)
+                assert char, prompt
+                prompt += char
+            pos = int(prompt.split()[1].rstrip(":"))
+            answers.append(words[pos - 1] if answer_right else "zoo")
+            proc.stdin.write(answers[-1] + "\n")
+            proc.stdin.flush()
+            if not answer_right:
+                break
+        rest, _ = proc.communicate(timeout=60)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, rest)
+
+    ok = run(True, tmp_path / "good")
+    assert ok.returncode == 0, ok.stdout
+    assert load_keystore((tmp_path / "good").read_bytes()).card.name == "n"
+    bad = run(False, tmp_path / "bad")
+    assert bad.returncode == 1 and "does not match" in bad.stdout and not (tmp_path / "bad").exists()

@@ -1,0 +1,236 @@
+"""The cold wallet on anvil: a real Safe 1.4.1, batch files, owners signing on their own, execution at quorum."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from sqlalchemy import select
+
+from custody.batches import expire_due
+from custody.chain import safe as safe_contract
+from custody.chain.devnode import deploy_safe_contracts
+from custody.chain.ethereum import EthereumNode
+from custody.client import CustodyClient
+from custody.store.models import Batch, PolicyBundleRow, Withdrawal
+from signer.batchfile import OwnerSignature, parse_batch_file, parse_signature_file
+from signer.safetx import sign_hash
+from tests.cli_helpers import custody, signer
+from tests.conftest import running_server
+from tests.integration.conftest import ETH, make_daemon
+
+TOK_COLD = 2 * 10**10  # above the test policy's TOK hot limit of 10**10
+
+
+@dataclass
+class Operator:
+    keystore: Path
+    card: Path
+    state: Path
+    address: str
+
+
+def operators(tmp_path: Path, pw: Path, n: int) -> list[Operator]:
+    people = []
+    for i in range(n):
+        ks, card, state = tmp_path / f"op{i}.keystore", tmp_path / f"op{i}.card", tmp_path / f"op{i}-state"
+        signer("key", "new", "--name", f"op{i}", "--out", ks, "--passphrase-file", pw, "--no-confirm", "--state", state)
+        signer("key", "card", ks, "--out", card)
+        people.append(Operator(ks, card, state, json.loads(card.read_text())["owner_address"]))
+    return people
+
+
+def prepare_signer(op: Operator, daemon, tmp_path: Path) -> None:
+    """What an operator does once per deployment: pin the genesis and the cold wallet, accept the policy."""
+    with daemon.store.read() as s:
+        rows = {r.version: r for r in s.execute(select(PolicyBundleRow)).scalars()}
+    genesis, bundle = tmp_path / "genesis.json", tmp_path / "bundle-1.json"
+    genesis.write_bytes(rows[0].raw)
+    bundle.write_bytes(rows[1].raw)
+    sigs = []
+    for i, line in enumerate(rows[1].signatures.splitlines()):
+        path = tmp_path / f"bundle-1.sig{i}"
+        path.write_text(line)
+        sigs.append(path)
+    signer("policy", "pin", genesis, "--state", op.state)
+    signer("policy", "accept", bundle, *sigs, "--state", op.state)
+    signer("cold", "pin", daemon.data_dir / "cold-wallet.json", "--keystore", op.keystore, "--state", op.state)
+
+
+@pytest.fixture
+def cold_setup(tmp_path, db_url, chain):
+    daemon = make_daemon(tmp_path, db_url, chain, n_recipients=50)
+    deployment = deploy_safe_contracts(chain.anvil)
+    dep_file = tmp_path / "safe-deployment.json"
+    dep_file.write_text(deployment.to_json())
+    ops = operators(tmp_path, daemon.passphrase_file, 3)
+    cards = [x for op in ops for x in ("--owner", op.card)]
+    cfg = ("--config", daemon.config, "--passphrase-file", daemon.passphrase_file)
+    out = custody("cold", "create", *cards, "--threshold", 2, "--deployment", dep_file, *cfg).output
+    wallet = json.loads((daemon.data_dir / "cold-wallet.json").read_text())
+    assert wallet["safe"] in out and wallet["threshold"] == 2 and set(wallet["owners"]) == {o.address for o in ops}
+    for op in ops:
+        prepare_signer(op, daemon, tmp_path)
+    safe = wallet["safe"]
+    chain.send({"to": safe, "value": 1000 * ETH})
+    chain.send({"to": chain.token.address, "data": chain.token.encode_abi("transfer", [safe, 10**14])})
+    return daemon, ops, safe, cfg, deployment
+
+
+def queue_cold(daemon, tmp_path, amounts: list[tuple[str, str, str]]) -> None:
+    with (
+        running_server(daemon.store, tmp_path) as srv,
+        CustodyClient(srv.url, daemon.client_key.name, daemon.client_key.key) as client,
+    ):
+        for asset, amount, recipient in amounts:
+            w = client.create_withdrawal(asset, amount, recipient, idempotency_key=str(uuid.uuid4()))
+            assert w["state"] == "queued_cold", w
+
+
+def sign_as(op: Operator, batch_file: Path, out: Path, pw: Path) -> None:
+    signer("review", batch_file, "--state", op.state)
+    signer(
+        "sign",
+        batch_file,
+        "--keystore",
+        op.keystore,
+        "--out",
+        out,
+        "--yes",
+        "--passphrase-file",
+        pw,
+        "--state",
+        op.state,
+    )
+
+
+def test_fifty_cold_withdrawals_in_one_batch_paid_once_at_quorum(tmp_path, chain, cold_setup):
+    daemon, ops, safe, cfg, _ = cold_setup
+    node = EthereumNode(chain.anvil.url, 31337)
+    plan = []
+    for i, recipient in enumerate(daemon.recipients):
+        if i % 2:
+            plan.append(("ETH", f"6.{i:03d}", recipient, 6 * ETH + i * 10**15))
+        else:
+            plan.append(("TOK", f"{20000 + i}.25", recipient, (20000 + i) * 10**6 + 250_000))
+    queue_cold(daemon, tmp_path, [(a, amt, r) for a, amt, r, _ in plan])
+    nonce_before = safe_contract.nonce(node, safe)
+
+    out = custody("batch", "export", "--out", tmp_path / "batches", *cfg).output
+    (batch_file,) = (tmp_path / "batches").glob("batch-*.json")
+    doc = parse_batch_file(batch_file.read_bytes()).batch
+    assert len(doc.withdrawals) == 50 and "50 withdrawals" in out and doc.safe_nonce == nonce_before
+    # the Safe contract and the signer agree on the hash
+    assert safe_contract.contract_transaction_hash(node, safe, doc.safe_tx) == doc.safe_tx_hash
+
+    sign_as(ops[0], batch_file, tmp_path / "sig0.json", daemon.passphrase_file)
+    sign_as(ops[2], batch_file, tmp_path / "sig2.json", daemon.passphrase_file)
+
+    # refused: a signature by someone who is not an owner, and one for another batch
+    outsider = Account.create()
+    forged = OwnerSignature(
+        doc.id,
+        31337,
+        safe,
+        doc.safe_nonce,
+        doc.safe_tx_hash,
+        outsider.address,
+        sign_hash(outsider.key, doc.safe_tx_hash),
+    )
+    (tmp_path / "outsider.json").write_bytes(forged.to_bytes())
+    result = custody("batch", "import", tmp_path / "outsider.json", *cfg, ok=False)
+    assert result.exit_code == 1 and "[not_a_safe_owner]" in result.output
+    mine = parse_signature_file((tmp_path / "sig0.json").read_bytes())
+    other_hash = bytes(32)
+    elsewhere = OwnerSignature(
+        doc.id, 31337, safe, doc.safe_nonce, other_hash, mine.owner, sign_hash(b"\x01" * 32, other_hash)
+    )
+    (tmp_path / "elsewhere.json").write_bytes(elsewhere.to_bytes())
+    result = custody("batch", "import", tmp_path / "elsewhere.json", *cfg, ok=False)
+    assert "[signature_for_another_batch]" in result.output
+
+    # one signature: stored, not executed
+    out = custody("batch", "import", tmp_path / "sig0.json", *cfg).output
+    assert "signatures 1 of 2" in out and "executing" not in out
+    assert safe_contract.nonce(node, safe) == nonce_before
+    listing = custody("batch", "list", *cfg[:2]).output
+    assert "signatures 1/2" in listing and ops[1].address in listing and ops[2].address in listing
+
+    # the second owner's signature (and the first again, harmlessly): executed and confirmed
+    out = custody("batch", "import", tmp_path / "sig0.json", tmp_path / "sig2.json", *cfg).output
+    assert "signatures 2 of 2" in out and "executed" in out, out
+    assert safe_contract.nonce(node, safe) == nonce_before + 1
+    for asset, _, recipient, base in plan:
+        held = chain.eth_balance(recipient) if asset == "ETH" else chain.token_balance(recipient)
+        assert held == base, (recipient, asset, held, base)
+    with daemon.store.read() as s:
+        states = set(s.execute(select(Withdrawal.state).where(Withdrawal.batch_id == doc.id)).scalars())
+        batch = s.get_one(Batch, doc.id)
+    assert states == {"confirmed"} and batch.state == "executed"
+
+    # importing again changes nothing and pays nobody twice
+    out = custody("batch", "import", tmp_path / "sig2.json", *cfg).output
+    assert "none new" in out
+    assert safe_contract.nonce(node, safe) == nonce_before + 1
+    assert "intact" in custody("audit", "verify", "--config", daemon.config).output
+
+
+def test_cancelled_and_expired_batches_free_their_nonce_for_reuse_or_a_no_op(tmp_path, chain, cold_setup):
+    daemon, ops, safe, cfg, _ = cold_setup
+    node = EthereumNode(chain.anvil.url, 31337)
+    pw = daemon.passphrase_file
+    a, b = daemon.recipients[:2]
+    queue_cold(daemon, tmp_path, [("ETH", "7", a), ("ETH", "8", b)])
+
+    custody("batch", "export", "--out", tmp_path / "first", *cfg)
+    (first,) = (tmp_path / "first").glob("*.json")
+    first_doc = parse_batch_file(first.read_bytes()).batch
+    sign_as(ops[0], first, tmp_path / "f0.json", pw)
+    sign_as(ops[1], first, tmp_path / "f1.json", pw)
+    custody("batch", "cancel", first_doc.id, "--reason", "wrong ticket", *cfg[:2])
+    result = custody("batch", "import", tmp_path / "f0.json", tmp_path / "f1.json", *cfg, ok=False)
+    assert "cancelled" in result.output and safe_contract.nonce(node, safe) == 0
+
+    # the same withdrawals go out again at the same Safe nonce: only one of the two batches can ever execute
+    custody("batch", "export", "--out", tmp_path / "second", "--expires-in", "1h", *cfg)
+    (second,) = (tmp_path / "second").glob("*.json")
+    second_doc = parse_batch_file(second.read_bytes()).batch
+    assert second_doc.safe_nonce == first_doc.safe_nonce == 0
+    assert {w.id for w in second_doc.withdrawals} == {w.id for w in first_doc.withdrawals}
+    sign_as(ops[1], second, tmp_path / "s1.json", pw)
+    sign_as(ops[2], second, tmp_path / "s2.json", pw)
+    assert "executed" in custody("batch", "import", tmp_path / "s1.json", tmp_path / "s2.json", *cfg).output
+    assert chain.eth_balance(a) == 7 * ETH and chain.eth_balance(b) == 8 * ETH
+
+    # a batch that expires unsigned gives its withdrawal back; with nothing else to pay, the next export is an
+    # empty batch that uses the freed nonce up, so the old batch's signatures can never be replayed
+    queue_cold(daemon, tmp_path, [("ETH", "9", a)])
+    custody("batch", "export", "--out", tmp_path / "third", "--expires-in", "1s", *cfg)
+    (third,) = (tmp_path / "third").glob("*.json")
+    sign_as(ops[0], third, tmp_path / "t0.json", pw)
+    time.sleep(1.2)
+    with daemon.store.transaction() as s:
+        assert expire_due(s, int(time.time())) == 1
+        w = s.execute(select(Withdrawal).where(Withdrawal.amount == 9 * ETH)).scalar_one()
+        assert w.state == "queued_cold" and w.batch_id is None
+    with (
+        running_server(daemon.store, tmp_path) as srv,
+        CustodyClient(srv.url, daemon.client_key.name, daemon.client_key.key) as client,
+    ):
+        assert client.cancel_withdrawal(w.id)["state"] == "cancelled"
+    out = custody("batch", "export", "--out", tmp_path / "fourth", *cfg).output
+    assert "no transfers" in out and "Safe nonce 1" in out
+    (fourth,) = (tmp_path / "fourth").glob("*.json")
+    sign_as(ops[0], fourth, tmp_path / "n0.json", pw)
+    sign_as(ops[2], fourth, tmp_path / "n2.json", pw)
+    assert "executed" in custody("batch", "import", tmp_path / "n0.json", tmp_path / "n2.json", *cfg).output
+    assert safe_contract.nonce(node, safe) == 2
+    result = custody("batch", "import", tmp_path / "t0.json", *cfg, ok=False)
+    assert "expired" in result.output
+    assert chain.eth_balance(a) == 7 * ETH  # the expired batch's 9 ETH was never paid
+    assert "intact" in custody("audit", "verify", "--config", daemon.config).output
