@@ -227,6 +227,18 @@ def expire_due(s: Session, now: int) -> int:
     return len(due)
 
 
+def housekeeping(store: Store, node: EthereumNode, now: int) -> bool:
+    """What the worker does for batches on every pass: release expired ones and notice batches whose Safe
+    nonce the chain has used. True if it changed anything."""
+    with store.read() as s:
+        due = s.execute(select(Batch.id).where(Batch.state == EXPORTED, Batch.expires_at <= now).limit(1)).first()
+    expired = 0
+    if due is not None:
+        with store.transaction() as s:
+            expired = expire_due(s, now)
+    return bool(expired) | reconcile(store, node, now)
+
+
 def cancel(store: Store, batch_id: str, reason: str, now: int) -> None:
     with store.transaction() as s:
         batch = s.get(Batch, batch_id, with_for_update=True)
@@ -237,14 +249,16 @@ def cancel(store: Store, batch_id: str, reason: str, now: int) -> None:
         release(s, batch, CANCELLED, now, reason)
 
 
-def reconcile(store: Store, node: EthereumNode, now: int) -> None:
+def reconcile(store: Store, node: EthereumNode, now: int) -> bool:
     """Exported batches whose Safe nonce the chain has used: executed by someone holding the signatures (then
-    settle them), or overtaken by another transaction at that nonce (stale: they can never execute)."""
+    settle them), or overtaken by another transaction at that nonce (stale: they can never execute).
+    True if any batch changed."""
     with store.read() as s:
         waiting = list(s.execute(select(Batch).where(Batch.state == EXPORTED)).scalars())
     if not waiting:
-        return
+        return False
     onchain = safe_contract.nonce(node, waiting[0].safe)
+    changed = False
     for batch in waiting:
         if batch.safe_nonce >= onchain:
             continue
@@ -263,6 +277,8 @@ def reconcile(store: Store, node: EthereumNode, now: int) -> None:
             else:
                 audit.append(s, now, "batch.stale", row.id, {"safe_nonce": row.safe_nonce, "onchain_nonce": onchain})
                 row.state, row.updated_at = STALE, now
+            changed = True
+    return changed
 
 
 def _members(s: Session, batch_id: str, state: str) -> list[Withdrawal]:

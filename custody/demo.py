@@ -1,6 +1,7 @@
 """`make demo`: the daemon end to end on the embedded defaults (a SQLite file), driven the way people would:
 three operators make keys, the daemon is initialised, two of three admins approve the policy, the exchange
-backend gets an API key and submits withdrawals with the Python client, and the audit log verifies."""
+backend gets an API key and submits withdrawals with the Python client, a hot one is paid by the worker, large
+ones go out through a cold batch that two of three operators sign on their signers, and the audit log verifies."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import httpx
 from eth_account import Account
 from web3 import Web3
 
-from custody.chain.devnode import FUNDER_KEY, Anvil
+from custody.chain.devnode import FUNDER_KEY, Anvil, deploy_safe_contracts
 from custody.client import CustodyAPIError, CustodyClient
 
 ROOT = Path.cwd() / "demo-data"
@@ -164,6 +165,44 @@ def run(anvil: Anvil) -> None:
         print(f"   {name} signed")
     sh("custody", "policy", "apply", bundle, *sigs, "--config", cfg)
 
+    step("The cold wallet: a real Safe 1.4.1, 2 of 3 owners (alice, bob, carol)")
+    deployment = ROOT / "safe-deployment.json"
+    deployment.write_text(deploy_safe_contracts(anvil).to_json())
+    print("   deployed the Safe 1.4.1 contracts from the pinned @safe-global/safe-contracts build (dev chain only)")
+    owners = [a for c in ("alice", "bob", "carol") for a in ("--owner", ROOT / f"{c}.card.json")]
+    sh(
+        "custody",
+        "cold",
+        "create",
+        *owners,
+        "--threshold",
+        2,
+        "--deployment",
+        deployment,
+        "--config",
+        cfg,
+        "--passphrase-file",
+        pw,
+    )
+    safe = json.loads((data / "cold-wallet.json").read_text())["safe"]
+    fund(anvil, safe, 100 * 10**18)
+    print(f"   funded the Safe {safe} with 100 ETH")
+    for name in ("alice", "carol"):
+        state = ROOT / f"{name}-signer-state"
+        sh("signer", "policy", "accept", bundle, *sigs, "--state", state, show=False)
+        sh(
+            "signer",
+            "cold",
+            "pin",
+            data / "cold-wallet.json",
+            "--keystore",
+            ROOT / f"{name}.keystore",
+            "--state",
+            state,
+            show=False,
+        )
+    print("   alice and carol pinned the cold wallet and accepted policy v1 on their signers")
+
     step("The exchange backend gets an API key")
     public = sh("custody", "apikey", "keygen", "--out", ROOT / "backend.key", show=False).strip()
     sh(
@@ -197,7 +236,9 @@ def run(anvil: Anvil) -> None:
         else:
             sys.exit("the daemon did not become ready")
         time.sleep(max(0.0, active_from + 1 - time.time()))  # until the whitelist entries are active
-        run_client(url, (ROOT / "backend.key").read_text().strip(), anvil)
+        key = (ROOT / "backend.key").read_text().strip()
+        run_client(url, key, anvil)
+        cold_ceremony(url, key, anvil, cfg, pw)
     finally:
         for name, proc in (("worker", worker), ("daemon", server)):
             proc.send_signal(signal.SIGTERM)
@@ -209,6 +250,53 @@ def run(anvil: Anvil) -> None:
     print("\nDemo complete. Everything it made is in ./demo-data (delete it freely).")
 
 
+def cold_ceremony(url: str, private_key: str, anvil: Anvil, cfg: Path, pw: Path) -> None:
+    step("Large withdrawals wait in the cold queue; the daemon exports them as one batch file")
+    with CustodyClient(url, "backend", private_key) as c:
+        c.create_withdrawal("ETH", "3", MAKER, idempotency_key=str(uuid.uuid4()), client_reference="order-1002")
+        queued = c.list_withdrawals(state="queued_cold")["items"]
+        for w in queued:
+            print(f"   {w['amount']} ETH to {w['destination']} -> {w['state']}")
+    before = {w["destination"]: Web3(Web3.HTTPProvider(anvil.url)).eth.get_balance(w["destination"]) for w in queued}
+    out = sh("custody", "batch", "export", "--out", ROOT / "batches", "--config", cfg, "--passphrase-file", pw)
+    batch_file = Path(next(line.split()[-1] for line in out.splitlines() if line.strip().startswith("file")))
+
+    step("On their air-gapped signers, alice and carol review the batch and sign it")
+    sh("signer", "review", batch_file, "--state", ROOT / "alice-signer-state")
+    sigs = []
+    for name in ("alice", "carol"):
+        sigs.append(ROOT / "batches" / f"{batch_file.stem}.{name}.sig")
+        sh(
+            "signer",
+            "sign",
+            batch_file,
+            "--keystore",
+            ROOT / f"{name}.keystore",
+            "--out",
+            sigs[-1],
+            "--yes",  # the demo skips the typed confirmation an operator gives
+            "--passphrase-file",
+            pw,
+            "--state",
+            ROOT / f"{name}-signer-state",
+            show=False,
+        )
+        print(f"   {name} signed: {sigs[-1].name}")
+
+    step("The signature files come back; at quorum the daemon executes the Safe transaction")
+    sh("custody", "batch", "import", sigs[0], "--config", cfg, "--passphrase-file", pw)
+    sh("custody", "batch", "import", *sigs, "--config", cfg, "--passphrase-file", pw)
+    sh("custody", "batch", "list", "--config", cfg)
+    w3 = Web3(Web3.HTTPProvider(anvil.url))
+    with CustodyClient(url, "backend", private_key) as c:
+        for w in queued:
+            now = c.get_withdrawal(w["id"])
+            paid = (w3.eth.get_balance(w["destination"]) - before[w["destination"]]) / 10**18
+            print(f"   {w['amount']} ETH to {w['destination']} -> {now['state']}; received {paid} ETH")
+            if now["state"] != "confirmed":
+                sys.exit("the cold withdrawal was not confirmed")
+
+
 def fund(anvil: Anvil, address: str, wei: int) -> None:
     w3 = Web3(Web3.HTTPProvider(anvil.url))
     funder = Account.from_key(FUNDER_KEY)
@@ -216,13 +304,15 @@ def fund(anvil: Anvil, address: str, wei: int) -> None:
         "from": funder.address,
         "to": address,
         "value": wei,
-        "gas": 21000,
+        "gas": 100_000,  # a Safe's receive function logs the payment: more than a plain transfer's 21,000
         "chainId": anvil.chain_id,
         "nonce": w3.eth.get_transaction_count(funder.address),
         "maxFeePerGas": 10**10,
         "maxPriorityFeePerGas": 10**9,
     }
-    w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(funder.sign_transaction(tx).raw_transaction))
+    raw = funder.sign_transaction(tx).raw_transaction
+    if w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(raw))["status"] != 1:
+        sys.exit(f"funding {address} failed")
 
 
 def run_client(url: str, private_key: str, anvil: Anvil) -> None:

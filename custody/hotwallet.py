@@ -119,6 +119,7 @@ class HotWorker:
             self.ensure_wallet()
         self.refresh_balances()
         busy = bool(rebalance(self.store, self.policies, self.clock, self.address))
+        busy = batches.housekeeping(self.store, self.node, self.clock.now()) or busy
         busy = self.follow() or busy
         for _ in range(batch):
             if not self.sign_next():

@@ -12,7 +12,6 @@ import pytest
 from eth_account import Account
 from sqlalchemy import select
 
-from custody.batches import expire_due
 from custody.chain import safe as safe_contract
 from custody.chain.devnode import deploy_safe_contracts
 from custody.chain.ethereum import EthereumNode
@@ -214,10 +213,13 @@ def test_cancelled_and_expired_batches_free_their_nonce_for_reuse_or_a_no_op(tmp
     (third,) = (tmp_path / "third").glob("*.json")
     sign_as(ops[0], third, tmp_path / "t0.json", pw)
     time.sleep(1.2)
-    with daemon.store.transaction() as s:
-        assert expire_due(s, int(time.time())) == 1
+    with daemon.store.read() as s:
+        assert s.execute(select(Withdrawal.state).where(Withdrawal.amount == 9 * ETH)).scalar_one() == "batched"
+    daemon.worker(chain).step()  # the worker's pass releases expired batches
+    with daemon.store.read() as s:
         w = s.execute(select(Withdrawal).where(Withdrawal.amount == 9 * ETH)).scalar_one()
         assert w.state == "queued_cold" and w.batch_id is None
+        assert s.get_one(Batch, parse_batch_file(third.read_bytes()).batch.id).state == "expired"
     with (
         running_server(daemon.store, tmp_path) as srv,
         CustodyClient(srv.url, daemon.client_key.name, daemon.client_key.key) as client,
