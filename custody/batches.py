@@ -64,8 +64,11 @@ class SignatureForAnotherBatch(DaemonError):
 
 
 # -- the cold wallet ---------------------------------------------------------------------------------------
-def cold_wallet(s: Session) -> ColdWallet:
-    row = s.execute(select(ColdWallet).limit(1)).scalar_one_or_none()
+def cold_wallet(s: Session, *, lock: bool = False) -> ColdWallet:
+    """The cold wallet; with ``lock``, its row is held until the transaction ends, so that two exports on
+    PostgreSQL replicas cannot both choose the same free Safe nonce (SQLite writers are serialised anyway)."""
+    query = select(ColdWallet).limit(1)
+    row = s.execute(query.with_for_update() if lock else query).scalar_one_or_none()
     if row is None or row.owners is None or row.multisend is None:
         raise Conflict("there is no cold wallet yet: create one with `custody cold create`", code="no_cold_wallet")
     return row
@@ -105,8 +108,8 @@ def export(
     onchain = safe_contract.nonce(node, wallet.address)
     out_dir.mkdir(parents=True, exist_ok=True)
     with store.transaction() as s:
+        wallet = cold_wallet(s, lock=True)
         active = PolicyCache().get(s)
-        wallet = cold_wallet(s)
         expire_due(s, now)
         held = set(s.execute(select(Batch.safe_nonce).where(Batch.state.in_(OPEN))).scalars())
         nonce = onchain

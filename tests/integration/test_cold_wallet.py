@@ -236,3 +236,38 @@ def test_cancelled_and_expired_batches_free_their_nonce_for_reuse_or_a_no_op(tmp
     assert "expired" in result.output
     assert chain.eth_balance(a) == 7 * ETH  # the expired batch's 9 ETH was never paid
     assert "intact" in custody("audit", "verify", "--config", daemon.config).output
+
+
+def test_concurrent_exports_take_different_nonces_and_different_withdrawals(tmp_path, chain, cold_setup):
+    """Two exports at once (two replicas, or two operators) never share a Safe nonce or a withdrawal."""
+    import threading
+
+    from custody import batches
+    from custody.keys import load_identity
+    from tests.integration.conftest import PASSPHRASE
+
+    daemon, *_ = cold_setup
+    queue_cold(daemon, tmp_path, [("ETH", str(6 + i), r) for i, r in enumerate(daemon.recipients[:6])])
+    identity = load_identity(daemon.data_dir, PASSPHRASE)
+    node = EthereumNode(chain.anvil.url, 31337)
+    results, errors = [], []
+    start = threading.Barrier(3)
+
+    def export(n: int) -> None:
+        start.wait()
+        try:
+            results.append(
+                batches.export(daemon.store, node, identity, tmp_path / f"out{n}", int(time.time()), limit=2)
+            )
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=export, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert sorted(r.safe_nonce for r in results) == [0, 1, 2]
+    ids = [w.id for r in results for w in parse_batch_file(r.path.read_bytes()).batch.withdrawals]
+    assert len(ids) == len(set(ids)) == 6
