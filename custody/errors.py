@@ -14,7 +14,9 @@
         │                             missing_idempotency_key, unknown_asset, asset_disabled)
         ├── RateLimited          429 rate_limited
         ├── NoActivePolicy       503 no_active_policy
-        └── AuditBroken          500 audit_broken: the audit chain does not verify
+        ├── AuditBroken          500 audit_broken: the audit chain does not verify
+        ├── LiabilitiesInvalid   400 liabilities_invalid: a liabilities CSV row refused (with its line)
+        └── ProofInvalid         400 proof_invalid: a proof of reserves that does not verify
 
 Policy-side errors (invalid_amount, invalid_address, bundle errors) keep their own codes; the API maps
 them to 422 (amounts, addresses) or 409 (bundles).
@@ -83,3 +85,11 @@ class NoActivePolicy(DaemonError):
 
 class AuditBroken(DaemonError):
     code, status = "audit_broken", 500
+
+
+class LiabilitiesInvalid(DaemonError):
+    code, status = "liabilities_invalid", 400
+
+
+class ProofInvalid(DaemonError):
+    code, status = "proof_invalid", 400

@@ -12,6 +12,7 @@ CustodyError (policies.errors)
         ├── BatchWrongWallet       batch_wrong_wallet: another chain, Safe or MultiSendCallOnly than pinned
         ├── BatchPolicyRefused     batch_policy_refused: a transfer the newest verified policy refuses
         └── BatchExpired           batch_expired
+    └── StatementInvalid      statement_invalid: a proof-of-reserves statement or signature that does not hold
 """
 
 from __future__ import annotations
@@ -69,3 +70,7 @@ class BatchPolicyRefused(BatchInvalid):
 
 class BatchExpired(BatchInvalid):
     code = "batch_expired"
+
+
+class StatementInvalid(SignerError):
+    code = "statement_invalid"

@@ -132,6 +132,17 @@ def safe_tx_hash(chain_id: int, safe: str, tx: SafeTx) -> bytes:
     return keccak(b"\x19\x01" + domain_separator(chain_id, safe) + struct)
 
 
+SAFE_MSG_TYPEHASH = keccak(b"SafeMessage(bytes message)")
+
+
+def safe_message_hash(chain_id: int, safe: str, data_hash: bytes) -> bytes:
+    """What the owners sign so that the Safe answers EIP-1271 ``isValidSignature(data_hash, signatures)``
+    (Safe 1.4.1's CompatibilityFallbackHandler, bytes32 form: the message is the 32 bytes of ``data_hash``):
+    keccak(0x19 ‖ 0x01 ‖ domain_separator ‖ keccak(SAFE_MSG_TYPEHASH ‖ keccak(data_hash)))."""
+    struct = keccak(SAFE_MSG_TYPEHASH + keccak(data_hash))
+    return keccak(b"\x19\x01" + domain_separator(chain_id, safe) + struct)
+
+
 def sign_hash(private_key: bytes, digest: bytes) -> bytes:
     """r ‖ s ‖ v (v = 27 or 28) over a 32-byte digest; libsecp256k1 always gives the low-s form."""
     raw = coincurve.PrivateKey(private_key).sign_recoverable(digest, hasher=None)

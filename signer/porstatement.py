@@ -1,0 +1,296 @@
+"""The proof-of-reserves statement and the Safe owners' signatures of it: defined here, because the signers
+sign it (``signer por sign``) and must check what they sign; the daemon writes it and the verifier reads it.
+
+    {"kind": "custody-por-statement", "format": 1,
+     "claims": {
+        "snapshot_id": "<64 hex>", "created_at": <unix s>, "chain_id": 1,
+        "block": {"number": 19000000, "hash": "0x<64 hex>"},
+        "assets": [{"symbol": "ETH", "decimals": 9, "chain_decimals": 18, "contract": null}, …],
+        "liabilities": {"root": "<64 hex>", "height": 24, "accounts": 10000000,
+                        "totals": {"ETH": "<units of the snapshot's decimals>", …}},
+        "wallets": [{"address": "0x…", "kind": "hot" | "safe", "owners": ["0x…", …], "threshold": 2,
+                     "balances": {"ETH": "<on-chain base units>", …}}, …],
+        "reserves": {"ETH": "<units of the snapshot's decimals, rounded down>", …},
+        "coverage": {"ETH": "1.0421" | null, …}},                  reserves / liabilities, 4 places, rounded down
+     "statement_hash": "<SHA-256 hex of the canonical claims>",
+     "control": {"eip191": [{"wallet": "0x…", "signature": "0x…"}],            one per hot wallet
+                 "eip1271": [{"wallet": "0x…", "owner": "0x…", "signature": "0x…"}]}}   owners of each Safe
+
+The statement hash binds everything claimed (root, totals, block hash, wallets and balances) to this one
+snapshot; every proof of control signs it, so no signature can be reused for another snapshot. A hot wallet
+signs it with EIP-191 (``personal_sign`` of the 32 bytes); a Safe's owners sign the Safe message hash of it
+(``signer.safetx.safe_message_hash``) so that the Safe's EIP-1271 ``isValidSignature`` accepts them together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+from policies.bundle import read_document
+from policies.canonical import canonical_bytes
+from policies.errors import CustodyError
+from policies.loader import Reader
+from policies.units import parse_base_units
+from signer.errors import StatementInvalid
+from signer.safetx import SignatureInvalid, recover_owner, safe_message_hash
+
+KIND, SIGNATURE_KIND = "custody-por-statement", "custody-por-signature"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_HASH = re.compile(r"0x[0-9a-f]{64}")
+_SIG = re.compile(r"0x[0-9a-f]{130}")
+_SYMBOL = re.compile(r"[A-Z0-9]{1,16}")
+_RATIO = re.compile(r"(0|[1-9][0-9]*)\.[0-9]{4}")
+U64 = 2**64
+
+
+@dataclass(frozen=True)
+class Signed:
+    wallet: str
+    owner: str  # the signing key's address: the wallet itself for a hot wallet
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class Statement:
+    claims: dict[str, Any]
+    eip191: tuple[Signed, ...] = ()
+    eip1271: tuple[Signed, ...] = ()
+
+    @property
+    def hash(self) -> bytes:
+        return hashlib.sha256(canonical_bytes(self.claims)).digest()
+
+    def to_bytes(self) -> bytes:
+        return canonical_bytes(
+            {
+                "kind": KIND,
+                "format": 1,
+                "claims": self.claims,
+                "statement_hash": self.hash.hex(),
+                "control": {
+                    "eip191": [{"wallet": s.wallet, "signature": "0x" + s.signature.hex()} for s in self.eip191],
+                    "eip1271": [
+                        {"wallet": s.wallet, "owner": s.owner, "signature": "0x" + s.signature.hex()}
+                        for s in self.eip1271
+                    ],
+                },
+            }
+        )
+
+    def with_safe_signatures(self, added: list[Signed]) -> Statement:
+        """Owners' signatures added once each, sorted so the file does not depend on the order of import."""
+        known = {(s.wallet, s.owner): s for s in (*self.eip1271, *added)}
+        return replace(self, eip1271=tuple(known[k] for k in sorted(known, key=lambda k: (k[0], int(k[1], 16)))))
+
+    def wallets(self, kind: str) -> list[dict[str, Any]]:
+        return [w for w in self.claims["wallets"] if w["kind"] == kind]
+
+
+def coverage(reserves: int, liabilities: int) -> str | None:
+    """reserves / liabilities with 4 decimal places, rounded down (never flattering); None with no liabilities."""
+    if liabilities == 0:
+        return None
+    whole, frac = divmod(reserves * 10_000 // liabilities, 10_000)
+    return f"{whole}.{frac:04d}"
+
+
+def reserves_in_snapshot_units(onchain: int, chain_decimals: int, decimals: int) -> int:
+    return onchain // int(10 ** (chain_decimals - decimals))
+
+
+def parse_statement(raw: bytes) -> Statement:
+    """Strictly (unknown fields anywhere are refused), and check that the claims add up."""
+    doc = read_document(raw, KIND, {"claims", "statement_hash", "control"}, StatementInvalid)
+    r = Reader(human=False)
+    try:
+        claims = _claims(r, doc["claims"])
+        control = r.table(doc["control"], "control", {"eip191", "eip1271"})
+        eip191 = tuple(
+            Signed(w["wallet"], w["wallet"], _signature(r, w["signature"], f"control.eip191[{i}].signature"))
+            for i, w in enumerate(r.array(control["eip191"], "control.eip191"))
+            if r.table(w, f"control.eip191[{i}]", {"wallet", "signature"}) and r.address(w["wallet"], "wallet")
+        )
+        eip1271 = tuple(
+            Signed(
+                r.address(w["wallet"], f"control.eip1271[{i}].wallet"),
+                r.address(w["owner"], f"control.eip1271[{i}].owner"),
+                _signature(r, w["signature"], f"control.eip1271[{i}].signature"),
+            )
+            for i, w in enumerate(r.array(control["eip1271"], "control.eip1271"))
+            if r.table(w, f"control.eip1271[{i}]", {"wallet", "owner", "signature"})
+        )
+    except CustodyError as exc:
+        raise StatementInvalid(f"not a valid statement: {exc.message}") from None
+    statement = Statement(claims, eip191, eip1271)
+    if statement.to_bytes() != raw:
+        raise StatementInvalid("the statement is not in canonical form")
+    if doc["statement_hash"] != statement.hash.hex():
+        raise StatementInvalid("statement_hash is not the hash of the claims")
+    check_claims(statement.claims)
+    return statement
+
+
+def _signature(r: Reader, value: Any, path: str) -> bytes:
+    return bytes.fromhex(r.text(value, path, _SIG, "signature (0x and 130 hex)")[2:])
+
+
+def _claims(r: Reader, value: Any) -> dict[str, Any]:
+    c = r.table(
+        value,
+        "claims",
+        {"snapshot_id", "created_at", "chain_id", "block", "assets", "liabilities", "wallets", "reserves", "coverage"},
+    )
+    r.text(c["snapshot_id"], "claims.snapshot_id", _HEX64, "snapshot id")
+    r.instant(c["created_at"], "claims.created_at")
+    r.count(c["chain_id"], "claims.chain_id", 1, 2**53)
+    block = r.table(c["block"], "claims.block", {"number", "hash"})
+    r.count(block["number"], "claims.block.number", 0, 2**53)
+    r.text(block["hash"], "claims.block.hash", _HASH, "block hash")
+    assets = r.array(c["assets"], "claims.assets")
+    if not assets:
+        raise StatementInvalid("claims.assets: at least one asset is needed")
+    symbols = []
+    for i, a in enumerate(assets):
+        path = f"claims.assets[{i}]"
+        r.table(a, path, {"symbol", "decimals", "chain_decimals", "contract"})
+        symbols.append(r.text(a["symbol"], f"{path}.symbol", _SYMBOL, "asset symbol"))
+        chain_decimals = r.count(a["chain_decimals"], f"{path}.chain_decimals", 0, 36)
+        r.count(a["decimals"], f"{path}.decimals", 0, chain_decimals)
+        if a["contract"] is not None:
+            r.address(a["contract"], f"{path}.contract")
+    r.unique(symbols, lambda s: s, "claims.assets", "asset")
+    liabilities = r.table(c["liabilities"], "claims.liabilities", {"root", "height", "accounts", "totals"})
+    r.text(liabilities["root"], "claims.liabilities.root", _HEX64, "root hash")
+    height = r.count(liabilities["height"], "claims.liabilities.height", 1, 40)
+    r.count(liabilities["accounts"], "claims.liabilities.accounts", 1, 2**height)
+    _per_asset(r, liabilities["totals"], "claims.liabilities.totals", symbols)
+    wallets = r.array(c["wallets"], "claims.wallets")
+    for i, w in enumerate(wallets):
+        path = f"claims.wallets[{i}]"
+        r.table(w, path, {"address", "kind", "owners", "threshold", "balances"})
+        r.address(w["address"], f"{path}.address")
+        if w["kind"] not in ("hot", "safe"):
+            raise StatementInvalid(f"{path}.kind: must be hot or safe")
+        owners = [r.address(o, f"{path}.owners[{j}]") for j, o in enumerate(r.array(w["owners"], f"{path}.owners"))]
+        r.count(w["threshold"], f"{path}.threshold", 1, max(1, len(owners)))
+        if w["kind"] == "hot" and (owners != [w["address"]] or w["threshold"] != 1):
+            raise StatementInvalid(f"{path}: a hot wallet is its own single owner")
+        _per_asset(r, w["balances"], f"{path}.balances", symbols)
+    if not wallets:
+        raise StatementInvalid("claims.wallets: at least one wallet is needed")
+    r.unique([w["address"] for w in wallets], lambda a: a, "claims.wallets", "wallet")
+    _per_asset(r, c["reserves"], "claims.reserves", symbols)
+    cov = r.table(c["coverage"], "claims.coverage", set(symbols))
+    for s in symbols:
+        if cov[s] is not None:
+            r.text(cov[s], f"claims.coverage.{s}", _RATIO, "ratio with 4 decimal places")
+    return c
+
+
+def _per_asset(r: Reader, value: Any, path: str, symbols: list[str]) -> dict[str, int]:
+    table = r.table(value, path, set(symbols))
+    try:
+        return {s: parse_base_units(table[s]) for s in symbols}
+    except CustodyError as exc:
+        raise StatementInvalid(f"{path}: {exc.message}") from None
+
+
+def check_claims(claims: dict[str, Any]) -> None:
+    """The figures must add up: reserves are the wallets' balances in the snapshot's units, coverage is their
+    ratio to the liability totals. (The totals themselves are checked against the tree by each proof.)"""
+    for asset in claims["assets"]:
+        s = asset["symbol"]
+        onchain = sum(int(w["balances"][s]) for w in claims["wallets"])
+        reserves = reserves_in_snapshot_units(onchain, asset["chain_decimals"], asset["decimals"])
+        if int(claims["reserves"][s]) != reserves:
+            raise StatementInvalid(f"the {s} reserves {claims['reserves'][s]} are not the wallets' sum ({reserves})")
+        expected = coverage(reserves, int(claims["liabilities"]["totals"][s]))
+        if claims["coverage"][s] != expected:
+            raise StatementInvalid(
+                f"the {s} coverage {claims['coverage'][s]} is not reserves / liabilities ({expected})"
+            )
+
+
+def safe_digest(statement: Statement, safe: str) -> bytes:
+    return safe_message_hash(statement.claims["chain_id"], safe, statement.hash)
+
+
+def check_safe_signature(statement: Statement, sig: Signed) -> None:
+    """The signature is by ``sig.owner``, over this statement's Safe message, and the owner is one of the
+    Safe's owners as claimed at the snapshot block."""
+    safes = {w["address"]: w for w in statement.wallets("safe")}
+    if sig.wallet not in safes:
+        raise StatementInvalid(f"{sig.wallet} is not a Safe of this statement")
+    try:
+        signer = recover_owner(safe_digest(statement, sig.wallet), sig.signature)
+    except SignatureInvalid as exc:
+        raise StatementInvalid(f"the signature of {sig.owner}: {exc}") from None
+    if signer != sig.owner:
+        raise StatementInvalid(
+            f"the signature claims owner {sig.owner} but was made by {signer}: it is for another statement or Safe"
+        )
+    if sig.owner not in safes[sig.wallet]["owners"]:
+        raise StatementInvalid(f"{sig.owner} is not an owner of the Safe {sig.wallet}")
+
+
+# -- the owners' signature file ----------------------------------------------------------------------------
+def signature_file(statement: Statement, sig: Signed) -> bytes:
+    return canonical_bytes(
+        {
+            "kind": SIGNATURE_KIND,
+            "format": 1,
+            "statement_hash": statement.hash.hex(),
+            "safe": sig.wallet,
+            "owner": sig.owner,
+            "signature": "0x" + sig.signature.hex(),
+        }
+    )
+
+
+def parse_signature_file(raw: bytes) -> tuple[str, Signed]:
+    """(statement hash, the signature); canonical form only."""
+    doc = read_document(raw, SIGNATURE_KIND, {"statement_hash", "safe", "owner", "signature"}, StatementInvalid)
+    r = Reader(human=False)
+    try:
+        digest = r.text(doc["statement_hash"], "statement_hash", _HEX64, "statement hash")
+        sig = Signed(
+            r.address(doc["safe"], "safe"),
+            r.address(doc["owner"], "owner"),
+            _signature(r, doc["signature"], "signature"),
+        )
+    except CustodyError as exc:
+        raise StatementInvalid(f"not a valid statement signature file: {exc.message}") from None
+    if canonical_bytes(doc) != raw:
+        raise StatementInvalid("the signature file is not in canonical form")
+    return digest, sig
+
+
+def describe(statement: Statement) -> list[str]:
+    """What an owner reads before signing: the block, every wallet, and per asset liabilities, reserves, coverage."""
+    from policies.units import format_amount
+
+    c = statement.claims
+    lines = [
+        f"snapshot     {c['snapshot_id']}",
+        f"block        {c['block']['number']} ({c['block']['hash']}) on chain {c['chain_id']}",
+        f"accounts     {c['liabilities']['accounts']} (Merkle sum tree root {c['liabilities']['root']})",
+        "",
+        f"{'asset':<8}{'liabilities':>28}{'reserves':>28}{'coverage':>10}",
+    ]
+    for a in c["assets"]:
+        s, d = a["symbol"], a["decimals"]
+        lines.append(
+            f"{s:<8}{format_amount(int(c['liabilities']['totals'][s]), d):>28}"
+            f"{format_amount(int(c['reserves'][s]), d):>28}{c['coverage'][s] or '-':>10}"
+        )
+    lines.append("")
+    for w in c["wallets"]:
+        lines.append(
+            f"{w['kind']:<5} wallet {w['address']}"
+            + (f"  ({w['threshold']} of {len(w['owners'])})" if w["kind"] == "safe" else "")
+        )
+    lines += ["", f"statement hash {statement.hash.hex()}"]
+    return lines

@@ -1,0 +1,150 @@
+"""The liabilities tree: the vectorised builder against the plain rules, proofs cut from the indexed file, and
+every tampering a dishonest exchange could try on a proof."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from custody.errors import ProofInvalid
+from custody.por.proofs import ProofsFile, extract, parse_proof
+from custody.por.tree import (
+    Accounts,
+    Sibling,
+    TreeError,
+    account_hash,
+    build,
+    height_for,
+    leaf_hash,
+    node_hash,
+    padding_hash,
+    walk,
+)
+
+ASSETS = ["ETH", "USDC", "BTC"]
+
+
+def accounts(n: int, assets: int = 3, seed: int = 1) -> Accounts:
+    rng = np.random.default_rng(seed)
+    ids = [f"user-{i:05d}" for i in range(n)]
+    blob = "".join(ids).encode()
+    offsets = np.cumsum([0] + [len(i) for i in ids]).astype(np.int64)
+    balances = rng.integers(0, 2**64, size=(n, assets), dtype=np.uint64, endpoint=False)
+    balances[0] = 2**64 - 1  # the largest balance there is, to exercise the carries
+    return Accounts(os.urandom(32), blob, offsets, os.urandom(32 * n), balances)
+
+
+def reference(acc: Accounts, height: int) -> tuple[bytes, tuple[int, ...]]:
+    """The tree by the plain rules, one hash at a time."""
+    level = []
+    for i in range(2**height):
+        if i < acc.count:
+            bal = tuple(int(b) for b in acc.balances[i])
+            h = leaf_hash(acc.snapshot_id, account_hash(acc.account_id(i), acc.salts[32 * i : 32 * i + 32]), bal)
+        else:
+            bal, h = (0,) * acc.balances.shape[1], padding_hash(acc.snapshot_id, i)
+        level.append((h, bal))
+    while len(level) > 1:
+        level = [
+            (node_hash(a[0], b[0], a[1], b[1]), tuple(x + y for x, y in zip(a[1], b[1], strict=True)))
+            for a, b in zip(level[0::2], level[1::2], strict=True)
+        ]
+    return level[0]
+
+
+class Memory:
+    def __init__(self) -> None:
+        self.levels: dict[int, dict[int, bytes]] = {}
+
+    def write_level(self, level: int, start: int, records: bytes) -> None:
+        self.levels.setdefault(level, {})[start] = records
+
+
+@pytest.mark.parametrize(("n", "chunk_levels", "workers"), [(1, 16, 1), (5, 1, 1), (37, 2, 2), (64, 3, 1)])
+def test_builder_matches_the_plain_rules(n, chunk_levels, workers):
+    acc = accounts(n)
+    height = height_for(n)
+    assert 2 ** (height - 1) < max(n, 2) <= 2**height
+    root = build(acc, height, Memory(), chunk_levels=chunk_levels, workers=workers)
+    assert root == reference(acc, height)
+    assert root[1] == tuple(int(s) for s in acc.balances.astype(object).sum(axis=0))
+
+
+def test_every_proof_from_the_indexed_file_walks_to_the_root(tmp_path):
+    acc = accounts(21)
+    height = height_for(21)
+    store = ProofsFile(tmp_path / "proofs.bin", acc, ASSETS, height)
+    root, totals = build(acc, height, store, chunk_levels=2, workers=2)
+    store.close()
+    for i in range(acc.count):
+        proof, assets = extract(tmp_path / "proofs.bin", acc.account_id(i))
+        assert assets == ASSETS and proof.index == i and len(proof.path) == height
+        assert proof.balances == tuple(int(b) for b in acc.balances[i])
+        assert parse_proof(proof.to_bytes(ASSETS), ASSETS) == proof
+        leaf = leaf_hash(acc.snapshot_id, account_hash(proof.account_id, proof.salt), proof.balances)
+        assert walk(leaf, proof.balances, proof.index, proof.path) == (root, totals)
+    with pytest.raises(ProofInvalid, match="no account"):
+        extract(tmp_path / "proofs.bin", "user-0002")  # a prefix of real ids is not an id
+
+
+@pytest.fixture(scope="module")
+def honest(tmp_path_factory):
+    acc = accounts(8)
+    path = tmp_path_factory.mktemp("por") / "proofs.bin"
+    store = ProofsFile(path, acc, ASSETS, 3)
+    root = build(acc, 3, store)
+    store.close()
+    proof, _ = extract(path, acc.account_id(5))
+    return acc, root, proof
+
+
+def _root_of(acc: Accounts, proof) -> tuple[bytes, tuple[int, ...]]:
+    leaf = leaf_hash(acc.snapshot_id, account_hash(proof.account_id, proof.salt), proof.balances)
+    return walk(leaf, proof.balances, proof.index, proof.path)
+
+
+def _lower_sibling_keep_parent(proof):
+    """Move 1 unit from the sibling's sum onto our side of the path: every parent total stays the same."""
+    path = list(proof.path)
+    s = path[0]
+    path[0] = Sibling(s.hash, (s.sums[0] - 1, *s.sums[1:]))
+    return dataclasses.replace(proof, path=tuple(path), balances=(proof.balances[0] + 1, *proof.balances[1:]))
+
+
+TAMPERING = {
+    "a changed balance": lambda p: dataclasses.replace(p, balances=(p.balances[0] - 1, *p.balances[1:])),
+    "swapped sibling sums": lambda p: dataclasses.replace(
+        p, path=(Sibling(p.path[0].hash, (p.path[0].sums[1], p.path[0].sums[0], p.path[0].sums[2])), *p.path[1:])
+    ),
+    "a sibling sum lowered, the parent total kept": _lower_sibling_keep_parent,
+    "another account's index": lambda p: dataclasses.replace(p, index=p.index ^ 1),
+    "another salt": lambda p: dataclasses.replace(p, salt=bytes(32)),
+    "another account id": lambda p: dataclasses.replace(p, account_id=p.account_id + "x"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TAMPERING))
+def test_a_tampered_proof_does_not_reach_the_root(honest, name):
+    acc, root, proof = honest
+    assert _root_of(acc, proof) == root
+    assert _root_of(acc, TAMPERING[name](proof)) != root
+
+
+def test_a_proof_for_another_snapshot_does_not_reach_the_root(honest):
+    acc, root, proof = honest
+    other = dataclasses.replace(acc, snapshot_id=bytes(32))
+    assert _root_of(other, proof)[0] != root[0]
+
+
+def test_out_of_range_numbers_are_refused_not_wrapped(honest):
+    _, _, proof = honest
+    with pytest.raises(TreeError, match="2\\^64"):
+        walk(b"", (2**64, 0, 0), 0, proof.path)
+    big = (Sibling(proof.path[0].hash, (2**128, 0, 0)), *proof.path[1:])
+    with pytest.raises(TreeError, match="2\\^128"):
+        walk(b"", proof.balances, proof.index, big)
+    with pytest.raises(TreeError, match="does not fit"):
+        walk(b"", proof.balances, 8, proof.path)
