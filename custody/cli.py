@@ -287,9 +287,11 @@ def status(config_path: Path) -> None:
 
 def _register() -> None:
     from custody.coldcli import batch, cold
+    from custody.porcli import main as por
 
     main.add_command(cold)
     main.add_command(batch)
+    main.add_command(por, "por")
 
 
 _register()

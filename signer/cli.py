@@ -27,6 +27,8 @@ from signer.keystore import (
     unlock,
 )
 from signer.policyview import describe_bundle
+from signer.porstatement import Signed, parse_statement, safe_digest, signature_file
+from signer.porstatement import describe as describe_statement
 from signer.review import describe, review
 from signer.safetx import sign_hash
 
@@ -363,6 +365,50 @@ def sign_cmd(
     out.write_bytes(signature.to_bytes())
     policystate.record(st, "batch-sign", batch.id, digest, "signed")
     click.echo(f"\nsigned {digest} as {ks.card.name} ({ks.card.owner_address}); wrote {out}")
+
+
+@main.group(cls=Group)
+def por() -> None:
+    """Proof of reserves: sign a statement for the pinned Safe (EIP-1271)."""
+
+
+@por.command("sign")
+@click.argument("statement_file", metavar="STATEMENT", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--keystore", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--yes", is_flag=True, help="Skip the typed confirmation (automation only).")
+@pass_file_option
+@state_option
+def por_sign(
+    statement_file: Path, keystore: Path, out: Path, yes: bool, passphrase_file: Path | None, state: Path | None
+) -> None:
+    """Check the statement's figures, show them, confirm, and sign it for the pinned Safe."""
+    st = _state(state)
+    statement = parse_statement(read_file(statement_file))
+    cold_wallet = coldwallet.pinned(st)
+    digest = statement.hash.hex()
+    if statement.claims["chain_id"] != cold_wallet.chain_id or not any(
+        w["address"] == cold_wallet.safe for w in statement.wallets("safe")
+    ):
+        policystate.record(st, "por-sign", statement.claims["snapshot_id"], digest, "refused: not our Safe")
+        raise SignerError(
+            f"the statement does not claim the pinned Safe {cold_wallet.safe} on chain {cold_wallet.chain_id}"
+        )
+    for line in describe_statement(statement):
+        click.echo(line)
+    ks = load_keystore(read_file(keystore))
+    if ks.card.owner_address not in cold_wallet.owners:
+        raise SignerError(f"this key's owner address {ks.card.owner_address} is not an owner of the pinned Safe")
+    if not yes:
+        typed = click.prompt("\nType the first 8 characters of the statement hash to sign it")
+        if str(typed).strip().lower() != digest[:8]:
+            policystate.record(st, "por-sign", statement.claims["snapshot_id"], digest, "declined")
+            raise SignerError("confirmation did not match; nothing was signed")
+    unlocked = unlock(ks, passphrase(passphrase_file, PASS_ENV, "Keystore passphrase"))
+    signature = sign_hash(unlocked.owner_private_key(), safe_digest(statement, cold_wallet.safe))
+    out.write_bytes(signature_file(statement, Signed(cold_wallet.safe, ks.card.owner_address, signature)))
+    policystate.record(st, "por-sign", statement.claims["snapshot_id"], digest, "signed")
+    click.echo(f"\nsigned statement {digest} for {cold_wallet.safe} as {ks.card.name}; wrote {out}")
 
 
 if __name__ == "__main__":

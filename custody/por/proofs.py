@@ -111,8 +111,7 @@ class AccountProof:
                 "salt": self.salt.hex(),
                 "balances": dict(zip(assets, map(str, self.balances), strict=True)),
                 "path": [
-                    {"hash": s.hash.hex(), "sums": dict(zip(assets, map(str, s.sums), strict=True))}
-                    for s in self.path
+                    {"hash": s.hash.hex(), "sums": dict(zip(assets, map(str, s.sums), strict=True))} for s in self.path
                 ],
             }
         )

@@ -3,23 +3,29 @@ is funded there."""
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from eth_account import Account
+from sqlalchemy import select
 from web3 import Web3
 
-from custody.chain.devnode import FUNDER_KEY, Anvil, compile_contract
+from custody.chain.devnode import FUNDER_KEY, Anvil, compile_contract, deploy_safe_contracts
 from custody.chain.ethereum import EthereumNode
+from custody.client import CustodyClient
 from custody.clock import SystemClock
 from custody.config import render_config
 from custody.hotwallet import HotWorker, WorkerSettings
 from custody.keys import create_daemon_keys, load_hot_account
 from custody.store.db import Store
+from custody.store.models import PolicyBundleRow
 from policies.model import AssetRule, Policy, WhitelistEntry, Window
-from tests.conftest import DAY, apply_policy, governance_for_tests
+from tests.cli_helpers import custody, signer
+from tests.conftest import DAY, apply_policy, governance_for_tests, running_server
 
 ETH = 10**18
 TOKEN_SOURCE = Path(__file__).parent.parent / "contracts" / "TestToken.sol"
@@ -155,3 +161,86 @@ def make_daemon(
     chain.send({"to": hot, "value": fund_eth})
     chain.send({"to": chain.token.address, "data": chain.token.encode_abi("transfer", [hot, fund_tok])})
     return HotDaemon(data, config, pw, store, hot, people, add_client(store))
+
+
+# -- the cold wallet: three operators, a 2-of-3 Safe on anvil, funded -------------------------------------
+@dataclass
+class Operator:
+    keystore: Path
+    card: Path
+    state: Path
+    address: str
+
+
+def operators(tmp_path: Path, pw: Path, n: int) -> list[Operator]:
+    people = []
+    for i in range(n):
+        ks, card, state = tmp_path / f"op{i}.keystore", tmp_path / f"op{i}.card", tmp_path / f"op{i}-state"
+        signer("key", "new", "--name", f"op{i}", "--out", ks, "--passphrase-file", pw, "--no-confirm", "--state", state)
+        signer("key", "card", ks, "--out", card)
+        people.append(Operator(ks, card, state, json.loads(card.read_text())["owner_address"]))
+    return people
+
+
+def prepare_signer(op: Operator, daemon, tmp_path: Path) -> None:
+    """What an operator does once per deployment: pin the genesis and the cold wallet, accept the policy."""
+    with daemon.store.read() as s:
+        rows = {r.version: r for r in s.execute(select(PolicyBundleRow)).scalars()}
+    genesis, bundle = tmp_path / "genesis.json", tmp_path / "bundle-1.json"
+    genesis.write_bytes(rows[0].raw)
+    bundle.write_bytes(rows[1].raw)
+    sigs = []
+    for i, line in enumerate(rows[1].signatures.splitlines()):
+        path = tmp_path / f"bundle-1.sig{i}"
+        path.write_text(line)
+        sigs.append(path)
+    signer("policy", "pin", genesis, "--state", op.state)
+    signer("policy", "accept", bundle, *sigs, "--state", op.state)
+    signer("cold", "pin", daemon.data_dir / "cold-wallet.json", "--keystore", op.keystore, "--state", op.state)
+
+
+@pytest.fixture
+def cold_setup(tmp_path, db_url, chain):
+    daemon = make_daemon(tmp_path, db_url, chain, n_recipients=50)
+    deployment = deploy_safe_contracts(chain.anvil)
+    dep_file = tmp_path / "safe-deployment.json"
+    dep_file.write_text(deployment.to_json())
+    ops = operators(tmp_path, daemon.passphrase_file, 3)
+    cards = [x for op in ops for x in ("--owner", op.card)]
+    cfg = ("--config", daemon.config, "--passphrase-file", daemon.passphrase_file)
+    out = custody("cold", "create", *cards, "--threshold", 2, "--deployment", dep_file, *cfg).output
+    wallet = json.loads((daemon.data_dir / "cold-wallet.json").read_text())
+    assert wallet["safe"] in out and wallet["threshold"] == 2 and set(wallet["owners"]) == {o.address for o in ops}
+    for op in ops:
+        prepare_signer(op, daemon, tmp_path)
+    safe = wallet["safe"]
+    chain.send({"to": safe, "value": 1000 * ETH})
+    chain.send({"to": chain.token.address, "data": chain.token.encode_abi("transfer", [safe, 10**14])})
+    return daemon, ops, safe, cfg, deployment
+
+
+def queue_cold(daemon, tmp_path, amounts: list[tuple[str, str, str]]) -> None:
+    with (
+        running_server(daemon.store, tmp_path) as srv,
+        CustodyClient(srv.url, daemon.client_key.name, daemon.client_key.key) as client,
+    ):
+        for asset, amount, recipient in amounts:
+            w = client.create_withdrawal(asset, amount, recipient, idempotency_key=str(uuid.uuid4()))
+            assert w["state"] == "queued_cold", w
+
+
+def sign_as(op: Operator, batch_file: Path, out: Path, pw: Path) -> None:
+    signer("review", batch_file, "--state", op.state)
+    signer(
+        "sign",
+        batch_file,
+        "--keystore",
+        op.keystore,
+        "--out",
+        out,
+        "--yes",
+        "--passphrase-file",
+        pw,
+        "--state",
+        op.state,
+    )

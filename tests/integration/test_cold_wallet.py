@@ -2,110 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
 
-import pytest
 from eth_account import Account
 from sqlalchemy import select
 
 from custody.chain import safe as safe_contract
-from custody.chain.devnode import deploy_safe_contracts
 from custody.chain.ethereum import EthereumNode
 from custody.client import CustodyClient
-from custody.store.models import Batch, PolicyBundleRow, Withdrawal
+from custody.store.models import Batch, Withdrawal
 from signer.batchfile import OwnerSignature, parse_batch_file, parse_signature_file
 from signer.safetx import sign_hash
-from tests.cli_helpers import custody, signer
+from tests.cli_helpers import custody
 from tests.conftest import running_server
-from tests.integration.conftest import ETH, make_daemon
-
-TOK_COLD = 2 * 10**10  # above the test policy's TOK hot limit of 10**10
-
-
-@dataclass
-class Operator:
-    keystore: Path
-    card: Path
-    state: Path
-    address: str
-
-
-def operators(tmp_path: Path, pw: Path, n: int) -> list[Operator]:
-    people = []
-    for i in range(n):
-        ks, card, state = tmp_path / f"op{i}.keystore", tmp_path / f"op{i}.card", tmp_path / f"op{i}-state"
-        signer("key", "new", "--name", f"op{i}", "--out", ks, "--passphrase-file", pw, "--no-confirm", "--state", state)
-        signer("key", "card", ks, "--out", card)
-        people.append(Operator(ks, card, state, json.loads(card.read_text())["owner_address"]))
-    return people
-
-
-def prepare_signer(op: Operator, daemon, tmp_path: Path) -> None:
-    """What an operator does once per deployment: pin the genesis and the cold wallet, accept the policy."""
-    with daemon.store.read() as s:
-        rows = {r.version: r for r in s.execute(select(PolicyBundleRow)).scalars()}
-    genesis, bundle = tmp_path / "genesis.json", tmp_path / "bundle-1.json"
-    genesis.write_bytes(rows[0].raw)
-    bundle.write_bytes(rows[1].raw)
-    sigs = []
-    for i, line in enumerate(rows[1].signatures.splitlines()):
-        path = tmp_path / f"bundle-1.sig{i}"
-        path.write_text(line)
-        sigs.append(path)
-    signer("policy", "pin", genesis, "--state", op.state)
-    signer("policy", "accept", bundle, *sigs, "--state", op.state)
-    signer("cold", "pin", daemon.data_dir / "cold-wallet.json", "--keystore", op.keystore, "--state", op.state)
-
-
-@pytest.fixture
-def cold_setup(tmp_path, db_url, chain):
-    daemon = make_daemon(tmp_path, db_url, chain, n_recipients=50)
-    deployment = deploy_safe_contracts(chain.anvil)
-    dep_file = tmp_path / "safe-deployment.json"
-    dep_file.write_text(deployment.to_json())
-    ops = operators(tmp_path, daemon.passphrase_file, 3)
-    cards = [x for op in ops for x in ("--owner", op.card)]
-    cfg = ("--config", daemon.config, "--passphrase-file", daemon.passphrase_file)
-    out = custody("cold", "create", *cards, "--threshold", 2, "--deployment", dep_file, *cfg).output
-    wallet = json.loads((daemon.data_dir / "cold-wallet.json").read_text())
-    assert wallet["safe"] in out and wallet["threshold"] == 2 and set(wallet["owners"]) == {o.address for o in ops}
-    for op in ops:
-        prepare_signer(op, daemon, tmp_path)
-    safe = wallet["safe"]
-    chain.send({"to": safe, "value": 1000 * ETH})
-    chain.send({"to": chain.token.address, "data": chain.token.encode_abi("transfer", [safe, 10**14])})
-    return daemon, ops, safe, cfg, deployment
-
-
-def queue_cold(daemon, tmp_path, amounts: list[tuple[str, str, str]]) -> None:
-    with (
-        running_server(daemon.store, tmp_path) as srv,
-        CustodyClient(srv.url, daemon.client_key.name, daemon.client_key.key) as client,
-    ):
-        for asset, amount, recipient in amounts:
-            w = client.create_withdrawal(asset, amount, recipient, idempotency_key=str(uuid.uuid4()))
-            assert w["state"] == "queued_cold", w
-
-
-def sign_as(op: Operator, batch_file: Path, out: Path, pw: Path) -> None:
-    signer("review", batch_file, "--state", op.state)
-    signer(
-        "sign",
-        batch_file,
-        "--keystore",
-        op.keystore,
-        "--out",
-        out,
-        "--yes",
-        "--passphrase-file",
-        pw,
-        "--state",
-        op.state,
-    )
+from tests.integration.conftest import ETH, queue_cold, sign_as
 
 
 def test_fifty_cold_withdrawals_in_one_batch_paid_once_at_quorum(tmp_path, chain, cold_setup):

@@ -67,9 +67,7 @@ def test_signer_cli_imports_no_network_or_database_library():
 
 
 def test_the_offline_guard_really_refuses_sockets(tmp_path):
-    probe = OFFLINE.replace(
-        "from click.testing", "import socket; socket.socket()\nfrom click.testing"
-    )
+    probe = OFFLINE.replace("from click.testing", "import socket; socket.socket()\nfrom click.testing")
     out = subprocess.run([sys.executable, "-c", probe, "[]"], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "tried to use the network: socket.__new__" in out.stderr
 

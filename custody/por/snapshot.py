@@ -1,0 +1,188 @@
+"""``custody por snapshot``: liabilities tree, reserves at one block, the statement, the hot wallet's proof of
+control, per-account proofs and the report, all in one new directory.
+
+Nothing is written until the liabilities file has been read whole without a mistake; a failure after that
+removes the directory again, so there is never half a snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from sqlalchemy import select
+
+from custody import audit
+from custody.chain import safe as safe_contract
+from custody.chain.ethereum import EthereumNode
+from custody.errors import ConfigError, ProofInvalid
+from custody.policy import PolicyCache
+from custody.por.liabilities import read_liabilities
+from custody.por.proofs import ProofsFile
+from custody.por.report import write_report
+from custody.por.tree import build, height_for
+from custody.store.db import Store
+from custody.store.models import ColdWallet
+from signer.porstatement import Signed, Statement, check_claims, coverage, reserves_in_snapshot_units
+
+STATEMENT, PROOFS, REPORT = "statement.json", "proofs.bin", "report.html"
+
+
+def snapshot(
+    store: Store,
+    node: EthereumNode,
+    hot: LocalAccount,
+    liabilities: Path,
+    out_dir: Path,
+    now: int,
+    *,
+    block: int | None = None,
+    decimals: dict[str, int] | None = None,
+    workers: int = 2,
+    progress: Callable[[str], None] = lambda _: None,
+) -> Statement:
+    with store.read() as s:
+        policy = PolicyCache().get(s).policy
+        cold = s.execute(select(ColdWallet).limit(1)).scalar_one_or_none()
+    places = {symbol: rule.decimals for symbol, rule in policy.assets.items()}
+    for symbol, d in (decimals or {}).items():
+        if symbol not in places:
+            raise ConfigError(f"--decimals names {symbol}, which is not an asset of the policy")
+        if not 0 <= d <= places[symbol]:
+            raise ConfigError(f"--decimals {symbol}={d}: must be between 0 and its {places[symbol]} on-chain decimals")
+        places[symbol] = d
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"{out_dir} is not empty: a snapshot goes into a new directory")
+    snapshot_id = os.urandom(32)
+    progress(f"reading {liabilities}")
+    assets, accounts = read_liabilities(liabilities, places, snapshot_id)
+    number = node.block_number() if block is None else block
+    block_hash = node.block_hash(number)
+    if block_hash is None:
+        raise ProofInvalid(f"the node has no block {number}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        height = height_for(accounts.count)
+        progress(f"{accounts.count} accounts, {len(assets)} assets: a tree of height {height}")
+        proofs = ProofsFile(out_dir / PROOFS, accounts, assets, height)
+        started = time.monotonic()
+
+        def chunk_done(done: int, total: int) -> None:
+            if total > 1:
+                progress(f"  tree {100 * done // total:3d} % ({time.monotonic() - started:.0f} s)")
+
+        root, totals = build(accounts, height, proofs, workers=workers, progress=chunk_done)
+        proofs.close()
+        progress(f"reading every custody wallet at block {number}")
+        wallets = [_wallet(node, hot.address, "hot", [hot.address], 1, assets, policy.assets, number)]
+        if cold is not None:
+            owners = safe_contract.owners(node, cold.address, number)
+            threshold = safe_contract.threshold(node, cold.address, number)
+            wallets.append(_wallet(node, cold.address, "safe", owners, threshold, assets, policy.assets, number))
+        reserves = {
+            a: reserves_in_snapshot_units(
+                sum(int(w["balances"][a]) for w in wallets), policy.assets[a].decimals, places[a]
+            )
+            for a in assets
+        }
+        claims = {
+            "snapshot_id": snapshot_id.hex(),
+            "created_at": now,
+            "chain_id": node.chain_id,
+            "block": {"number": number, "hash": block_hash},
+            "assets": [
+                {
+                    "symbol": a,
+                    "decimals": places[a],
+                    "chain_decimals": policy.assets[a].decimals,
+                    "contract": policy.assets[a].contract,
+                }
+                for a in assets
+            ],
+            "liabilities": {
+                "root": root.hex(),
+                "height": height,
+                "accounts": accounts.count,
+                "totals": {a: str(t) for a, t in zip(assets, totals, strict=True)},
+            },
+            "wallets": wallets,
+            "reserves": {a: str(v) for a, v in reserves.items()},
+            "coverage": {a: coverage(reserves[a], totals[i]) for i, a in enumerate(assets)},
+        }
+        check_claims(claims)
+        statement = Statement(claims)
+        signature = bytes(Account.sign_message(encode_defunct(primitive=statement.hash), hot.key).signature)
+        statement = Statement(claims, eip191=(Signed(hot.address, hot.address, signature),))
+        (out_dir / STATEMENT).write_bytes(statement.to_bytes())
+        write_report(statement, out_dir / REPORT)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    with store.transaction() as s:
+        audit.append(
+            s,
+            now,
+            "por.snapshot",
+            snapshot_id.hex(),
+            {"statement_hash": statement.hash.hex(), "block": number, "root": root.hex(), "accounts": accounts.count},
+        )
+    return statement
+
+
+def _wallet(
+    node: EthereumNode,
+    address: str,
+    kind: str,
+    owners: list[str],
+    threshold: int,
+    assets: list[str],
+    rules: dict,  # type: ignore[type-arg]
+    block: int,
+) -> dict[str, object]:
+    return {
+        "address": address,
+        "kind": kind,
+        "owners": owners,
+        "threshold": threshold,
+        "balances": {a: str(node.balance(address, rules[a].contract, block)) for a in assets},
+    }
+
+
+def attach(statement_path: Path, signature_files: list[bytes]) -> tuple[Statement, list[str]]:
+    """Add Safe owners' signatures to a statement: each checked against this statement and the Safe's owners
+    as claimed; one bad file refuses them all and the statement is left as it was."""
+    from signer.porstatement import check_safe_signature, parse_signature_file, parse_statement
+
+    statement = parse_statement(statement_path.read_bytes())
+    added = []
+    for raw in signature_files:
+        digest, sig = parse_signature_file(raw)
+        if digest != statement.hash.hex():
+            raise ProofInvalid(
+                f"the signature of {sig.owner} is for statement {digest[:16]}…, "
+                f"not this one ({statement.hash.hex()[:16]}…)"
+            )
+        check_safe_signature(statement, sig)
+        added.append(sig)
+    updated = statement.with_safe_signatures(added)
+    tmp = statement_path.with_suffix(".tmp")
+    tmp.write_bytes(updated.to_bytes())
+    os.replace(tmp, statement_path)
+    return updated, [s.owner for s in added]
+
+
+def load_decimals(pairs: tuple[str, ...]) -> dict[str, int]:
+    """``--decimals ETH=9`` options."""
+    out = {}
+    for pair in pairs:
+        symbol, _, digits = pair.partition("=")
+        if not digits.isdigit():
+            raise ConfigError(f"--decimals {pair!r}: write it as SYMBOL=N, such as ETH=9")
+        out[symbol] = int(digits)
+    return out

@@ -1,0 +1,140 @@
+"""``custody por verify``: everything a statement claims that can be checked, failing closed.
+
+Without a node: the statement parses strictly and its figures add up; every hot wallet has a valid EIP-191
+signature of the statement hash; every Safe has valid signatures of its Safe message from at least its
+threshold of its claimed owners; with ``proof``, the account's leaf walks to the root and the root's sums are
+the liability totals. With a node (``--rpc``), everything is also read at the snapshot's block: the block hash,
+each wallet's balances, each Safe's owners and threshold, and the Safe's own EIP-1271 ``isValidSignature``.
+Reading at that block, not the newest, is what makes an old statement check out as it was.
+"""
+
+from __future__ import annotations
+
+from eth_abi import encode as abi_encode
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_utils.crypto import keccak
+
+from custody.chain import safe as safe_contract
+from custody.chain.ethereum import CallReverted, EthereumNode
+from custody.errors import ProofInvalid
+from custody.por.proofs import parse_proof
+from custody.por.tree import TreeError, account_hash, leaf_hash, walk
+from policies.units import format_amount
+from signer.porstatement import Statement, check_safe_signature, parse_statement
+from signer.safetx import pack_signatures
+
+EIP1271_MAGIC = bytes.fromhex("1626ba7e")
+IS_VALID_SIGNATURE = keccak(text="isValidSignature(bytes32,bytes)")[:4]
+
+
+def verify(statement_raw: bytes, proof_raw: bytes | None = None, node: EthereumNode | None = None) -> list[str]:
+    """The checks that passed, as lines for the auditor; the first failure raises with its reason."""
+    statement = parse_statement(statement_raw)
+    c = statement.claims
+    lines = [f"statement {statement.hash.hex()}: parses, and reserves and coverage add up"]
+    lines += check_control(statement)
+    if proof_raw is not None:
+        lines.append(check_proof(statement, proof_raw))
+    if node is not None:
+        lines += check_chain(statement, node)
+    for a in c["assets"]:
+        s, d = a["symbol"], a["decimals"]
+        lines.append(
+            f"{s}: liabilities {format_amount(int(c['liabilities']['totals'][s]), d)}, reserves "
+            f"{format_amount(int(c['reserves'][s]), d)}, coverage {c['coverage'][s] or '-'} "
+            f"(at block {c['block']['number']})"
+        )
+    return lines
+
+
+def check_control(statement: Statement) -> list[str]:
+    lines = []
+    hot = {w["address"] for w in statement.wallets("hot")}
+    signed = {}
+    for sig in statement.eip191:
+        if sig.wallet not in hot:
+            raise ProofInvalid(f"an EIP-191 signature for {sig.wallet}, which is not a hot wallet of the statement")
+        recovered = Account.recover_message(encode_defunct(primitive=statement.hash), signature=sig.signature)
+        if recovered != sig.wallet:
+            raise ProofInvalid(
+                f"the EIP-191 signature for {sig.wallet} was made by {recovered}: not for this statement"
+            )
+        signed[sig.wallet] = True
+    for wallet in sorted(hot - set(signed)):
+        raise ProofInvalid(f"missing signature: the hot wallet {wallet} has not signed the statement")
+    lines += [f"hot wallet {w}: EIP-191 signature of the statement hash is valid" for w in sorted(hot)]
+    for safe in statement.wallets("safe"):
+        mine = [sig for sig in statement.eip1271 if sig.wallet == safe["address"]]
+        for sig in mine:
+            check_safe_signature(statement, sig)
+        if len({sig.owner for sig in mine}) < safe["threshold"]:
+            raise ProofInvalid(
+                f"missing signature: the Safe {safe['address']} needs {safe['threshold']} owners' signatures, "
+                f"the statement has {len(mine)}"
+            )
+        lines.append(f"Safe {safe['address']}: {len(mine)} owners signed (threshold {safe['threshold']})")
+    safes = {w["address"] for w in statement.wallets("safe")}
+    stray = [sig.wallet for sig in statement.eip1271 if sig.wallet not in safes]
+    if stray:
+        raise ProofInvalid(f"an EIP-1271 signature for {stray[0]}, which is not a Safe of the statement")
+    return lines
+
+
+def check_proof(statement: Statement, proof_raw: bytes) -> str:
+    c = statement.claims
+    assets = [a["symbol"] for a in c["assets"]]
+    proof = parse_proof(proof_raw, assets)
+    if proof.snapshot_id.hex() != c["snapshot_id"]:
+        raise ProofInvalid(f"the proof is for snapshot {proof.snapshot_id.hex()[:16]}…, not {c['snapshot_id'][:16]}…")
+    if len(proof.path) != c["liabilities"]["height"]:
+        raise ProofInvalid(f"the proof has {len(proof.path)} levels, the tree has {c['liabilities']['height']}")
+    leaf = leaf_hash(proof.snapshot_id, account_hash(proof.account_id, proof.salt), proof.balances)
+    try:
+        root, sums = walk(leaf, proof.balances, proof.index, proof.path)
+    except TreeError as exc:
+        raise ProofInvalid(f"the proof does not add up: {exc}") from None
+    if root.hex() != c["liabilities"]["root"]:
+        raise ProofInvalid("the proof does not lead to the statement's root: a balance, salt or sibling was changed")
+    totals = tuple(int(c["liabilities"]["totals"][a]) for a in assets)
+    if sums != totals:
+        raise ProofInvalid(f"the proof's root sums {sums} are not the statement's liability totals {totals}")
+    shown = ", ".join(
+        f"{a} {format_amount(b, x['decimals'])}" for a, b, x in zip(assets, proof.balances, c["assets"], strict=True)
+    )
+    return f"account {proof.account_id}: included with {shown}; every sum on its path adds up to the root"
+
+
+def check_chain(statement: Statement, node: EthereumNode) -> list[str]:
+    c = statement.claims
+    number = c["block"]["number"]
+    if node.chain_id != c["chain_id"]:
+        raise ProofInvalid(f"the node is on chain {node.chain_id}, the statement on {c['chain_id']}")
+    node.check_chain()
+    if node.block_hash(number) != c["block"]["hash"]:
+        raise ProofInvalid(f"block {number} on this node is not the statement's {c['block']['hash']}")
+    contracts = {a["symbol"]: a["contract"] for a in c["assets"]}
+    lines = [f"block {number} has the statement's hash {c['block']['hash']}"]
+    for w in c["wallets"]:
+        for symbol, claimed in w["balances"].items():
+            actual = node.balance(w["address"], contracts[symbol], number)
+            if actual != int(claimed):
+                raise ProofInvalid(
+                    f"{w['address']} held {actual} {symbol} base units at block {number}, the statement says {claimed}"
+                )
+        if w["kind"] == "safe":
+            owners = safe_contract.owners(node, w["address"], number)
+            threshold = safe_contract.threshold(node, w["address"], number)
+            if set(owners) != set(w["owners"]) or threshold != w["threshold"]:
+                raise ProofInvalid(f"the Safe {w['address']} had other owners or threshold at block {number}")
+            sigs = {s.owner: s.signature for s in statement.eip1271 if s.wallet == w["address"]}
+            call = IS_VALID_SIGNATURE + abi_encode(["bytes32", "bytes"], [statement.hash, pack_signatures(sigs)])
+            try:
+                answer = node.call(w["address"], call, block=number)
+            except CallReverted as exc:
+                raise ProofInvalid(f"the Safe {w['address']} refuses the owners' signatures: {exc.message}") from None
+            if answer[:4] != EIP1271_MAGIC:
+                raise ProofInvalid(f"the Safe {w['address']} does not accept the signatures (EIP-1271)")
+            lines.append(f"Safe {w['address']}: isValidSignature accepts the owners' signatures at block {number}")
+        lines.append(f"{w['kind']} wallet {w['address']}: balances at block {number} match")
+    return lines
