@@ -125,10 +125,10 @@ def parse_statement(raw: bytes) -> Statement:
     except CustodyError as exc:
         raise StatementInvalid(f"not a valid statement: {exc.message}") from None
     statement = Statement(claims, eip191, eip1271)
-    if statement.to_bytes() != raw:
-        raise StatementInvalid("the statement is not in canonical form")
     if doc["statement_hash"] != statement.hash.hex():
         raise StatementInvalid("statement_hash is not the hash of the claims")
+    if statement.to_bytes() != raw:
+        raise StatementInvalid("the statement is not in canonical form")
     check_claims(statement.claims)
     return statement
 
