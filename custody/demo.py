@@ -244,6 +244,8 @@ def run(anvil: Anvil) -> None:
             proc.send_signal(signal.SIGTERM)
             print(f"   {name} stopped (exit {proc.wait(20)})")
 
+    proof_of_reserves(anvil, cfg, pw)
+
     step("Auditors verify the hash-chained audit log")
     sh("custody", "audit", "verify", "--config", cfg)
     sh("custody", "status", "--config", cfg)
@@ -295,6 +297,61 @@ def cold_ceremony(url: str, private_key: str, anvil: Anvil, cfg: Path, pw: Path)
             print(f"   {w['amount']} ETH to {w['destination']} -> {now['state']}; received {paid} ETH")
             if now["state"] != "confirmed":
                 sys.exit("the cold withdrawal was not confirmed")
+
+
+def proof_of_reserves(anvil: Anvil, cfg: Path, pw: Path) -> None:
+    step("Proof of reserves: the liabilities tree, reserves at one block, the hot key signs the statement")
+    balances = ROOT / "balances.csv"
+    balances.write_text("account_id,ETH\n" + "".join(f"customer-{i:03d},0.{i * 37 % 1000:03d}\n" for i in range(200)))
+    snap = ROOT / "por"
+    sh(
+        "custody",
+        "por",
+        "snapshot",
+        "--liabilities",
+        balances,
+        "--out",
+        snap,
+        "--decimals",
+        "ETH=9",
+        "--config",
+        cfg,
+        "--passphrase-file",
+        pw,
+    )
+    step("alice and carol sign the statement for the Safe (EIP-1271) on their signers; a customer checks their proof")
+    sigs = []
+    for name in ("alice", "carol"):
+        sigs.append(snap / f"{name}.sig")
+        sh(
+            "signer",
+            "por",
+            "sign",
+            snap / "statement.json",
+            "--keystore",
+            ROOT / f"{name}.keystore",
+            "--out",
+            sigs[-1],
+            "--yes",
+            "--passphrase-file",
+            pw,
+            "--state",
+            ROOT / f"{name}-signer-state",
+            show=False,
+        )
+    sh("custody", "por", "attach", snap / "statement.json", *sigs)
+    sh("custody", "por", "proof", "customer-042", "--snapshot", snap, "--out", snap / "customer-042.proof.json")
+    sh(
+        "custody",
+        "por",
+        "verify",
+        snap / "statement.json",
+        "--proof",
+        snap / "customer-042.proof.json",
+        "--rpc",
+        anvil.url,
+    )
+    print(f"   the report for people: {snap / 'report.html'}")
 
 
 def fund(anvil: Anvil, address: str, wei: int) -> None:

@@ -40,10 +40,11 @@ def verify(statement_raw: bytes, proof_raw: bytes | None = None, node: EthereumN
         lines += check_chain(statement, node)
     for a in c["assets"]:
         s, d = a["symbol"], a["decimals"]
+        short = int(c["reserves"][s]) < int(c["liabilities"]["totals"][s])
         lines.append(
             f"{s}: liabilities {format_amount(int(c['liabilities']['totals'][s]), d)}, reserves "
             f"{format_amount(int(c['reserves'][s]), d)}, coverage {c['coverage'][s] or '-'} "
-            f"(at block {c['block']['number']})"
+            f"(at block {c['block']['number']})" + ("; the reserves do NOT cover the liabilities" if short else "")
         )
     return lines
 
