@@ -31,6 +31,26 @@ MAKER = "0x4bF5122f344554C53BdE2EbB8CD2b7E3D1600ad6"
 DENIED = "0xE52d9C508C502347344D8C07Ad91Cbd6068Afc75"
 
 
+def operator_signs(name: str, pw: Path, out: Path, *command: object) -> None:
+    """An operator signs on their own signer (the demo skips the typed confirmation an operator gives)."""
+    state = ROOT / f"{name}-signer-state"
+    keystore = ROOT / f"{name}.keystore"
+    sh(
+        "signer",
+        *command,
+        "--keystore",
+        keystore,
+        "--out",
+        out,
+        "--yes",
+        "--passphrase-file",
+        pw,
+        "--state",
+        state,
+        show=False,
+    )
+
+
 def step(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
@@ -146,22 +166,7 @@ def run(anvil: Anvil) -> None:
         if name == "alice":
             sh("signer", "policy", "review", bundle, "--state", state)
         sigs.append(ROOT / f"policy-v1.{name}.sig")
-        sh(
-            "signer",
-            "policy",
-            "sign",
-            bundle,
-            "--keystore",
-            ROOT / f"{name}.keystore",
-            "--out",
-            sigs[-1],
-            "--yes",
-            "--passphrase-file",
-            pw,
-            "--state",
-            state,
-            show=False,
-        )
+        operator_signs(name, pw, sigs[-1], "policy", "sign", bundle)
         print(f"   {name} signed")
     sh("custody", "policy", "apply", bundle, *sigs, "--config", cfg)
 
@@ -268,21 +273,7 @@ def cold_ceremony(url: str, private_key: str, anvil: Anvil, cfg: Path, pw: Path)
     sigs = []
     for name in ("alice", "carol"):
         sigs.append(ROOT / "batches" / f"{batch_file.stem}.{name}.sig")
-        sh(
-            "signer",
-            "sign",
-            batch_file,
-            "--keystore",
-            ROOT / f"{name}.keystore",
-            "--out",
-            sigs[-1],
-            "--yes",  # the demo skips the typed confirmation an operator gives
-            "--passphrase-file",
-            pw,
-            "--state",
-            ROOT / f"{name}-signer-state",
-            show=False,
-        )
+        operator_signs(name, pw, sigs[-1], "sign", batch_file)
         print(f"   {name} signed: {sigs[-1].name}")
 
     step("The signature files come back; at quorum the daemon executes the Safe transaction")
@@ -323,22 +314,7 @@ def proof_of_reserves(anvil: Anvil, cfg: Path, pw: Path) -> None:
     sigs = []
     for name in ("alice", "carol"):
         sigs.append(snap / f"{name}.sig")
-        sh(
-            "signer",
-            "por",
-            "sign",
-            snap / "statement.json",
-            "--keystore",
-            ROOT / f"{name}.keystore",
-            "--out",
-            sigs[-1],
-            "--yes",
-            "--passphrase-file",
-            pw,
-            "--state",
-            ROOT / f"{name}-signer-state",
-            show=False,
-        )
+        operator_signs(name, pw, sigs[-1], "por", "sign", snap / "statement.json")
     sh("custody", "por", "attach", snap / "statement.json", *sigs)
     sh("custody", "por", "proof", "customer-042", "--snapshot", snap, "--out", snap / "customer-042.proof.json")
     sh(

@@ -17,6 +17,7 @@ from signer.batchfile import Batch, OwnerSignature
 from signer.cliutil import Group, passphrase, read_file
 from signer.errors import MnemonicInvalid, SignerError
 from signer.keystore import (
+    Keystore,
     check_mnemonic,
     create_keystore,
     load_keystore,
@@ -344,15 +345,7 @@ def sign_cmd(
     for line in lines:
         click.echo(line)
     digest = "0x" + batch.safe_tx_hash.hex()
-    ks = load_keystore(read_file(keystore))
-    if ks.card.owner_address not in coldwallet.pinned(st).owners:
-        raise SignerError(f"this key's owner address {ks.card.owner_address} is not an owner of the pinned Safe")
-    if not yes:
-        typed = click.prompt("\nType the first 8 hex digits of the SafeTx hash (after 0x) to sign it")
-        if str(typed).strip().lower().removeprefix("0x") != digest[2:10]:
-            policystate.record(st, "batch-sign", batch.id, digest, "declined")
-            raise SignerError("confirmation did not match; nothing was signed")
-    unlocked = unlock(ks, passphrase(passphrase_file, PASS_ENV, "Keystore passphrase"))
+    ks, key = _owner_key(st, keystore, yes, passphrase_file, ("batch-sign", batch.id, digest), digest[2:10])
     signature = OwnerSignature(
         batch_id=batch.id,
         chain_id=batch.chain_id,
@@ -360,11 +353,27 @@ def sign_cmd(
         safe_nonce=batch.safe_nonce,
         safe_tx_hash=batch.safe_tx_hash,
         owner=ks.card.owner_address,
-        signature=sign_hash(unlocked.owner_private_key(), batch.safe_tx_hash),
+        signature=sign_hash(key, batch.safe_tx_hash),
     )
     out.write_bytes(signature.to_bytes())
     policystate.record(st, "batch-sign", batch.id, digest, "signed")
     click.echo(f"\nsigned {digest} as {ks.card.name} ({ks.card.owner_address}); wrote {out}")
+
+
+def _owner_key(
+    st: Path, keystore: Path, yes: bool, passphrase_file: Path | None, record: tuple[str, str, str], expected: str
+) -> tuple[Keystore, bytes]:
+    """A Safe owner's signing key, after checking the key owns the pinned Safe and, unless ``yes``, that the
+    operator typed ``expected`` (the start of the hash being signed). ``record`` is (action, subject, hash)."""
+    ks = load_keystore(read_file(keystore))
+    if ks.card.owner_address not in coldwallet.pinned(st).owners:
+        raise SignerError(f"this key's owner address {ks.card.owner_address} is not an owner of the pinned Safe")
+    if not yes:
+        typed = click.prompt(f"\nType the first {len(expected)} hex digits of the hash shown above to sign it")
+        if str(typed).strip().lower().removeprefix("0x") != expected:
+            policystate.record(st, *record, "declined")
+            raise SignerError("confirmation did not match; nothing was signed")
+    return ks, unlock(ks, passphrase(passphrase_file, PASS_ENV, "Keystore passphrase")).owner_private_key()
 
 
 @main.group(cls=Group)
@@ -396,16 +405,9 @@ def por_sign(
         )
     for line in describe_statement(statement):
         click.echo(line)
-    ks = load_keystore(read_file(keystore))
-    if ks.card.owner_address not in cold_wallet.owners:
-        raise SignerError(f"this key's owner address {ks.card.owner_address} is not an owner of the pinned Safe")
-    if not yes:
-        typed = click.prompt("\nType the first 8 characters of the statement hash to sign it")
-        if str(typed).strip().lower() != digest[:8]:
-            policystate.record(st, "por-sign", statement.claims["snapshot_id"], digest, "declined")
-            raise SignerError("confirmation did not match; nothing was signed")
-    unlocked = unlock(ks, passphrase(passphrase_file, PASS_ENV, "Keystore passphrase"))
-    signature = sign_hash(unlocked.owner_private_key(), safe_digest(statement, cold_wallet.safe))
+    subject = ("por-sign", statement.claims["snapshot_id"], digest)
+    ks, key = _owner_key(st, keystore, yes, passphrase_file, subject, digest[:8])
+    signature = sign_hash(key, safe_digest(statement, cold_wallet.safe))
     out.write_bytes(signature_file(statement, Signed(cold_wallet.safe, ks.card.owner_address, signature)))
     policystate.record(st, "por-sign", statement.claims["snapshot_id"], digest, "signed")
     click.echo(f"\nsigned statement {digest} for {cold_wallet.safe} as {ks.card.name}; wrote {out}")

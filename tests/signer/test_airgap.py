@@ -15,10 +15,12 @@ from nacl.signing import SigningKey
 
 from policies.bundle import genesis_bytes, make_bundle, parse_genesis, sign_bundle
 from policies.loader import load_policy_toml
-from signer.batchfile import BatchWithdrawal, parse_signature_file, write_batch_file
+from signer.batchfile import Batch, BatchWithdrawal, parse_signature_file, write_batch_file
 from signer.coldwallet import ColdWallet
+from signer.keystore import load_keystore
 from signer.review import assemble
 from signer.safetx import recover_owner
+from tests.cli_helpers import signer
 from tests.conftest import ADMINS, DAY, MAKER, OMNIBUS, governance_for_tests, policy_toml
 
 BANNED = {
@@ -72,9 +74,10 @@ def test_the_offline_guard_really_refuses_sockets(tmp_path):
     assert out.returncode != 0 and "tried to use the network: socket.__new__" in out.stderr
 
 
-def test_key_new_review_and_sign_a_batch_with_sockets_disabled(tmp_path: Path):
-    """A whole ceremony on the air-gapped side: make a key, pin genesis, accept the policy, pin the cold
-    wallet, review a batch and sign it, with no socket possible at any point."""
+def ceremony(tmp_path: Path) -> tuple[Path, Path, Path, Batch]:
+    """A new key made offline, and the files the online side hands over for it: genesis, policy bundle with
+    a quorum of signatures, the cold wallet it owns, and a batch. Returns (passphrase file, keystore, state,
+    batch)."""
     pw, ks, card, state = tmp_path / "pw", tmp_path / "op.keystore", tmp_path / "op.card", tmp_path / "state"
     pw.write_text("pass phrase\n")
     offline(
@@ -123,8 +126,7 @@ def test_key_new_review_and_sign_a_batch_with_sockets_disabled(tmp_path: Path):
     for name, raw in files.items():
         (tmp_path / name).write_bytes(raw)
 
-    sig = tmp_path / "batch.sig"
-    out = offline(
+    offline(
         ["policy", "pin", tmp_path / "genesis.json", "--state", state],
         [
             "policy",
@@ -136,6 +138,17 @@ def test_key_new_review_and_sign_a_batch_with_sockets_disabled(tmp_path: Path):
             state,
         ],
         ["cold", "pin", tmp_path / "cold-wallet.json", "--keystore", ks, "--state", state],
+    )
+    return pw, ks, state, batch
+
+
+def test_key_new_review_and_sign_a_batch_with_sockets_disabled(tmp_path: Path):
+    """A whole ceremony on the air-gapped side: make a key, pin genesis, accept the policy, pin the cold
+    wallet, review a batch and sign it, with no socket possible at any point."""
+    pw, ks, state, batch = ceremony(tmp_path)
+    owner = load_keystore(ks.read_bytes()).card.owner_address
+    sig = tmp_path / "batch.sig"
+    out = offline(
         ["review", tmp_path / "batch.json", "--state", state],
         [
             "sign",
@@ -158,3 +171,15 @@ def test_key_new_review_and_sign_a_batch_with_sockets_disabled(tmp_path: Path):
     actions = [json.loads(line) for line in (state / "transcript.log").read_text().splitlines()]
     assert actions[-1]["action"] == "batch-sign" and actions[-1]["subject"] == batch.id
     assert actions[-1]["decision"] == "signed" and actions[-1]["hash"] == "0x" + batch.safe_tx_hash.hex()
+
+
+def test_signing_asks_for_the_start_of_the_hash_and_signs_nothing_on_a_mismatch(tmp_path: Path):
+    pw, ks, state, batch = ceremony(tmp_path)
+    sig = tmp_path / "batch.sig"
+    args = ("sign", tmp_path / "batch.json", "--keystore", ks, "--out", sig, "--passphrase-file", pw, "--state", state)
+    result = signer(*args, ok=False, stdin="deadbeef\n")
+    assert result.exit_code == 1 and "nothing was signed" in result.output and not sig.exists()
+    last = json.loads((state / "transcript.log").read_text().splitlines()[-1])
+    assert (last["action"], last["decision"]) == ("batch-sign", "declined")
+    result = signer(*args, stdin=batch.safe_tx_hash.hex()[:8] + "\n")
+    assert "signed 0x" in result.output and parse_signature_file(sig.read_bytes()).safe_tx_hash == batch.safe_tx_hash
