@@ -6,7 +6,9 @@ import json
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -33,6 +35,7 @@ from signer.porstatement import describe as describe_statement
 from signer.review import describe, review
 from signer.safetx import sign_hash
 
+F = TypeVar("F", bound=Callable[..., Any])
 PASS_ENV = "SIGNER_PASSPHRASE"  # noqa: S105 (the name of a variable, not a secret)
 state_option = click.option(
     "--state",
@@ -43,6 +46,22 @@ state_option = click.option(
 pass_file_option = click.option(
     "--passphrase-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None
 )
+
+
+def signing_options(command: F) -> F:
+    """What every signing command takes: the keystore, where the signature goes, --yes, the passphrase file
+    and the state directory."""
+    for option in reversed(
+        (
+            click.option("--keystore", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True)),
+            click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False)),
+            click.option("--yes", is_flag=True, help="Skip the typed confirmation (automation only)."),
+            pass_file_option,
+            state_option,
+        )
+    ):
+        command = option(command)
+    return command
 
 
 def _state(state: Path | None) -> Path:
@@ -220,11 +239,7 @@ def _review(raw: bytes, state: Path) -> tuple[Bundle, list[str]]:
 
 @policy.command("sign")
 @click.argument("bundle", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--keystore", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--yes", is_flag=True, help="Skip the typed confirmation (automation only).")
-@pass_file_option
-@state_option
+@signing_options
 def policy_sign(
     bundle: Path, keystore: Path, out: Path, yes: bool, passphrase_file: Path | None, state: Path | None
 ) -> None:
@@ -331,11 +346,7 @@ def review_cmd(batch_file: Path, state: Path | None) -> None:
 
 @main.command("sign")
 @click.argument("batch_file", metavar="FILE", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--keystore", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--yes", is_flag=True, help="Skip the typed confirmation (automation only).")
-@pass_file_option
-@state_option
+@signing_options
 def sign_cmd(
     batch_file: Path, keystore: Path, out: Path, yes: bool, passphrase_file: Path | None, state: Path | None
 ) -> None:
@@ -383,11 +394,7 @@ def por() -> None:
 
 @por.command("sign")
 @click.argument("statement_file", metavar="STATEMENT", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--keystore", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--yes", is_flag=True, help="Skip the typed confirmation (automation only).")
-@pass_file_option
-@state_option
+@signing_options
 def por_sign(
     statement_file: Path, keystore: Path, out: Path, yes: bool, passphrase_file: Path | None, state: Path | None
 ) -> None:
