@@ -20,6 +20,9 @@ from custody.signing import request_message
 from custody.store.db import Store
 from custody.store.models import ApiKey, RequestNonce
 
+# The built-in key that owns rebalancing withdrawals (sweeps and top-ups); revoked from birth (migration 0003).
+REBALANCER = "custody-rebalancer"
+
 SCOPES = frozenset({"withdraw", "read", "cancel"})
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _NONCE = re.compile(r"[0-9a-f]{16,64}")

@@ -27,7 +27,7 @@ from nacl.signing import SigningKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from custody import audit, states
+from custody import audit, freeze, states
 from custody.chain import safe as safe_contract
 from custody.chain.ethereum import CallReverted, EthereumNode
 from custody.errors import Conflict, DaemonError, NotFound
@@ -102,6 +102,8 @@ def export(
     """Gather eligible ``queued_cold`` withdrawals into one batch file, signed by the daemon, in ``out_dir``."""
     if not 1 <= limit <= MAX_PER_BATCH:
         raise BatchRefused(f"a batch holds 1 to {MAX_PER_BATCH} withdrawals")
+    with store.read() as s:
+        freeze.refuse_if_frozen(s, "exporting a batch")  # and again under the lock below
     reconcile(store, node, now)
     with store.read() as s:
         wallet = cold_wallet(s)
@@ -109,6 +111,7 @@ def export(
     out_dir.mkdir(parents=True, exist_ok=True)
     with store.transaction() as s:
         wallet = cold_wallet(s, lock=True)
+        freeze.refuse_if_frozen(s, "exporting a batch")
         active = PolicyCache().get(s)
         expire_due(s, now)
         held = set(s.execute(select(Batch.safe_nonce).where(Batch.state.in_(OPEN))).scalars())
@@ -406,6 +409,7 @@ def execute_if_ready(store: Store, node: EthereumNode, worker: HotWorker, batch_
         row = s.get_one(Batch, batch_id, with_for_update=True)
         if row.state != EXPORTED:
             return row.tx_hash
+        freeze.refuse_if_frozen(s, f"executing batch {batch_id}")
         version = worker.sign_at_next_nonce(s, doc.safe, 0, data, gas, fees, now, batch_id=batch_id)
         row.state, row.tx_hash, row.updated_at = EXECUTING, version.tx_hash, now
         for w in _members(s, batch_id, states.BATCHED):

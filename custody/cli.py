@@ -271,18 +271,41 @@ def audit_export(fmt: str, config_path: Path) -> None:
 
 
 @main.command("status")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of lines.")
 @config_option
-def status(config_path: Path) -> None:
-    """Withdrawals by state and the active policy version."""
-    from sqlalchemy import func, select
+def status(as_json: bool, config_path: Path) -> None:
+    """At a glance: frozen or not, the policy version, withdrawals by state, balances and hot share, and the
+    batches waiting for signatures with who is missing."""
+    from dataclasses import asdict
 
-    from custody.store.models import Withdrawal
+    from custody.status import gather, render
 
     _, store = _open(config_path)
-    with store.read() as s:
-        counts = dict(s.execute(select(Withdrawal.state, func.count()).group_by(Withdrawal.state)).all())
-        head, _ = policy_service.head(s)
-    click.echo(json.dumps({"policy_version": head.version, "policy_hash": head.hash, "withdrawals": counts}))
+    current = gather(store)
+    if as_json:
+        click.echo(json.dumps(asdict(current), sort_keys=True))
+    else:
+        for line in render(current):
+            click.echo(line)
+
+
+@main.command("freeze")
+@click.option("--reason", required=True, help="Why: it is recorded in the audit log and shown by status.")
+@config_option
+def freeze_cmd(reason: str, config_path: Path) -> None:
+    """Stop every outgoing payment now. Intake goes on; only a quorum-signed bundle can unfreeze."""
+    from custody import freeze
+
+    _, store = _open(config_path)
+    with store.transaction() as s:
+        row, made = freeze.freeze(s, SystemClock().now(), reason, "operator")
+        freeze_id, since, why = row.id, row.frozen_at, row.reason
+    if made:
+        click.echo(
+            f'frozen: freeze {freeze_id}. To unfreeze, a quorum signs a policy bundle with unfreeze = "{freeze_id}"'
+        )
+    else:
+        click.echo(f"already frozen since {since} (freeze {freeze_id}: {why})")
 
 
 def _register() -> None:

@@ -16,6 +16,7 @@ from custody.chain.ethereum import EthereumNode
 from custody.clicommon import PASS_ENV, _open, config_option, hot_worker, passphrase_file_option
 from custody.clock import SystemClock
 from custody.errors import ConfigError
+from custody.freeze import Frozen
 from custody.keys import load_identity
 from custody.store.db import Store
 from custody.store.models import Batch
@@ -138,7 +139,11 @@ def batch_import(files: tuple[Path, ...], wait: float, config_path: Path, passph
             continue
         worker = worker or hot_worker(settings, store, passphrase_file)
         worker.ensure_wallet()
-        tx_hash = batches.execute_if_ready(store, node, worker, r.batch_id, clock.now())
+        try:
+            tx_hash = batches.execute_if_ready(store, node, worker, r.batch_id, clock.now())
+        except Frozen as exc:
+            click.echo(f"batch {r.batch_id}: signatures stored, not executed: {exc.message}")
+            continue
         click.echo(f"batch {r.batch_id}: executing in {tx_hash}")
         if wait > 0:
             click.echo(f"batch {r.batch_id}: {_follow(store, worker, r.batch_id, wait)}")

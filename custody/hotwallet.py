@@ -32,7 +32,7 @@ from hexbytes import HexBytes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from custody import audit, batches, states
+from custody import audit, batches, freeze, states
 from custody.chain.ethereum import BroadcastRefused, EthereumNode, NodeUnavailable
 from custody.clock import Clock
 from custody.policy import PolicyCache
@@ -127,6 +127,10 @@ class HotWorker:
             busy = True
         return self.follow() or busy
 
+    def frozen(self) -> bool:
+        with self.store.read() as s:
+            return freeze.active(s) is not None
+
     # -- balances ---------------------------------------------------------------------------------
     def refresh_balances(self) -> None:
         """Read the hot wallet's and, once it exists, the cold wallet's balance of every asset at one block."""
@@ -154,13 +158,19 @@ class HotWorker:
         max_fee, priority = self.node.fees(self.settings.max_fee_per_gas)
         now = self.clock.now()
         with self.store.transaction() as s:
+            if freeze.active(s) is not None:
+                return False
             query = select(Withdrawal).where(Withdrawal.state == states.QUEUED_HOT).order_by(Withdrawal.seq).limit(1)
             if self.store.is_postgres:
                 query = query.with_for_update(skip_locked=True)
             w = s.execute(query).scalar_one_or_none()
             if w is None:
                 return False
-            rule = self.policies.get(s).policy.assets.get(w.asset)
+            policy = self.policies.get(s).policy
+            if not freeze.check_outflow(s, policy, w, now):
+                log.warning("automatic freeze: hot outflow limit of %s reached", w.asset)
+                return False
+            rule = policy.assets.get(w.asset)
             if rule is None:
                 move(s, w, states.CANCELLED, now, by="hot-worker", reason=f"asset {w.asset} is no longer in the policy")
                 return True
@@ -216,12 +226,14 @@ class HotWorker:
         if not pending:
             return False
         head = self.node.block_number()
+        frozen = self.frozen()
         latest_attempt: dict[int, int] = {}
         for tx in pending:
             latest_attempt[tx.nonce] = max(latest_attempt.get(tx.nonce, 0), tx.attempt)
         for tx in pending:
             if tx.state == SIGNED:
-                self.broadcast(tx)
+                if not frozen:  # signed before the freeze: held, nonce and all, until a quorum unfreezes
+                    self.broadcast(tx)
                 continue
             receipt = self.node.receipt(tx.tx_hash)
             if receipt is not None and self.node.block_hash(receipt.block_number) != receipt.block_hash:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from custody import audit
+from custody import audit, freeze
 from custody.errors import NoActivePolicy
 from custody.store.db import Store
 from custody.store.models import PolicyBundleRow
@@ -98,6 +98,7 @@ def apply(store: Store, raw: bytes, signature_files: list[bytes], now: int) -> B
             f"v{bundle.version}",
             {"hash": bundle.hash, "previous_hash": bundle.previous_hash, "signers": list(signers)},
         )
+        freeze.on_apply(s, bundle, now)
     return bundle
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from custody import states
+from custody.apikeys import REBALANCER
 from custody.clock import Clock
 from custody.policy import PolicyCache
 from custody.reserves import cold_balance, hot_position
@@ -23,8 +24,6 @@ from custody.store.models import ColdWallet, Withdrawal
 from custody.withdrawals import record
 from policies.evaluate import ALLOW, COLD, HOT, Decision, Quantity, Reason
 from policies.model import AssetRule
-
-REBALANCER = "custody-rebalancer"
 
 
 def plan(free: int, hot_min: int | None, hot_max: int | None) -> tuple[str, int] | None:

@@ -39,6 +39,7 @@ _PERIOD = re.compile(r"([1-9][0-9]{0,6})([smhd])")
 _PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SYMBOL = re.compile(r"[A-Z][A-Z0-9]{1,15}")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+FREEZE_ID = re.compile(r"[0-9a-f]{16}")
 T = TypeVar("T")
 
 
@@ -82,6 +83,11 @@ def policy_to_canonical(policy: Policy) -> dict[str, Any]:
                 "hot_min_share": r.hot_min_share,
                 "hot_max_share": r.hot_max_share,
             }
+            | (
+                {}
+                if r.auto_freeze is None
+                else {"auto_freeze": {"period": r.auto_freeze.seconds, "limit": str(r.auto_freeze.limit)}}
+            )
             for s, r in sorted(policy.assets.items())
         },
         "whitelist": [
@@ -101,7 +107,12 @@ def policy_to_canonical(policy: Policy) -> dict[str, Any]:
             }
             for name, k in sorted(policy.api_keys.items())
         },
-    }
+    } | _optional(policy)
+
+
+def _optional(policy: Policy) -> dict[str, Any]:
+    """Fields written only when set, so that bundles made before they existed keep their bytes and hash."""
+    return {} if policy.unfreeze is None else {"unfreeze": policy.unfreeze}
 
 
 def format_period(seconds: int) -> str:
@@ -214,7 +225,7 @@ class Reader:
 
     # -- structure --------------------------------------------------------------------------------
     def policy(self, data: Any) -> Policy:
-        root = self.table(data, "", {"format", "governance", "assets"}, {"whitelist", "deny", "api_keys"})
+        root = self.table(data, "", {"format", "governance", "assets"}, {"whitelist", "deny", "api_keys", "unfreeze"})
         if self.typed(root["format"], int, "format") != FORMAT:
             raise PolicyFileError("format", f"unsupported format {root['format']}; this engine reads {FORMAT}")
         governance = self.governance(root["governance"])
@@ -239,12 +250,14 @@ class Reader:
         self.unique(deny, lambda e: e.address, "deny", "address")
         keys_table = self.typed(root.get("api_keys", {}), dict, "api_keys")
         api_keys = {n: self.key_rule(n, v, f"api_keys.{n}", assets) for n, v in keys_table.items()}
+        unfreeze = root.get("unfreeze")
         return Policy(
             governance=governance,
             assets=assets,
             whitelist={e.address: e for e in whitelist},
             deny={e.address: e for e in deny},
             api_keys=api_keys,
+            unfreeze=None if unfreeze is None else self.text(unfreeze, "unfreeze", FREEZE_ID, "freeze id (16 hex)"),
         )
 
     def governance(self, value: Any) -> Governance:
@@ -278,7 +291,17 @@ class Reader:
             value,
             path,
             {"decimals", "max_per_transfer", "hot_limit"},
-            {"enabled", "windows", "delay_tiers", "contract", "hot_min", "hot_max", "hot_min_share", "hot_max_share"},
+            {
+                "enabled",
+                "windows",
+                "delay_tiers",
+                "contract",
+                "hot_min",
+                "hot_max",
+                "hot_min_share",
+                "hot_max_share",
+                "auto_freeze",
+            },
         )
         decimals = self.count(t["decimals"], f"{path}.decimals", 0, 36)
         windows = self.windows(t.get("windows", []), f"{path}.windows", decimals)
@@ -318,6 +341,9 @@ class Reader:
             hot_max=hot_max,
             hot_min_share=min_share,
             hot_max_share=max_share,
+            auto_freeze=None
+            if t.get("auto_freeze") is None
+            else self.windows([t["auto_freeze"]], f"{path}.auto_freeze", decimals)[0],
         )
 
     def windows(self, value: Any, path: str, decimals: int) -> tuple[Window, ...]:

@@ -42,6 +42,9 @@ class AssetRule:
     # amount or a share, never both.
     hot_min_share: int | None = None
     hot_max_share: int | None = None
+    # Hot outflow (payments from the hot wallet to others) above this in any window freezes every payment
+    # until a quorum-signed bundle lifts the freeze. None: no automatic freeze for this asset.
+    auto_freeze: Window | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +93,5 @@ class Policy:
     whitelist: Mapping[str, WhitelistEntry] = field(default_factory=dict)
     deny: Mapping[str, DenyEntry] = field(default_factory=dict)
     api_keys: Mapping[str, KeyRule] = field(default_factory=dict)
+    # The id of the freeze (``custody freeze``) that applying this bundle lifts: only a quorum can unfreeze.
+    unfreeze: str | None = None

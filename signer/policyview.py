@@ -28,6 +28,8 @@ def describe_bundle(bundle: Bundle, previous: Policy | None) -> list[str]:
         f"  created        {_when(bundle.created_at)}",
         "",
     ]
+    if p.unfreeze is not None:
+        lines += [f"UNFREEZES: applying this bundle lifts freeze {p.unfreeze} and payments resume.", ""]
     old = previous or Policy(governance=p.governance, assets={})
     added = [e for a, e in sorted(p.whitelist.items()) if a not in old.whitelist]
     removed = [e for a, e in sorted(old.whitelist.items()) if a not in p.whitelist]
@@ -59,7 +61,13 @@ def describe_bundle(bundle: Bundle, previous: Policy | None) -> list[str]:
             f"    {'contract ' + rule.contract if rule.contract else 'native coin'}; windows: {windows}; "
             f"delays: {tiers or 'none'}; hot band: "
             f"{'-' if rule.hot_min is None else format_amount(rule.hot_min, d)} to "
-            f"{'-' if rule.hot_max is None else format_amount(rule.hot_max, d)}",
+            f"{'-' if rule.hot_max is None else format_amount(rule.hot_max, d)}; automatic freeze: "
+            + (
+                f"hot outflow above {format_amount(rule.auto_freeze.limit, d)} "
+                f"per {format_period(rule.auto_freeze.seconds)}"
+                if rule.auto_freeze
+                else "none"
+            ),
         ]
     lines += [f"  {s}  (removed)" for s in sorted(set(old.assets) - set(p.assets))]
     g, og = p.governance, old.governance

@@ -218,3 +218,16 @@ class BatchSignature(Base):
     imported_at: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (UniqueConstraint("batch_id", "owner", name="uq_batch_signature_owner"),)
+
+
+class Freeze(Base):
+    """A stop of every outgoing payment. Active while ``lifted_at`` is None; only a quorum-signed policy
+    bundle naming its id lifts it."""
+
+    __tablename__ = "freezes"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    frozen_at: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text)
+    by: Mapped[str] = mapped_column(String(64))  # "operator" or "auto:<asset>"
+    lifted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    lifted_by_bundle: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -88,7 +88,13 @@ def recipients(n: int, salt: str = "r") -> list[str]:
     return [Account.from_key(Web3.keccak(text=f"{salt}{i}")).address for i in range(n)]
 
 
-def chain_policy(token: str, whitelist: list[str], now: int, eth_band: tuple[int, int] | None = None) -> Policy:
+def chain_policy(
+    token: str,
+    whitelist: list[str],
+    now: int,
+    eth_band: tuple[int, int] | None = None,
+    eth_auto_freeze: Window | None = None,
+) -> Policy:
     entries = {a: WhitelistEntry(a, ("ETH", "TOK"), f"recipient {i}", now - DAY) for i, a in enumerate(whitelist)}
     return Policy(
         governance=governance_for_tests(),
@@ -102,6 +108,7 @@ def chain_policy(token: str, whitelist: list[str], now: int, eth_band: tuple[int
                 (Window(DAY, 10_000 * ETH),),
                 hot_min=eth_band[0] if eth_band else None,
                 hot_max=eth_band[1] if eth_band else None,
+                auto_freeze=eth_auto_freeze,
             ),
             "TOK": AssetRule("TOK", True, 6, 10**12, 10**10, (Window(DAY, 10**14),), contract=token),
         },
@@ -141,6 +148,7 @@ def make_daemon(
     fund_eth: int = 500 * ETH,
     fund_tok: int = 10**13,
     eth_band: tuple[int, int] | None = None,
+    eth_auto_freeze: Window | None = None,
 ) -> HotDaemon:
     from tests.conftest import add_client
 
@@ -156,7 +164,7 @@ def make_daemon(
     store.migrate()
     now = int(time.time())
     people = recipients(n_recipients)
-    apply_policy(store, chain_policy(chain.token.address, people, now, eth_band), now)
+    apply_policy(store, chain_policy(chain.token.address, people, now, eth_band, eth_auto_freeze), now)
     assert hot == load_hot_account(data, PASSPHRASE).address
     chain.send({"to": hot, "value": fund_eth})
     chain.send({"to": chain.token.address, "data": chain.token.encode_abi("transfer", [hot, fund_tok])})

@@ -108,3 +108,26 @@ def test_canonical_form_must_be_sorted():
     canonical["whitelist"].reverse()
     with pytest.raises(PolicyFileError, match="canonical order"):
         policy_from_canonical(canonical)
+
+
+def test_auto_freeze_and_unfreeze_round_trip_and_stay_out_of_policies_without_them():
+    plain = policy_to_canonical(load_policy_toml(EXAMPLE))
+    assert "unfreeze" not in plain and all("auto_freeze" not in a for a in plain["assets"].values())
+    text = edit("format = 1", 'format = 1\nunfreeze = "0123456789abcdef"')
+    text = text.replace('hot_limit = "5"', 'hot_limit = "5"\nauto_freeze = { period = "1h", limit = "50" }', 1)
+    policy = load_policy_toml(text)
+    assert policy.unfreeze == "0123456789abcdef"
+    assert (policy.assets["ETH"].auto_freeze.seconds, policy.assets["ETH"].auto_freeze.limit) == (3600, 50 * 10**18)
+    assert policy_from_canonical(policy_to_canonical(policy)) == policy
+    with pytest.raises(PolicyFileError, match="unfreeze"):
+        load_policy_toml(edit("format = 1", 'format = 1\nunfreeze = "nope"'))
+
+
+def test_the_signer_review_says_a_bundle_unfreezes_in_capitals():
+    from policies.bundle import genesis_bytes, make_bundle, parse_genesis
+    from signer.policyview import describe_bundle
+    from tests.conftest import governance_for_tests
+
+    policy = load_policy_toml(edit("format = 1", 'format = 1\nunfreeze = "0123456789abcdef"'))
+    bundle = make_bundle(policy, parse_genesis(genesis_bytes(governance_for_tests(), 0)), 10)
+    assert any("UNFREEZES" in line and "0123456789abcdef" in line for line in describe_bundle(bundle, None))

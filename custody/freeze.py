@@ -1,0 +1,101 @@
+"""Freezing: stop every outgoing payment at once; only a quorum can resume them.
+
+Anyone who can run the daemon's commands can freeze (``custody freeze``), and the hot worker freezes by itself
+when an asset's hot outflow would pass the policy's ``auto_freeze`` limit. While frozen, intake goes on, but the
+hot worker signs and broadcasts nothing new, batches are not exported, and quorum batches are not executed.
+The freeze is lifted only by applying a quorum-signed policy bundle whose ``unfreeze`` names its id, so one
+compromised operator (or online host) cannot undo it.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from custody import audit, states
+from custody.apikeys import REBALANCER
+from custody.errors import Conflict
+from custody.store.models import Freeze, HotTransaction, Withdrawal
+from policies.bundle import Bundle
+from policies.loader import format_period
+from policies.model import Policy
+from policies.units import format_amount
+
+
+class Frozen(Conflict):
+    code, status = "frozen", 409
+
+
+def active(s: Session) -> Freeze | None:
+    return s.execute(select(Freeze).where(Freeze.lifted_at.is_(None)).limit(1)).scalar_one_or_none()
+
+
+def freeze(s: Session, now: int, reason: str, by: str) -> tuple[Freeze, bool]:
+    """Freeze (or find the freeze already in force). Returns the freeze and whether this call made it."""
+    current = active(s)
+    if current is not None:
+        return current, False
+    row = Freeze(id=secrets.token_hex(8), frozen_at=now, reason=reason, by=by)
+    s.add(row)
+    audit.append(s, now, "freeze.on", row.id, {"reason": reason, "by": by})
+    return row, True
+
+
+def refuse_if_frozen(s: Session, what: str) -> None:
+    current = active(s)
+    if current is not None:
+        raise Frozen(f"payments are frozen ({current.id}: {current.reason}); {what} waits for a quorum to unfreeze")
+
+
+def on_apply(s: Session, bundle: Bundle, now: int) -> str | None:
+    """Called in the transaction that applies a (quorum-verified) bundle: lift the freeze it names."""
+    current = active(s)
+    if current is None or bundle.policy.unfreeze != current.id:
+        return None
+    current.lifted_at, current.lifted_by_bundle = now, bundle.version
+    audit.append(s, now, "freeze.off", current.id, {"bundle": bundle.version, "hash": bundle.hash})
+    return current.id
+
+
+def hot_outflow(s: Session, asset: str, since: int) -> int:
+    """What the hot wallet has signed to pay to others (sweeps to the cold wallet excluded) since ``since``."""
+    first_versions = (
+        select(HotTransaction.withdrawal_id)
+        .where(
+            HotTransaction.attempt == 0, HotTransaction.created_at > since, HotTransaction.withdrawal_id.is_not(None)
+        )
+        .scalar_subquery()
+    )
+    amounts = s.execute(
+        select(Withdrawal.amount).where(
+            Withdrawal.id.in_(first_versions),
+            Withdrawal.asset == asset,
+            Withdrawal.api_key != REBALANCER,
+            Withdrawal.state != states.FAILED,
+        )
+    ).scalars()
+    return sum(amounts)
+
+
+def check_outflow(s: Session, policy: Policy, w: Withdrawal, now: int) -> bool:
+    """Before paying ``w`` from the hot wallet: if it would take the asset's hot outflow past its automatic
+    freeze limit, freeze instead (in ``s``) and return False."""
+    rule = policy.assets.get(w.asset)
+    if rule is None or rule.auto_freeze is None or w.api_key == REBALANCER:
+        return True
+    window = rule.auto_freeze
+    spent = hot_outflow(s, w.asset, now - window.seconds)
+    if spent + w.amount <= window.limit:
+        return True
+    d = rule.decimals
+    freeze(
+        s,
+        now,
+        f"automatic: paying {format_amount(w.amount, d)} {w.asset} ({w.id}) would take the hot outflow to "
+        f"{format_amount(spent + w.amount, d)} {w.asset}, over the policy's limit of "
+        f"{format_amount(window.limit, d)} {w.asset} per {format_period(window.seconds)}",
+        f"auto:{w.asset}",
+    )
+    return False

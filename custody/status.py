@@ -1,0 +1,111 @@
+"""`custody status`: what an operator wants at a glance, gathered in one read transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from custody import batches, freeze
+from custody import policy as policy_service
+from custody.errors import NoActivePolicy
+from custody.reserves import cold_balance, hot_position
+from custody.store.db import Store
+from custody.store.models import Withdrawal
+from policies.units import format_amount
+
+
+@dataclass
+class Status:
+    policy_version: int
+    policy_hash: str
+    frozen: dict[str, Any] | None
+    withdrawals: dict[str, dict[str, int]]  # state -> asset -> count
+    balances: list[dict[str, Any]] = field(default_factory=list)
+    batches_waiting: list[dict[str, Any]] = field(default_factory=list)
+
+
+def gather(store: Store) -> Status:
+    with store.read() as s:
+        head, _ = policy_service.head(s)
+        current = freeze.active(s)
+        counts: dict[str, dict[str, int]] = {}
+        for state, asset, n in s.execute(
+            select(Withdrawal.state, Withdrawal.asset, func.count()).group_by(Withdrawal.state, Withdrawal.asset)
+        ).all():
+            counts.setdefault(state, {})[asset] = n
+        balances = _balances(s)
+    waiting = [
+        {
+            "id": b.id,
+            "safe_nonce": b.safe_nonce,
+            "withdrawals": b.withdrawals,
+            "signed_by": b.signed_by,
+            "missing": b.missing,
+            "threshold": b.threshold,
+            "expires_at": b.expires_at,
+        }
+        for b in batches.list_batches(store)
+        if b.state == batches.EXPORTED
+    ]
+    frozen = (
+        None
+        if current is None
+        else {"id": current.id, "since": current.frozen_at, "reason": current.reason, "by": current.by}
+    )
+    return Status(head.version, head.hash, frozen, counts, balances, waiting)
+
+
+def _balances(s: Session) -> list[dict[str, Any]]:
+    try:
+        assets = policy_service.PolicyCache().get(s).policy.assets
+    except NoActivePolicy:
+        return []
+    out = []
+    for symbol, rule in sorted(assets.items()):
+        hot = hot_position(s, symbol)
+        cold = cold_balance(s, symbol)
+        total = hot.balance + (cold or 0)
+        share = None if hot.block is None or total == 0 else hot.balance * 10_000 // total
+        out.append(
+            {
+                "asset": symbol,
+                "hot": format_amount(hot.balance, rule.decimals),
+                "reserved": format_amount(hot.reserved, rule.decimals),
+                "cold": None if cold is None else format_amount(cold, rule.decimals),
+                "hot_share_bp": share,
+            }
+        )
+    return out
+
+
+def render(st: Status) -> list[str]:
+    lines = []
+    if st.frozen:
+        f = st.frozen
+        lines += [
+            f"FROZEN since {f['since']} by {f['by']} (freeze {f['id']}): {f['reason']}",
+            f'  payments resume only with a quorum-signed bundle that has unfreeze = "{f["id"]}"',
+            "",
+        ]
+    else:
+        lines += ["payments: running (not frozen)", ""]
+    lines.append(f"policy       version {st.policy_version} ({st.policy_hash[:16]}…)")
+    lines.append(
+        "withdrawals  "
+        + (", ".join(f"{state} {sum(per.values())}" for state, per in sorted(st.withdrawals.items())) or "none")
+    )
+    for b in st.balances:
+        share = "-" if b["hot_share_bp"] is None else f"{b['hot_share_bp'] / 100:.2f} %"
+        lines.append(
+            f"{b['asset']:<12} hot {b['hot']} (reserved {b['reserved']}), cold {b['cold'] or '-'}, hot share {share}"
+        )
+    lines.append(f"batches waiting for signatures: {len(st.batches_waiting)}")
+    for b in st.batches_waiting:
+        lines.append(
+            f"  {b['id']} nonce {b['safe_nonce']}: {len(b['signed_by'])}/{b['threshold']} signed, "
+            f"missing {', '.join(b['missing']) or '-'}"
+        )
+    return lines
