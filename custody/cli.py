@@ -15,11 +15,11 @@ from nacl.signing import SigningKey
 
 from custody import apikeys, audit
 from custody import policy as policy_service
-from custody.clicommon import PASS_ENV, _open, config_option, hot_worker
+from custody.clicommon import PASS_ENV, _open, config_option, hot_worker, passphrase_file_option
 from custody.clock import SystemClock
 from custody.config import default_database_url, render_config
 from custody.errors import AuditBroken, DataDirExists
-from custody.keys import create_daemon_keys
+from custody.keys import create_daemon_keys, load_identity
 from custody.store.db import Store
 from policies.bundle import parse_genesis
 from policies.loader import Reader
@@ -142,14 +142,63 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
 @click.option("--passphrase-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None)
 def worker(config_path: Path, passphrase_file: Path | None) -> None:
     """Pay queued hot withdrawals from the hot wallet and follow them to confirmation."""
+    from custody.webhooks import Dispatcher
+
     settings, store = _open(config_path)
-    hot = hot_worker(settings, store, passphrase_file)
+    secret = passphrase(passphrase_file, PASS_ENV, "Passphrase for the daemon's keys")
+    hot = hot_worker(settings, store, None, secret=secret)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    threads = []
+    if settings.webhook_urls:
+        hooks = Dispatcher(store, load_identity(settings.data_dir, secret), settings.webhook_urls)
+        threads.append(threading.Thread(target=hooks.run, args=(stop,), name="webhooks", daemon=True))
+        click.echo(f"webhooks to {len(settings.webhook_urls)} URL(s)")
+    for t in threads:
+        t.start()
     click.echo(f"hot worker for {hot.address} on chain {settings.chain_id}")
     hot.run(stop)
+    for t in threads:
+        t.join(10)
     click.echo("hot worker stopped")
+
+
+@main.group(cls=Group)
+def webhooks() -> None:
+    """Webhook deliveries (the URLs are in custody.toml, [webhooks] urls)."""
+
+
+@webhooks.command("test")
+@click.argument("url")
+@config_option
+@passphrase_file_option
+def webhooks_test(url: str, config_path: Path, passphrase_file: Path | None) -> None:
+    """Send one signed test event to URL and print the receiver's answer."""
+    from custody.webhooks import send_test
+
+    settings, _ = _open(config_path)
+    key = load_identity(settings.data_dir, passphrase(passphrase_file, PASS_ENV, "Passphrase for the daemon's keys"))
+    status = send_test(key, url, SystemClock().now())
+    click.echo(f"{url} answered HTTP {status}")
+    if not 200 <= status < 300:
+        sys.exit(1)
+
+
+@webhooks.command("status")
+@config_option
+def webhooks_status(config_path: Path) -> None:
+    """Each configured URL: events still to deliver, failures in a row, the last error."""
+    from custody.store.models import WebhookEndpoint
+    from custody.webhooks import backlog
+
+    settings, store = _open(config_path)
+    waiting = backlog(store, settings.webhook_urls)
+    with store.read() as s:
+        for url in settings.webhook_urls:
+            ep = s.get(WebhookEndpoint, url)
+            detail = "not started yet" if ep is None else f"{ep.attempts} failures in a row; {ep.last_error or 'ok'}"
+            click.echo(f"{url}: {waiting.get(url, 0)} waiting, {detail}")
 
 
 @main.group(cls=Group)

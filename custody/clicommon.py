@@ -38,17 +38,20 @@ def _open(config_path: Path) -> tuple[Settings, Store]:
     return settings, store
 
 
-def hot_worker(settings: Settings, store: Store, passphrase_file: Path | None) -> HotWorker:
-    """The hot wallet's worker: it pays hot withdrawals, executes cold batches and creates the Safe."""
+def hot_worker(
+    settings: Settings, store: Store, passphrase_file: Path | None, *, secret: str | None = None
+) -> HotWorker:
+    """The hot wallet's worker: it pays hot withdrawals, executes cold batches and creates the Safe. The
+    passphrase comes from ``secret`` when the caller has already asked for it."""
     from custody.chain.ethereum import EthereumNode
     from custody.hotwallet import HotWorker, WorkerSettings
     from custody.keys import load_hot_account
 
     if not settings.rpc_url:
         raise ConfigError("[chain] rpc_url is empty: there is no node to send through")
-    account = load_hot_account(
-        settings.data_dir, passphrase(passphrase_file, PASS_ENV, "Passphrase for the daemon's keys")
-    )
+    if secret is None:
+        secret = passphrase(passphrase_file, PASS_ENV, "Passphrase for the daemon's keys")
+    account = load_hot_account(settings.data_dir, secret)
     return HotWorker(
         store,
         EthereumNode(settings.rpc_url, settings.chain_id),

@@ -13,6 +13,7 @@ from policies.errors import AmountError
 from policies.units import parse_amount
 
 DATABASE_ENV = "CUSTODY_DATABASE_URL"
+SECTIONS = {"daemon", "api", "chain", "webhooks"}
 
 TEMPLATE = """\
 # Configuration of the custody daemon, written by `custody init`. Edit freely; unknown keys are refused.
@@ -48,6 +49,12 @@ confirmations = {confirmations}
 max_fee_per_gas_gwei = "200"
 # A payment not mined after this many seconds is replaced at the same nonce with fees at least 12.5 % higher.
 stuck_after_seconds = 120
+
+[webhooks]
+# Every state change of a withdrawal or batch is POSTed to each URL, in order, signed with the daemon's
+# Ed25519 key (see the README), from a persistent outbox: retried with backoff until the receiver answers 2xx.
+# A URL added later receives the events from then on.
+urls = []
 """
 
 
@@ -66,6 +73,7 @@ class Settings:
     confirmations: int = 3
     max_fee_per_gas: int = 200 * 10**9
     stuck_after_seconds: int = 120
+    webhook_urls: tuple[str, ...] = ()
 
 
 def _toml_string(value: str) -> str:
@@ -100,8 +108,13 @@ def load_settings(path: Path) -> Settings:
     chain = _table(
         data, "chain", {"rpc_url", "chain_id", "confirmations", "max_fee_per_gas_gwei", "stuck_after_seconds"}
     )
-    if set(data) - {"daemon", "api", "chain"}:
-        raise ConfigError(f"{path}: unknown section {sorted(set(data) - {'daemon', 'api', 'chain'})[0]!r}")
+    hooks = _table(data, "webhooks", {"urls"})
+    if set(data) - SECTIONS:
+        raise ConfigError(f"{path}: unknown section {sorted(set(data) - SECTIONS)[0]!r}")
+    urls = hooks.get("urls", [])
+    web = ("http://", "https://")
+    if not isinstance(urls, list) or not all(isinstance(u, str) and u.startswith(web) for u in urls):
+        raise ConfigError(f"{path}: [webhooks] urls must be a list of http:// or https:// URLs")
     try:
         data_dir = Path(daemon["data_dir"])
         settings = Settings(
@@ -118,6 +131,7 @@ def load_settings(path: Path) -> Settings:
             confirmations=int(chain.get("confirmations", 3)),
             max_fee_per_gas=parse_amount(str(chain.get("max_fee_per_gas_gwei", "200")), 9),
             stuck_after_seconds=int(chain.get("stuck_after_seconds", 120)),
+            webhook_urls=tuple(urls),
         )
     except (KeyError, TypeError, ValueError, AmountError) as exc:
         raise ConfigError(f"{path}: invalid value ({exc})") from None

@@ -5,7 +5,18 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -231,3 +242,17 @@ class Freeze(Base):
     by: Mapped[str] = mapped_column(String(64))  # "operator" or "auto:<asset>"
     lifted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     lifted_by_bundle: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class WebhookEndpoint(Base):
+    """One receiver URL. The audit log is the outbox: every entry about a withdrawal or batch after
+    ``cursor`` (an audit seq) is still to be delivered to it, in order."""
+
+    __tablename__ = "webhook_endpoints"
+    url: Mapped[str] = mapped_column(String(500), primary_key=True)
+    cursor: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer)  # failures in a row of the event at the cursor
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    lease_until: Mapped[float] = mapped_column(Float)  # a dispatcher is delivering until then
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
