@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 import click
 from nacl.signing import SigningKey
 
-from custody import apikeys, audit
+from custody import apikeys, audit, logs
 from custody import policy as policy_service
 from custody.clicommon import PASS_ENV, _open, config_option, hot_worker, passphrase_file_option
 from custody.clock import SystemClock
@@ -27,6 +28,8 @@ from policies.model import Governance
 from signer.cliutil import Group, passphrase, read_file
 from signer.keystore import parse_owner_card
 from signer.policyview import describe_bundle
+
+log = logging.getLogger("custody.cli")
 
 
 @click.group(cls=Group)
@@ -115,15 +118,17 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
     from custody.api.app import create_app
 
     settings, store = _open(config_path)
+    logs.setup("serve")
     app = create_app(settings, store, SystemClock())
     stop = threading.Event()
 
     def scheduler() -> None:
         while not stop.wait(1.0):
+            logs.REQUEST_ID.set(logs.new_id("s-"))
             try:
                 app.state.withdrawals.promote_due()
-            except Exception as exc:  # keep serving; the next tick retries
-                click.echo(f"scheduler: {type(exc).__name__}: {exc}", err=True)
+            except Exception:  # keep serving; the next tick retries
+                log.exception("scheduler pass failed")
 
     threading.Thread(target=scheduler, name="scheduler", daemon=True).start()
     # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal to the handler that was
@@ -131,7 +136,14 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     try:
-        uvicorn.run(app, host=host or settings.listen_host, port=port or settings.listen_port, log_level="warning")
+        uvicorn.run(
+            app,
+            host=host or settings.listen_host,
+            port=port or settings.listen_port,
+            log_level="warning",
+            log_config=None,  # our JSON handler on the root logger (logs.setup)
+            access_log=False,  # the API writes its own access line, with the request id
+        )
     finally:
         stop.set()
     click.echo("custody serve stopped")
@@ -145,6 +157,7 @@ def worker(config_path: Path, passphrase_file: Path | None) -> None:
     from custody.webhooks import Dispatcher
 
     settings, store = _open(config_path)
+    logs.setup("worker")
     secret = passphrase(passphrase_file, PASS_ENV, "Passphrase for the daemon's keys")
     hot = hot_worker(settings, store, None, secret=secret)
     stop = threading.Event()

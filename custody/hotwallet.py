@@ -32,7 +32,7 @@ from hexbytes import HexBytes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from custody import audit, batches, freeze, states
+from custody import audit, batches, freeze, logs, states
 from custody.chain.ethereum import BroadcastRefused, EthereumNode, NodeUnavailable
 from custody.clock import Clock
 from custody.policy import PolicyCache
@@ -101,6 +101,7 @@ class HotWorker:
     def run(self, stop: threading.Event, idle: float = 0.5) -> None:
         backoff = idle
         while not stop.is_set():
+            logs.REQUEST_ID.set(logs.new_id("w-"))  # every line of one pass carries the same id
             try:
                 busy = self.step()
                 backoff = idle

@@ -3,13 +3,18 @@ in the caller's transaction."""
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy.orm import Session
 
 from custody import audit, states
 from custody.store.models import Withdrawal
 
+log = logging.getLogger("custody.withdrawals")
+
 
 def move(s: Session, w: Withdrawal, target: str, now: int, by: str, **data: object) -> None:
     states.check_transition(w.state, target)
     audit.append(s, now, f"withdrawal.{target}", w.id, {"from": w.state, "to": target, "by": by, **data})
+    log.info("withdrawal %s: %s -> %s", w.id, w.state, target, extra={"withdrawal": w.id, "by": by})
     w.state, w.updated_at = target, now

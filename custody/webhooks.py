@@ -31,6 +31,7 @@ import httpx
 from nacl.signing import SigningKey
 from sqlalchemy import func, or_, select, update
 
+from custody import logs
 from custody.store.db import Store
 from custody.store.models import AuditEntry, AuditHead, WebhookEndpoint
 
@@ -176,6 +177,7 @@ class Dispatcher:
 
     def run(self, stop: threading.Event, idle: float = 0.5) -> None:
         while not stop.is_set():
+            logs.REQUEST_ID.set(logs.new_id("h-"))
             try:
                 busy = self.step()
             except Exception:  # a database hiccup must not end deliveries: log, wait, go on

@@ -1,6 +1,8 @@
 """The FastAPI application. Errors are translated once, here, into problem details with a stable code."""
 
 import json
+import logging
+import time
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -9,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from custody import logs
 from custody.api.schemas import (
     AssetBalance,
     Balances,
@@ -32,6 +35,7 @@ from policies.units import format_amount
 PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 ERRORS: dict[int | str, dict[str, Any]] = {code: PROBLEM for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 _STATUS = {AmountError: 422, AddressError: 422, BundleError: 409}
+access = logging.getLogger("custody.api")
 
 
 def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -53,6 +57,31 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
         store, settings.max_clock_skew_seconds, RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     )
     app.state.withdrawals = service
+
+    @app.middleware("http")
+    async def _request_id(request: Request, call_next: Any) -> Any:
+        """Every request gets an id (the client's X-Request-Id, or a new one) that each log line of it
+        carries; one access line per request says who asked what and how it ended, never its body."""
+        rid = logs.accept_id(request.headers.get("x-request-id"))
+        token = logs.REQUEST_ID.set(rid)
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+            response.headers["X-Request-Id"] = rid
+            access.info(
+                "%s %s %s",
+                request.method,
+                request.url.path,
+                response.status_code,
+                extra={
+                    "status": response.status_code,
+                    "ms": round(1000 * (time.perf_counter() - started), 1),
+                    "api_key": request.headers.get("x-custody-key"),
+                },
+            )
+            return response
+        finally:
+            logs.REQUEST_ID.reset(token)
 
     @app.exception_handler(CustodyError)
     async def _custody_error(_: Request, exc: CustodyError) -> JSONResponse:
