@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -25,6 +26,7 @@ from custody.apikeys import Authenticator, Principal, RateLimiter
 from custody.clock import Clock
 from custody.config import Settings
 from custody.errors import BodyTooLarge, InvalidRequest, RateLimited
+from custody.metrics import Metrics
 from custody.policy import PolicyCache
 from custody.reserves import cold_balance, hot_position
 from custody.store.db import Store
@@ -57,6 +59,7 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
         store, settings.max_clock_skew_seconds, RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     )
     app.state.withdrawals = service
+    metrics = Metrics(settings, store)
 
     @app.middleware("http")
     async def _request_id(request: Request, call_next: Any) -> Any:
@@ -68,6 +71,8 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
         try:
             response = await call_next(request)
             response.headers["X-Request-Id"] = rid
+            if request.method == "POST" and request.url.path == "/v1/withdrawals":
+                metrics.observe_intake(response.status_code, time.perf_counter() - started)
             access.info(
                 "%s %s %s",
                 request.method,
@@ -135,6 +140,11 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
             return who
 
         return Depends(dependency)
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    def metrics_page() -> PlainTextResponse:
+        """Prometheus metrics, for an internal scraper (keep the API itself off public networks)."""
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

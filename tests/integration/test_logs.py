@@ -75,6 +75,9 @@ def test_a_whole_flow_logs_json_with_request_ids_and_never_a_secret(tmp_path, db
             assert c.get_withdrawal(hot["id"])["state"] == "confirmed"
         forged = sign_request(SigningKey(bytes(32)), "backend", int(time.time()), "GET", "/v1/ping", b"")
         assert httpx.get(url + "/v1/ping", headers=forged).status_code == 401
+        page = httpx.get(url + "/metrics").text  # the same process's figures, with the node and balances
+        assert "custody_node_up 1.0" in page and 'custody_withdrawals{asset="ETH",state="confirmed"} 1.0' in page
+        assert 'custody_hot_balance{asset="ETH"} 49' in page  # 500 ETH funded, 1 paid, less gas
     finally:
         for proc in (worker, server):
             proc.send_signal(signal.SIGTERM)

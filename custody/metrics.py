@@ -1,0 +1,102 @@
+"""`/metrics` in the Prometheus text format (prometheus_client).
+
+Counted in the serving process: intake requests by outcome and their latency. Read from the database (and
+the node) at each scrape, so every replica reports the same figures: withdrawals by state and asset, hot and
+cold balances and the hot share per asset, batches waiting for signatures, webhook backlog, whether payments
+are frozen, and whether the node answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from custody import batches, freeze
+from custody.config import Settings
+from custody.errors import NoActivePolicy
+from custody.policy import PolicyCache
+from custody.reserves import cold_balance, hot_position
+from custody.store.db import Store
+from custody.store.models import Batch, Withdrawal
+from custody.webhooks import backlog
+
+
+class Metrics:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.registry = CollectorRegistry()
+        self.intake = Counter(
+            "custody_intake_requests",
+            "Withdrawal requests by outcome (HTTP status class)",
+            ["status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "custody_intake_seconds",
+            "Time to answer a withdrawal request",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )
+        self.registry.register(_FromDatabase(settings, store))
+
+    def observe_intake(self, status: int, seconds: float) -> None:
+        self.intake.labels(f"{status // 100}xx").inc()
+        self.latency.observe(seconds)
+
+
+class _FromDatabase(Collector):
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings, self.store, self.cache = settings, store, PolicyCache()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        by_state = GaugeMetricFamily("custody_withdrawals", "Withdrawals by state and asset", labels=["state", "asset"])
+        hot = GaugeMetricFamily("custody_hot_balance", "Hot wallet balance, in the asset's units", labels=["asset"])
+        cold = GaugeMetricFamily(
+            "custody_cold_balance", "Cold wallet (Safe) balance, in the asset's units", labels=["asset"]
+        )
+        share = GaugeMetricFamily("custody_hot_share", "Hot balance / (hot + cold), 0 to 1", labels=["asset"])
+        waiting = GaugeMetricFamily("custody_batches_waiting", "Exported batches waiting for owners' signatures")
+        frozen = GaugeMetricFamily("custody_frozen", "1 while every outgoing payment is frozen")
+        with self.store.read() as s:
+            for state, asset, n in s.execute(
+                select(Withdrawal.state, Withdrawal.asset, func.count()).group_by(Withdrawal.state, Withdrawal.asset)
+            ).all():
+                by_state.add_metric([state, asset], n)
+            try:
+                assets = self.cache.get(s).policy.assets
+            except NoActivePolicy:
+                assets = {}
+            for symbol, rule in assets.items():
+                unit = 10**rule.decimals
+                h = hot_position(s, symbol)
+                c = cold_balance(s, symbol)
+                if h.block is not None:
+                    hot.add_metric([symbol], h.balance / unit)
+                if c is not None:
+                    cold.add_metric([symbol], c / unit)
+                if h.block is not None and h.balance + (c or 0) > 0:
+                    share.add_metric([symbol], h.balance / (h.balance + (c or 0)))
+            waiting.add_metric([], s.execute(select(func.count()).where(Batch.state == batches.EXPORTED)).scalar_one())
+            frozen.add_metric([], 0 if freeze.active(s) is None else 1)
+        yield from (by_state, hot, cold, share, waiting, frozen)
+        hooks = GaugeMetricFamily("custody_webhook_backlog", "Events still to deliver, per URL", labels=["url"])
+        for url, n in backlog(self.store, self.settings.webhook_urls).items():
+            hooks.add_metric([url], n)
+        yield hooks
+        up = GaugeMetricFamily("custody_node_up", "1 if the Ethereum node answered with the configured chain id")
+        up.add_metric([], 1 if self._node_answers() else 0)
+        yield up
+
+    def _node_answers(self) -> bool:
+        if not self.settings.rpc_url:
+            return False
+        body = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+        try:
+            reply = httpx.post(self.settings.rpc_url, json=body, timeout=1.0).json()
+            return int(reply["result"], 16) == self.settings.chain_id
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return False

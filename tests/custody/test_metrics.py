@@ -1,0 +1,45 @@
+"""`/metrics`: the Prometheus page parses, and its figures follow what happened."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from custody import freeze
+from custody.client import CustodyAPIError, CustodyClient
+from tests.conftest import DENIED, OMNIBUS, add_client
+
+
+def scrape(server) -> dict[tuple[str, tuple], float]:
+    page = httpx.get(server.url + "/metrics", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(page.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_withdrawals_by_state_and_asset_and_time_intake(server):
+    ck = add_client(server.store)
+    before = scrape(server)
+    assert before[("custody_node_up", ())] == 0  # no node configured here
+    assert before[("custody_frozen", ())] == 0 and before[("custody_batches_waiting", ())] == 0
+    with CustodyClient(server.url, ck.name, ck.key) as c:
+        for _ in range(3):
+            c.create_withdrawal("ETH", "1", OMNIBUS, idempotency_key=uuid.uuid4().hex)
+        c.create_withdrawal("ETH", "1", DENIED, idempotency_key=uuid.uuid4().hex)
+        with pytest.raises(CustodyAPIError):
+            c.create_withdrawal("ETH", "1", OMNIBUS.lower(), idempotency_key=uuid.uuid4().hex)
+    with server.store.transaction() as s:
+        freeze.freeze(s, 0, "metrics test", "operator")
+    after = scrape(server)
+    assert after[("custody_withdrawals", (("asset", "ETH"), ("state", "queued_cold")))] == 3
+    assert after[("custody_withdrawals", (("asset", "ETH"), ("state", "rejected")))] == 1
+    assert after[("custody_intake_requests_total", (("status", "2xx"),))] == 4
+    assert after[("custody_intake_requests_total", (("status", "4xx"),))] == 1
+    assert after[("custody_intake_seconds_count", ())] == 5
+    assert after[("custody_frozen", ())] == 1
