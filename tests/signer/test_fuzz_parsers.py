@@ -1,0 +1,117 @@
+"""Fuzzing the readers of everything that crosses the air gap: whatever the bytes, the answer is a parsed file
+or one of the project's own errors (a CustodyError with its code), never a crash of another kind."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nacl.signing import SigningKey
+
+from policies.errors import CustodyError
+from signer.batchfile import BatchWithdrawal, OwnerSignature, parse_batch_file, parse_signature_file, write_batch_file
+from signer.coldwallet import ColdWallet, parse_cold_wallet
+from signer.porstatement import parse_signature_file as parse_por_signature
+from signer.porstatement import parse_statement
+from signer.review import assemble
+from tests.custody.test_por_inputs import statement
+from tests.policies.helpers import policy
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+USDC = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
+OMNIBUS = "0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f"
+
+
+def _batch_raw() -> bytes:
+    batch = assemble(
+        batch_id=str(uuid.UUID(int=1)),
+        chain_id=31337,
+        safe="0x1111111111111111111111111111111111111111",
+        safe_nonce=3,
+        multisend="0x9641d764fc13c8B624c04430C7356C1C7C8102e2",
+        policy_version=1,
+        policy_hash="ab" * 32,
+        created_at=1,
+        expires_at=2,
+        withdrawals=[
+            BatchWithdrawal(str(uuid.UUID(int=2)), "ETH", 10**18, 18, None, OMNIBUS, "omnibus"),
+            BatchWithdrawal(str(uuid.UUID(int=3)), "USDC", 5 * 10**6, 6, USDC, OMNIBUS, "omnibus"),
+        ],
+        policy=policy(),
+    )
+    return write_batch_file(batch, SigningKey(bytes([9]) * 32))
+
+
+BATCH = _batch_raw()
+SIGNATURE = OwnerSignature(str(uuid.UUID(int=1)), 31337, OMNIBUS, 3, bytes(32), OMNIBUS, bytes(65)).to_bytes()
+COLD = ColdWallet(31337, OMNIBUS, (OMNIBUS,), 1, USDC, "cd" * 32).to_bytes()
+STATEMENT = statement().to_bytes()
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.floats(allow_nan=False),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def mutated(draw: st.DrawFn, valid: bytes) -> bytes:
+    """A valid file with a few bytes flipped, cut, or inserted, or one JSON value swapped for another."""
+    how = draw(st.sampled_from(["flip", "cut", "insert", "value"]))
+    if how == "value":
+        doc = json.loads(valid)
+        node, path = doc, []
+        while isinstance(node, dict | list) and node and draw(st.booleans()):
+            key = draw(st.sampled_from(sorted(node) if isinstance(node, dict) else list(range(len(node)))))
+            path.append(key)
+            node = node[key]
+        target = doc
+        for key in path[:-1]:
+            target = target[key]
+        if path:
+            target[path[-1]] = draw(JSON_VALUES)
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    at = draw(st.integers(0, len(valid) - 1))
+    if how == "flip":
+        return valid[:at] + bytes([valid[at] ^ draw(st.integers(1, 255))]) + valid[at + 1 :]
+    if how == "cut":
+        return valid[:at] + valid[at + draw(st.integers(1, 40)) :]
+    return valid[:at] + draw(st.binary(min_size=1, max_size=20)) + valid[at:]
+
+
+def only_our_errors(parse, raw: bytes) -> None:
+    try:
+        parse(raw)
+    except CustodyError as exc:
+        assert exc.code and exc.message
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=400), mutated(BATCH)))
+def test_batch_file_reader(raw):
+    only_our_errors(parse_batch_file, raw)
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=300), mutated(SIGNATURE)))
+def test_batch_signature_file_reader(raw):
+    only_our_errors(parse_signature_file, raw)
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=300), mutated(COLD)))
+def test_cold_wallet_file_reader(raw):
+    only_our_errors(parse_cold_wallet, raw)
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=300), mutated(STATEMENT)))
+def test_statement_reader(raw):
+    only_our_errors(parse_statement, raw)
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_statement_signature_reader(raw):
+    only_our_errors(parse_por_signature, raw)
