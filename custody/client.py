@@ -86,12 +86,32 @@ class CustodyClient:
         return response.json()
 
     def create_withdrawal(
-        self, asset: str, amount: str, destination: str, *, idempotency_key: str, client_reference: str | None = None
+        self,
+        asset: str,
+        amount: str,
+        destination: str,
+        *,
+        idempotency_key: str,
+        client_reference: str | None = None,
+        retries: int = 5,
     ) -> dict[str, Any]:
+        """Request a withdrawal. A 503 or a broken connection is retried (freshly signed, same Idempotency-Key,
+        so a request that did reach the database answers the same withdrawal instead of making a second)."""
         body: dict[str, Any] = {"asset": asset, "amount": amount, "destination": destination}
         if client_reference is not None:
             body["client_reference"] = client_reference
-        return self._json(self.request("POST", "/v1/withdrawals", body, {"Idempotency-Key": idempotency_key}))  # type: ignore[no-any-return]
+        for attempt in range(retries + 1):
+            try:
+                response = self.request("POST", "/v1/withdrawals", body, {"Idempotency-Key": idempotency_key})
+            except httpx.TransportError:
+                if attempt == retries:
+                    raise
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+                continue
+            if response.status_code != 503 or attempt == retries:
+                return self._json(response)  # type: ignore[no-any-return]
+            time.sleep(min(2.0, 0.1 * 2**attempt))
+        raise AssertionError("unreachable")
 
     def get_withdrawal(self, withdrawal_id: str) -> dict[str, Any]:
         return self._json(self.request("GET", f"/v1/withdrawals/{withdrawal_id}"))  # type: ignore[no-any-return]

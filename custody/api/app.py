@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from custody import logs
@@ -93,6 +94,14 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
         status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), exc.status)
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
         return problem(status, exc.code, exc.message, headers)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_down(_: Request, exc: Exception) -> JSONResponse:
+        """The connection broke (the database restarted, or cut it mid-transaction): the transaction rolled
+        back whole, so nothing was written; the client retries with the same Idempotency-Key."""
+        access.warning("database unavailable: %s", type(exc).__name__)
+        return problem(503, "database_unavailable", "the database is unavailable; retry", {"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
