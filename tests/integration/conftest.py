@@ -116,6 +116,17 @@ def chain_policy(
     )
 
 
+_STORES: list[Store] = []
+
+
+@pytest.fixture(autouse=True)
+def _dispose_stores():
+    """Close every daemon store a test made, so no database connection outlives its test."""
+    yield
+    while _STORES:
+        _STORES.pop().dispose()
+
+
 @dataclass
 class HotDaemon:
     data_dir: Path
@@ -161,6 +172,7 @@ def make_daemon(
     text = render_config(data, db_url, rpc_url=chain.anvil.url, chain_id=31337, confirmations=confirmations)
     config.write_text(text.replace("stuck_after_seconds = 120", f"stuck_after_seconds = {stuck_after}"))
     store = Store(db_url)
+    _STORES.append(store)
     store.migrate()
     now = int(time.time())
     people = recipients(n_recipients)
