@@ -52,29 +52,35 @@ def load(url: str, key: SigningKey, kind: str) -> dict[str, float]:
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
-def measure(label: str, db_url: str) -> dict[str, dict[str, float]]:
+def measure(label: str, db_url: str, replicas: int = 1) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         config, key = prepare(db_url, Path(tmp))
-        port = free_port()
+        ports = [free_port() for _ in range(replicas)]
         env = {k: v for k, v in os.environ.items() if k != "CUSTODY_DATABASE_URL"}
-        server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "custody"), "serve", "--config", str(config), "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
+        servers = [
+            subprocess.Popen(
+                [str(Path(sys.executable).parent / "custody"), "serve", "--config", str(config), "--port", str(port)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for port in ports
+        ]
         try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(200):
-                try:
-                    httpx.get(base + "/readyz", timeout=1)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.05)
-            ping = load(base, key, "ping")
-            intake = load(base, key, "intake")
+            bases = [f"http://127.0.0.1:{port}" for port in ports]
+            for base in bases:
+                for _ in range(200):
+                    try:
+                        httpx.get(base + "/readyz", timeout=1)
+                        break
+                    except httpx.TransportError:
+                        time.sleep(0.05)
+            ping = load(",".join(bases), key, "ping")
+            intake = load(",".join(bases), key, "intake")
         finally:
-            server.terminate()
-            server.wait(20)
+            for server in servers:
+                server.terminate()
+                server.wait(20)
     for name, r in (("signed no-op", ping), ("intake", intake)):
         print(
             f"{label:<10} {name:<13} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  "
@@ -85,17 +91,18 @@ def measure(label: str, db_url: str) -> dict[str, dict[str, float]]:
 
 
 def run() -> None:
-    print(f"intake benchmark: {TOTAL} requests per measurement, {THREADS} client threads, 1 server process")
+    print(f"intake benchmark: {TOTAL} requests per measurement, {THREADS} client threads in a separate process")
     with tempfile.TemporaryDirectory() as tmp:
         measure("sqlite", f"sqlite:///{tmp}/bench.db")
-    if postgres_available():
+    if not postgres_available():
+        print("postgres   skipped: no server at 127.0.0.1:5432")
+        return
+    for replicas in (1, 2):
         name, url = make_postgres_db()
         try:
-            measure("postgres", url)
+            measure(f"pg x{replicas}", url, replicas)
         finally:
             drop_postgres_db(name)
-    else:
-        print("postgres   skipped: no server at 127.0.0.1:5432")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """A load process: signed requests from N threads, each with its own keep-alive connection.
 
-    python bench/load.py URL KEY_NAME KEY_HEX KIND TOTAL THREADS      (KIND: intake or ping)
+    python bench/load.py URL[,URL…] KEY_NAME KEY_HEX KIND TOTAL THREADS      (KIND: intake or ping)
+
+With several URLs (replicas), thread i talks to URL i mod their number.
 
 Prints one JSON object: requests, seconds, requests/s, p50 and p99 latency in ms, and status counts.
 """
@@ -25,9 +27,11 @@ def main(url: str, name: str, key: str, kind: str, total: int, threads: int) -> 
     lock = threading.Lock()
     per_thread = total // threads
 
-    def worker() -> None:
+    urls = url.split(",")
+
+    def worker(i: int) -> None:
         mine, codes = [], Counter()
-        with CustodyClient(url, name, key) as c:
+        with CustodyClient(urls[i % len(urls)], name, key) as c:
             for _ in range(per_thread):
                 start = time.perf_counter()
                 if kind == "intake":
@@ -45,7 +49,7 @@ def main(url: str, name: str, key: str, kind: str, total: int, threads: int) -> 
             latencies.extend(mine)
             statuses.update(codes)
 
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
     start = time.perf_counter()
     for t in pool:
         t.start()
