@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 from importlib.resources import files
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from policies.errors import CustodyError
 from policies.loader import load_policy_toml, policy_from_canonical, policy_to_canonical
+from tests.fuzzing import FUZZ, only_our_errors
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 EXAMPLE = files("policies").joinpath("examples/policy.toml").read_text()
 CANONICAL = json.dumps(policy_to_canonical(load_policy_toml(EXAMPLE)))
 
@@ -53,13 +52,6 @@ def edited(draw: st.DrawFn, text: str) -> str:
         at = draw(st.integers(0, len(lines[i])))
         lines[i] = lines[i][:at] + draw(st.text(max_size=6)) + lines[i][at + draw(st.integers(0, 6)) :]
     return "\n".join(lines)
-
-
-def only_our_errors(fn, value) -> None:
-    try:
-        fn(value)
-    except CustodyError as exc:
-        assert exc.code and exc.message
 
 
 @FUZZ

@@ -3,23 +3,21 @@ or one of the project's own errors (a CustodyError with its code), never a crash
 
 from __future__ import annotations
 
-import json
 import uuid
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from policies.errors import CustodyError
 from signer.batchfile import BatchWithdrawal, OwnerSignature, parse_batch_file, parse_signature_file, write_batch_file
 from signer.coldwallet import ColdWallet, parse_cold_wallet
 from signer.porstatement import parse_signature_file as parse_por_signature
 from signer.porstatement import parse_statement
 from signer.review import assemble
 from tests.custody.test_por_inputs import statement
+from tests.fuzzing import FUZZ, mutated, only_our_errors
 from tests.policies.helpers import policy
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 USDC = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
 OMNIBUS = "0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f"
 
@@ -48,43 +46,6 @@ BATCH = _batch_raw()
 SIGNATURE = OwnerSignature(str(uuid.UUID(int=1)), 31337, OMNIBUS, 3, bytes(32), OMNIBUS, bytes(65)).to_bytes()
 COLD = ColdWallet(31337, OMNIBUS, (OMNIBUS,), 1, USDC, "cd" * 32).to_bytes()
 STATEMENT = statement().to_bytes()
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.floats(allow_nan=False),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=6,
-)
-
-
-@st.composite
-def mutated(draw: st.DrawFn, valid: bytes) -> bytes:
-    """A valid file with a few bytes flipped, cut, or inserted, or one JSON value swapped for another."""
-    how = draw(st.sampled_from(["flip", "cut", "insert", "value"]))
-    if how == "value":
-        doc = json.loads(valid)
-        node, path = doc, []
-        while isinstance(node, dict | list) and node and draw(st.booleans()):
-            key = draw(st.sampled_from(sorted(node) if isinstance(node, dict) else list(range(len(node)))))
-            path.append(key)
-            node = node[key]
-        target = doc
-        for key in path[:-1]:
-            target = target[key]
-        if path:
-            target[path[-1]] = draw(JSON_VALUES)
-        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    at = draw(st.integers(0, len(valid) - 1))
-    if how == "flip":
-        return valid[:at] + bytes([valid[at] ^ draw(st.integers(1, 255))]) + valid[at + 1 :]
-    if how == "cut":
-        return valid[:at] + valid[at + draw(st.integers(1, 40)) :]
-    return valid[:at] + draw(st.binary(min_size=1, max_size=20)) + valid[at:]
-
-
-def only_our_errors(parse, raw: bytes) -> None:
-    try:
-        parse(raw)
-    except CustodyError as exc:
-        assert exc.code and exc.message
 
 
 @FUZZ
