@@ -225,11 +225,16 @@ def run(anvil: Anvil) -> None:
 
     port = free_port()
     step(f"custody serve on 127.0.0.1:{port}")
-    server = subprocess.Popen([str(BIN / "custody"), "serve", "--config", str(cfg), "--port", str(port)], env=ENV)
+    with open(ROOT / "serve.log", "wb") as log:  # JSON lines, one per request; the child keeps the descriptor
+        server = subprocess.Popen(
+            [str(BIN / "custody"), "serve", "--config", str(cfg), "--port", str(port)], env=ENV, stderr=log
+        )
     step("custody worker: pays hot withdrawals from the hot wallet")
-    worker = subprocess.Popen(
-        [str(BIN / "custody"), "worker", "--config", str(cfg), "--passphrase-file", str(pw)], env=ENV
-    )
+    with open(ROOT / "worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [str(BIN / "custody"), "worker", "--config", str(cfg), "--passphrase-file", str(pw)], env=ENV, stderr=log
+        )
+    print(f"   their structured logs: {ROOT / 'serve.log'} and {ROOT / 'worker.log'}")
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(200):
