@@ -30,7 +30,7 @@ from signer.keystore import (
     unlock,
 )
 from signer.policyview import describe_bundle
-from signer.porstatement import Signed, parse_statement, safe_digest, signature_file
+from signer.porstatement import Signed, check_pinned_safe, parse_statement, safe_digest, signature_file
 from signer.porstatement import describe as describe_statement
 from signer.review import describe, review
 from signer.safetx import sign_hash
@@ -403,13 +403,11 @@ def por_sign(
     statement = parse_statement(read_file(statement_file))
     cold_wallet = coldwallet.pinned(st)
     digest = statement.hash.hex()
-    if statement.claims["chain_id"] != cold_wallet.chain_id or not any(
-        w["address"] == cold_wallet.safe for w in statement.wallets("safe")
-    ):
-        policystate.record(st, "por-sign", statement.claims["snapshot_id"], digest, "refused: not our Safe")
-        raise SignerError(
-            f"the statement does not claim the pinned Safe {cold_wallet.safe} on chain {cold_wallet.chain_id}"
-        )
+    try:
+        check_pinned_safe(statement, cold_wallet.chain_id, cold_wallet.safe, cold_wallet.owners, cold_wallet.threshold)
+    except SignerError as exc:
+        policystate.record(st, "por-sign", statement.claims["snapshot_id"], digest, f"refused: {exc.code}")
+        raise
     for line in describe_statement(statement):
         click.echo(line)
     subject = ("por-sign", statement.claims["snapshot_id"], digest)

@@ -214,6 +214,24 @@ def check_claims(claims: dict[str, Any]) -> None:
             )
 
 
+def check_pinned_safe(statement: Statement, chain_id: int, safe: str, owners: tuple[str, ...], threshold: int) -> None:
+    """Before an owner signs: the statement must claim this Safe, on this chain, with exactly the owners and
+    threshold the signer pinned. Offline verification counts signatures against the claimed owners, so a
+    statement that listed other owners would make those owners' signatures look like the Safe's."""
+    if statement.claims["chain_id"] != chain_id:
+        raise StatementInvalid(
+            f"the statement is for chain {statement.claims['chain_id']}, the pinned Safe is on {chain_id}"
+        )
+    claimed = next((w for w in statement.wallets("safe") if w["address"] == safe), None)
+    if claimed is None:
+        raise StatementInvalid(f"the statement does not claim the pinned Safe {safe}")
+    if set(claimed["owners"]) != set(owners) or claimed["threshold"] != threshold:
+        raise StatementInvalid(
+            f"the statement says the Safe {safe} has {claimed['threshold']} of {len(claimed['owners'])} owners "
+            f"{sorted(claimed['owners'])}; the pinned Safe has {threshold} of {sorted(owners)}"
+        )
+
+
 def safe_digest(statement: Statement, safe: str) -> bytes:
     return safe_message_hash(statement.claims["chain_id"], safe, statement.hash)
 
