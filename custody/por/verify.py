@@ -74,7 +74,10 @@ def check_control(statement: Statement) -> list[str]:
                 f"missing signature: the Safe {safe['address']} needs {safe['threshold']} owners' signatures, "
                 f"the statement has {len(mine)}"
             )
-        lines.append(f"Safe {safe['address']}: {len(mine)} owners signed (threshold {safe['threshold']})")
+        lines.append(
+            f"Safe {safe['address']}: {len(mine)} of its claimed owners signed (threshold {safe['threshold']}); "
+            "only --rpc checks the owners and the signatures against the Safe itself"
+        )
     safes = {w["address"] for w in statement.wallets("safe")}
     stray = [sig.wallet for sig in statement.eip1271 if sig.wallet not in safes]
     if stray:
