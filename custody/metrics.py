@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from web3.exceptions import Web3RPCError
 
 from custody import batches, freeze
+from custody.chain.ethereum import EthereumNode
 from custody.config import Settings
-from custody.errors import NoActivePolicy
+from custody.errors import DaemonError, NoActivePolicy
 from custody.policy import PolicyCache
-from custody.reserves import cold_balance, hot_position
+from custody.reserves import cold_balance, hot_position, hot_share
 from custody.store.db import Store
 from custody.store.models import Batch, Withdrawal
 from custody.webhooks import backlog
@@ -51,6 +52,7 @@ class Metrics:
 class _FromDatabase(Collector):
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings, self.store, self.cache = settings, store, PolicyCache()
+        self.node = EthereumNode(settings.rpc_url, settings.chain_id, timeout=1.0) if settings.rpc_url else None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         by_state = GaugeMetricFamily("custody_withdrawals", "Withdrawals by state and asset", labels=["state", "asset"])
@@ -78,8 +80,9 @@ class _FromDatabase(Collector):
                     hot.add_metric([symbol], h.balance / unit)
                 if c is not None:
                     cold.add_metric([symbol], c / unit)
-                if h.block is not None and h.balance + (c or 0) > 0:
-                    share.add_metric([symbol], h.balance / (h.balance + (c or 0)))
+                basis_points = hot_share(h, c)
+                if basis_points is not None:
+                    share.add_metric([symbol], basis_points / 10_000)
             waiting.add_metric([], s.execute(select(func.count()).where(Batch.state == batches.EXPORTED)).scalar_one())
             frozen.add_metric([], 0 if freeze.active(s) is None else 1)
         yield from (by_state, hot, cold, share, waiting, frozen)
@@ -92,11 +95,10 @@ class _FromDatabase(Collector):
         yield up
 
     def _node_answers(self) -> bool:
-        if not self.settings.rpc_url:
+        if self.node is None:
             return False
-        body = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
         try:
-            reply = httpx.post(self.settings.rpc_url, json=body, timeout=1.0).json()
-            return int(reply["result"], 16) == self.settings.chain_id
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            self.node.check_chain()
+        except (DaemonError, ValueError, Web3RPCError):  # unreachable, another chain, or a bad answer
             return False
+        return True

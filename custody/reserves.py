@@ -51,3 +51,10 @@ def cold_balance(session: Session, asset: str) -> int | None:
     cold = session.execute(select(ColdWallet.address).limit(1)).scalar_one_or_none()
     row = session.get(ChainBalance, (cold, asset)) if cold else None
     return None if row is None else row.amount
+
+
+def hot_share(hot: HotPosition, cold: int | None) -> int | None:
+    """The hot balance's share of hot + cold in basis points, rounded down; None until the hot balance has
+    been read, or while both are zero."""
+    total = hot.balance + (cold or 0)
+    return None if hot.block is None or total == 0 else hot.balance * 10_000 // total

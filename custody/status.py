@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from custody import batches, freeze
 from custody import policy as policy_service
 from custody.errors import NoActivePolicy
-from custody.reserves import cold_balance, hot_position
+from custody.reserves import cold_balance, hot_position, hot_share
 from custody.store.db import Store
 from custody.store.models import Withdrawal
 from policies.units import format_amount
@@ -67,8 +67,7 @@ def _balances(s: Session) -> list[dict[str, Any]]:
     for symbol, rule in sorted(assets.items()):
         hot = hot_position(s, symbol)
         cold = cold_balance(s, symbol)
-        total = hot.balance + (cold or 0)
-        share = None if hot.block is None or total == 0 else hot.balance * 10_000 // total
+        share = hot_share(hot, cold)
         out.append(
             {
                 "asset": symbol,

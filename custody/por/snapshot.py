@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from eth_account import Account
@@ -29,7 +29,17 @@ from custody.por.report import write_report
 from custody.por.tree import build, height_for
 from custody.store.db import Store
 from custody.store.models import ColdWallet
-from signer.porstatement import Signed, Statement, check_claims, coverage, reserves_in_snapshot_units
+from policies.model import AssetRule
+from signer.porstatement import (
+    Signed,
+    Statement,
+    check_claims,
+    check_safe_signature,
+    coverage,
+    parse_signature_file,
+    parse_statement,
+    reserves_in_snapshot_units,
+)
 
 STATEMENT, PROOFS, REPORT = "statement.json", "proofs.bin", "report.html"
 
@@ -142,7 +152,7 @@ def _wallet(
     owners: list[str],
     threshold: int,
     assets: list[str],
-    rules: dict,  # type: ignore[type-arg]
+    rules: Mapping[str, AssetRule],
     block: int,
 ) -> dict[str, object]:
     return {
@@ -157,8 +167,6 @@ def _wallet(
 def attach(statement_path: Path, signature_files: list[bytes]) -> tuple[Statement, list[str]]:
     """Add Safe owners' signatures to a statement: each checked against this statement and the Safe's owners
     as claimed; one bad file refuses them all and the statement is left as it was."""
-    from signer.porstatement import check_safe_signature, parse_signature_file, parse_statement
-
     statement = parse_statement(statement_path.read_bytes())
     added = []
     for raw in signature_files:
