@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
 from nacl.signing import VerifyKey
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from custody import audit
 from custody.errors import Conflict, Forbidden, InvalidRequest, NotFound, RateLimited, Unauthorized
+from custody.groupcommit import GroupCommit
 from custody.signing import request_message
 from custody.store.db import Store
 from custody.store.models import ApiKey, RequestNonce
@@ -98,15 +101,61 @@ class RateLimiter:
             self._buckets[key] = (tokens - 1, now)
 
 
+def replayed() -> Unauthorized:
+    return Unauthorized("this signed request was already accepted once", code="replayed_request")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A request whose signature verified, waiting for its nonce to be recorded."""
+
+    principal: Principal
+    digest: str
+    now: int
+
+
 class Authenticator:
+    """Checks a request's signature, freshness and novelty.
+
+    A key name's public key and scopes never change (keys are added and revoked, never edited or
+    re-added), so they are cached after the first read. Whether the key is still unrevoked is read in the
+    transaction that records the request's nonce, so a revocation takes effect at once. Nonces are
+    recorded by group commit (one transaction for all the requests in flight), never before the
+    signature has verified; a withdrawal intake records its nonce in its own transaction instead
+    (``remember``), so the request is consumed exactly when its withdrawal commits."""
+
     def __init__(self, store: Store, max_skew: int, limiter: RateLimiter) -> None:
         self.store, self.max_skew, self.limiter = store, max_skew, limiter
+        self.nonces: GroupCommit[Seen, None] = GroupCommit("nonces", self._remember_many)
+        self._keys: dict[str, ApiKey] = {}
         self._last_prune = 0
 
     def authenticate(
         self, headers: dict[str, str | None], method: str, path_with_query: str, body: bytes, now: int
     ) -> Principal:
         """Check the request's signature, freshness and novelty; return who made it."""
+        seen = self.verify(self.key(self.well_formed(headers, now)), headers, method, path_with_query, body, now)
+        self.nonces.submit(seen).result()
+        return seen.principal
+
+    async def check(
+        self, headers: dict[str, str | None], method: str, path_with_query: str, body: bytes, now: int
+    ) -> Seen:
+        """Everything but novelty, from the event loop (the database is only read off the loop, the first
+        time a key name is seen); the caller records the nonce."""
+        name = self.well_formed(headers, now)
+        key = self._keys.get(name) or await run_in_threadpool(self.key, name)
+        return self.verify(key, headers, method, path_with_query, body, now)
+
+    async def authenticate_async(
+        self, headers: dict[str, str | None], method: str, path_with_query: str, body: bytes, now: int
+    ) -> Principal:
+        seen = await self.check(headers, method, path_with_query, body, now)
+        await self.nonces.run(seen)
+        return seen.principal
+
+    def well_formed(self, headers: dict[str, str | None], now: int) -> str:
+        """The key name, once the headers are all there and the timestamp is fresh."""
         name, stamp, signature = headers.get("key"), headers.get("timestamp"), headers.get("signature")
         nonce = headers.get("nonce")
         if not name or not stamp or not signature or not nonce:
@@ -120,29 +169,76 @@ class Authenticator:
                 f"the request's timestamp is more than {self.max_skew} s from the daemon's clock",
                 code="expired_timestamp",
             )
+        return name
+
+    def key(self, name: str) -> ApiKey | None:
+        cached = self._keys.get(name)
+        if cached is not None:
+            return cached
         with self.store.read() as s:
             key = s.execute(select(ApiKey).where(ApiKey.name == name)).scalar_one_or_none()
+        if key is not None and key.revoked_at is None:
+            self._keys[name] = key
+        return key
+
+    def verify(
+        self,
+        key: ApiKey | None,
+        headers: dict[str, str | None],
+        method: str,
+        path_with_query: str,
+        body: bytes,
+        now: int,
+    ) -> Seen:
+        """Check the signature with the key, then take one token from the key's rate limit."""
         if key is None or key.revoked_at is not None:
             raise Unauthorized("unknown or revoked API key", code="unknown_key")
+        stamp, nonce, signature = headers["timestamp"] or "", headers["nonce"] or "", headers["signature"] or ""
         try:
+            signed = bytes.fromhex(signature)
             VerifyKey(bytes.fromhex(key.public_key)).verify(
                 request_message(stamp, nonce, method, path_with_query, headers.get("idempotency_key") or "", body),
-                bytes.fromhex(signature),
+                signed,
             )
         except (BadSignatureError, ValueError, NaclValueError):
             raise Unauthorized("the request's signature does not verify", code="bad_signature") from None
-        self._remember(signature, now)
         self.limiter.take(key.name)
-        return Principal(key.name, frozenset(key.scopes.split(",")))
+        return Seen(Principal(key.name, frozenset(key.scopes.split(","))), hashlib.sha256(signed).hexdigest(), now)
 
-    def _remember(self, signature: str, now: int) -> None:
-        digest = hashlib.sha256(bytes.fromhex(signature)).hexdigest()
-        try:
-            with self.store.transaction() as s:
-                s.add(RequestNonce(digest=digest, seen_at=now))
-        except IntegrityError:
-            raise Unauthorized("this signed request was already accepted once", code="replayed_request") from None
+    def remember(self, s: Session, batch: list[Seen]) -> list[Unauthorized | None]:
+        """In the caller's transaction, record each request's digest once: a digest seen before (in the
+        database or earlier in this batch) is a replay, and a key revoked since it was cached is refused.
+        A digest another replica records at the same moment makes the transaction fail on commit."""
+        names = {seen.principal.name for seen in batch}
+        live = set(s.execute(select(ApiKey.name).where(ApiKey.name.in_(names), ApiKey.revoked_at.is_(None))).scalars())
+        digests = [seen.digest for seen in batch]
+        known = set(s.execute(select(RequestNonce.digest).where(RequestNonce.digest.in_(digests))).scalars())
+        results: list[Unauthorized | None] = []
+        for seen in batch:
+            if seen.principal.name not in live:
+                self._keys.pop(seen.principal.name, None)
+                results.append(Unauthorized("unknown or revoked API key", code="unknown_key"))
+            elif seen.digest in known:
+                results.append(replayed())
+            else:
+                known.add(seen.digest)
+                results.append(None)
+        fresh = [{"digest": x.digest, "seen_at": x.now} for x, r in zip(batch, results, strict=True) if r is None]
+        if fresh:
+            s.execute(insert(RequestNonce), fresh)
+        now = max(seen.now for seen in batch)
         if now - self._last_prune > 60:
             self._last_prune = now
+            s.execute(delete(RequestNonce).where(RequestNonce.seen_at < now - 4 * self.max_skew))
+        return results
+
+    def _remember_many(self, batch: list[Seen]) -> list[Unauthorized | None]:
+        """``remember`` in a transaction of its own; if another replica recorded one of these digests
+        meanwhile, each is recorded again on its own."""
+        try:
             with self.store.transaction() as s:
-                s.execute(delete(RequestNonce).where(RequestNonce.seen_at < now - 4 * self.max_skew))
+                return self.remember(s, batch)
+        except IntegrityError:
+            if len(batch) == 1:
+                return [replayed()]
+            return [result for seen in batch for result in self._remember_many([seen])]

@@ -119,6 +119,9 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
 
     settings, store = _open(config_path)
     logs.setup("serve")
+    # The group-commit threads hold the intake lock across their round trips to the database; after each
+    # one they need the GIL back from the event loop at once, not after the default 5 ms switch interval.
+    sys.setswitchinterval(0.0005)
     app = create_app(settings, store, SystemClock())
     stop = threading.Event()
 
@@ -141,6 +144,7 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
             host=host or settings.listen_host,
             port=port or settings.listen_port,
             log_level="warning",
+            proxy_headers=False,  # the client address is never used, so no proxy is trusted for it
             log_config=None,  # our JSON handler on the root logger (logs.setup)
             access_log=False,  # the API writes its own access line, with the request id
         )

@@ -9,6 +9,7 @@ passed to a logger: lines say which withdrawal, batch or key, never a key's byte
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
 import logging
 import re
@@ -22,8 +23,12 @@ _VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
+_PROCESS = secrets.token_hex(4)  # unique per process, so ids from replicas never collide
+_COUNTER = itertools.count(1)
+
+
 def new_id(prefix: str = "") -> str:
-    return prefix + secrets.token_hex(8)
+    return f"{prefix}{_PROCESS}{next(_COUNTER):08x}"
 
 
 def accept_id(given: str | None) -> str:

@@ -21,7 +21,7 @@ from custody.policy import PolicyCache
 from custody.reserves import cold_balance, hot_position
 from custody.store.db import Store, advisory_lock
 from custody.store.models import ColdWallet, Withdrawal
-from custody.withdrawals import record
+from custody.withdrawals import new_withdrawal, record
 from policies.evaluate import ALLOW, COLD, HOT, Decision, Quantity, Reason
 from policies.model import AssetRule
 
@@ -102,18 +102,21 @@ def rebalance(store: Store, policies: PolicyCache, clock: Clock, hot_address: st
             )
             w = record(
                 s,
-                api_key=REBALANCER,
-                idempotency_key=f"{kind}:{symbol}:{now}:{position.block}",
-                request_hash="0" * 64,
-                asset=symbol,
-                amount=amount,
-                decimals=rule.decimals,
-                destination=destination,
-                decision=Decision(ALLOW, route, now, (reason,)),
-                version=active.version,
-                policy_hash=active.hash,
-                now=now,
-                client_reference=kind,
+                new_withdrawal(
+                    api_key=REBALANCER,
+                    idempotency_key=f"{kind}:{symbol}:{now}:{position.block}",
+                    request_hash="0" * 64,
+                    asset=symbol,
+                    amount=amount,
+                    decimals=rule.decimals,
+                    destination=destination,
+                    decision=Decision(ALLOW, route, now, (reason,)),
+                    version=active.version,
+                    policy_hash=active.hash,
+                    now=now,
+                    client_reference=kind,
+                ),
+                now,
             )
             created.append(w.id)
     return created

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from custody import states
@@ -26,24 +26,37 @@ class HotPosition:
         return self.balance - self.reserved
 
 
-def hot_position(session: Session, asset: str) -> HotPosition:
-    """The hot wallet's last read balance of ``asset`` and what hot-routed withdrawals reserve of it:
-    those still to be paid, and those mined in a block after the reading (which the balance does not show)."""
-    wallet = session.execute(select(HotWallet.address).limit(1)).scalar_one_or_none()
-    balance = session.get(ChainBalance, (wallet, asset)) if wallet else None
+def hot_reading(session: Session, asset: str) -> tuple[int, int] | None:
+    """The hot wallet's last read balance of ``asset`` and the block it was read at; None before any."""
+    query = (
+        select(ChainBalance.amount, ChainBalance.block)
+        .join(HotWallet, HotWallet.address == ChainBalance.wallet)
+        .where(ChainBalance.asset == asset)
+        .limit(1)
+    )
+    row = session.execute(query).one_or_none()
+    return None if row is None else (row[0], row[1])
+
+
+def reserving(asset: str, block: int | None) -> ColumnElement[bool]:
+    """The hot-routed withdrawals of ``asset`` that a reading at ``block`` does not show as paid: those
+    still to be paid, and those mined in a later block."""
     W = Withdrawal
     pending = W.state.in_(RESERVING)
-    if balance is not None:
-        mined_later = select(HotTransaction.tx_hash).where(HotTransaction.mined_block > balance.block)
+    if block is not None:
+        mined_later = select(HotTransaction.tx_hash).where(HotTransaction.mined_block > block)
         pending = pending | ((W.state == states.CONFIRMED) & W.tx_hash.in_(mined_later))
-    reserved = sum(session.execute(select(W.amount).where(W.asset == asset, W.route == "hot", pending)).scalars())
-    if balance is None:
+    return (W.asset == asset) & (W.route == "hot") & pending
+
+
+def hot_position(session: Session, asset: str) -> HotPosition:
+    """The hot wallet's last read balance of ``asset`` and what hot-routed withdrawals reserve of it."""
+    reading = hot_reading(session, asset)
+    block = None if reading is None else reading[1]
+    reserved = sum(session.execute(select(Withdrawal.amount).where(reserving(asset, block))).scalars())
+    if reading is None:
         return HotPosition(asset, 0, None, reserved)
-    return HotPosition(asset, balance.amount, balance.block, reserved)
-
-
-def free_balance(session: Session, asset: str) -> int:
-    return hot_position(session, asset).free
+    return HotPosition(asset, reading[0], block, reserved)
 
 
 def cold_balance(session: Session, asset: str) -> int | None:

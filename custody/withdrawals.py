@@ -3,29 +3,36 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Table, and_, case, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from custody import audit, states
-from custody.apikeys import Principal
+from custody.apikeys import Principal, Seen
 from custody.clock import Clock
-from custody.errors import Conflict, InvalidRequest, NotFound
-from custody.policy import PolicyCache
-from custody.reserves import free_balance
+from custody.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+from custody.policy import Active, PolicyCache
+from custody.reserves import RESERVING, hot_reading, reserving
 from custody.store.db import Store, advisory_lock
 from custody.store.models import Withdrawal
 from custody.transitions import move
 from policies.addresses import checksum_address
 from policies.canonical import canonical_hash
+from policies.errors import CustodyError
 from policies.evaluate import DELAY, HOT, REJECT, Context, Decision, Request, evaluate, window_totals
 from policies.model import Policy
 from policies.units import parse_amount
 
 MAX_PAGE = 200
+log = logging.getLogger("custody.withdrawals")
+TABLE = cast(Table, Withdrawal.__table__)
+COLUMNS = [c for c in TABLE.columns if c.key != "seq"]
 
 
 @dataclass(frozen=True)
@@ -56,8 +63,19 @@ def state_after(decision: Decision) -> str:
     return states.QUEUED_HOT if decision.route == HOT else states.QUEUED_COLD
 
 
-def record(
-    s: Session,
+Entries = list[tuple[str, str, dict[str, Any]]]
+
+
+def record(s: Session, made: tuple[Withdrawal, Entries], now: int) -> Withdrawal:
+    """Write a withdrawal from ``new_withdrawal`` and its audit entries in the caller's transaction."""
+    w, entries = made
+    s.add(w)
+    s.flush()
+    audit.append_all(s, now, entries)
+    return w
+
+
+def new_withdrawal(
     *,
     api_key: str,
     idempotency_key: str,
@@ -71,8 +89,8 @@ def record(
     policy_hash: str,
     now: int,
     client_reference: str | None = None,
-) -> Withdrawal:
-    """Write a new withdrawal in the state its decision leads to, with both audit entries, under one lock."""
+) -> tuple[Withdrawal, Entries]:
+    """A new withdrawal in the state its decision leads to, and the two audit entries that record it."""
     state = state_after(decision)
     w = Withdrawal(
         id=str(uuid.uuid4()),
@@ -94,64 +112,230 @@ def record(
         created_at=now,
         updated_at=now,
     )
-    s.add(w)
-    s.flush()
-    audit.append_all(
-        s,
-        now,
-        [
-            (
-                "withdrawal.received",
-                w.id,
-                {
-                    "to": states.RECEIVED,
-                    "api_key": api_key,
-                    "idempotency_key": idempotency_key,
-                    "asset": asset,
-                    "amount": str(amount),
-                    "destination": destination,
-                    "policy_hash": policy_hash,
-                },
-            ),
-            (
-                f"withdrawal.{state}",
-                w.id,
-                {
-                    "from": states.RECEIVED,
-                    "to": state,
-                    "route": decision.route,
-                    "failed": [r.rule for r in decision.failed],
-                    "eligible_at": decision.eligible_at,
-                },
-            ),
-        ],
-    )
-    return w
+    entries: Entries = [
+        (
+            "withdrawal.received",
+            w.id,
+            {
+                "to": states.RECEIVED,
+                "api_key": api_key,
+                "idempotency_key": idempotency_key,
+                "asset": asset,
+                "amount": str(amount),
+                "destination": destination,
+                "policy_hash": policy_hash,
+            },
+        ),
+        (
+            f"withdrawal.{state}",
+            w.id,
+            {
+                "from": states.RECEIVED,
+                "to": state,
+                "route": decision.route,
+                "failed": [r.rule for r in decision.failed],
+                "eligible_at": decision.eligible_at,
+            },
+        ),
+    ]
+    return w, entries
+
+
+@dataclass(frozen=True)
+class Intake:
+    """One request for a new withdrawal, as the API hands it to ``Withdrawals.create_many``."""
+
+    who: Principal
+    idempotency_key: str
+    request: NewWithdrawal
+    request_id: str = "-"
+    seen: Seen | None = None  # the signed request, whose nonce this intake's transaction records
+
+
+Created = tuple[Withdrawal, bool]
+
+
+class _Checked(NamedTuple):
+    """An intake whose request is well formed under the active policy, not yet decided."""
+
+    item: Intake
+    digest: str
+    decimals: int
+    amount: int
+    destination: str
+
+
+def _check(active: Active, item: Intake, digest: str) -> _Checked:
+    req = item.request
+    rule = active.policy.assets.get(req.asset)
+    if rule is None:
+        raise InvalidRequest(f"asset {req.asset[:16]!r} is not known to the active policy", code="unknown_asset")
+    if not rule.enabled:
+        raise InvalidRequest(f"asset {req.asset} is disabled by the active policy", code="asset_disabled")
+    amount = parse_amount(req.amount, rule.decimals)
+    return _Checked(item, digest, rule.decimals, amount, checksum_address(req.destination))
+
+
+class _Running:
+    """What one intake batch has used so far, on top of what the database held when the batch began: the
+    windows count every accepted withdrawal of the batch (created now, so inside every window), and the
+    hot wallet's free balance loses what hot-routed ones reserve, exactly as if each had committed alone."""
+
+    def __init__(self) -> None:
+        self.asset_used: dict[str, int] = {}
+        self.key_used: dict[tuple[str, str], int] = {}
+        self.hot_reserved: dict[str, int] = {}
+
+    def add(self, w: Withdrawal) -> None:
+        if w.state in states.NOT_SPENDING:
+            return
+        self.asset_used[w.asset] = self.asset_used.get(w.asset, 0) + w.amount
+        key = (w.asset, w.api_key)
+        self.key_used[key] = self.key_used.get(key, 0) + w.amount
+        if w.route == HOT and w.state in RESERVING:
+            self.hot_reserved[w.asset] = self.hot_reserved.get(w.asset, 0) + w.amount
+
+    def context(self, base: Context, asset: str, api_key: str) -> Context:
+        extra, key_extra = self.asset_used.get(asset, 0), self.key_used.get((asset, api_key), 0)
+        return Context(
+            now=base.now,
+            asset_totals={p: v + extra for p, v in base.asset_totals.items()},
+            key_totals={p: v + key_extra for p, v in base.key_totals.items()},
+            hot_free_balance=base.hot_free_balance - self.hot_reserved.get(asset, 0),
+        )
+
+
+Remember = Callable[[Session, list[Seen]], list[Unauthorized | None]]
 
 
 class Withdrawals:
-    def __init__(self, store: Store, policies: PolicyCache, clock: Clock) -> None:
-        self.store, self.policies, self.clock = store, policies, clock
+    def __init__(self, store: Store, policies: PolicyCache, clock: Clock, remember: Remember | None = None) -> None:
+        """``remember`` records the nonces of intakes that carry their signed request (``Intake.seen``)."""
+        self.store, self.policies, self.clock, self.remember = store, policies, clock, remember
 
-    def create(self, who: Principal, idempotency_key: str, req: NewWithdrawal) -> tuple[Withdrawal, bool]:
+    def create(self, who: Principal, idempotency_key: str, req: NewWithdrawal) -> Created:
         """Return the withdrawal for this idempotency key, creating it if it is new (then True)."""
-        digest = req.digest()
+        result = self.create_many([Intake(who, idempotency_key, req)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def create_many(self, items: list[Intake]) -> list[Created | CustodyError]:
+        """Take many intakes in one transaction, in order, each decided as if the ones before it had
+        committed alone; an item's refusal is its result and does not stop the others. If another replica
+        inserted one of these idempotency keys first, each item is taken again on its own."""
         for _ in range(5):
             try:
                 with self.store.transaction() as s:
-                    advisory_lock(s, f"intake:{req.asset}")
-                    existing = self._by_key(s, who.name, idempotency_key)
-                    if existing is not None:
-                        return self._same_request(existing, digest), False
-                    return self._insert(s, who, idempotency_key, req, digest), True
+                    results = self._intake(s, items)
+                for item, result in zip(items, results, strict=True):  # logged once committed
+                    if isinstance(result, tuple) and result[1]:
+                        w = result[0]
+                        log.info(
+                            "withdrawal %s: received -> %s",
+                            w.id,
+                            w.state,
+                            extra={"withdrawal": w.id, "by": w.api_key, "request_id": item.request_id},
+                        )
+                return results
             except IntegrityError:
+                if len(items) > 1:
+                    return [result for item in items for result in self.create_many([item])]
                 continue  # another replica inserted this key first: read it on the next pass
-        raise Conflict("the idempotency key is being used concurrently; retry", code="idempotency_busy")
+        return [Conflict("the idempotency key is being used concurrently; retry", code="idempotency_busy")]
+
+    def _intake(self, s: Session, items: list[Intake]) -> list[Created | CustodyError]:
+        """Check what needs no lock first (replays, the asset, the amount, the address), then take the
+        assets' intake locks and decide the rest in order against the windows and the free balance."""
+        refused = self._replays(s, items)
+        known = self._by_keys(s, {(i.who.name, i.idempotency_key) for i in items})
+        active: Active | None = None
+        results: list[Created | CustodyError | _Checked] = []
+        for item, refusal in zip(items, refused, strict=True):
+            key, digest = (item.who.name, item.idempotency_key), item.request.digest()
+            if refusal is not None:
+                results.append(refusal)
+                continue
+            try:
+                existing = known.get(key)
+                if existing is not None:
+                    results.append((self._same_request(existing, digest), False))
+                    continue
+                active = active or self.policies.get(s)
+                results.append(_check(active, item, digest))
+            except CustodyError as exc:
+                results.append(exc)
+        checked = [r for r in results if isinstance(r, _Checked)]
+        if not checked:
+            return results  # type: ignore[return-value]  # no _Checked left in it
+        assert active is not None
+        assets = sorted({c.item.request.asset for c in checked})
+        readings = {asset: hot_reading(s, asset) for asset in assets}  # the worker writes these, not intake
+        for asset in assets:
+            advisory_lock(s, f"intake:{asset}")
+        now = self.clock.now()
+        bases: dict[tuple[str, str], Context] = {}
+        running = _Running()
+        rows: list[dict[str, Any]] = []
+        entries: list[tuple[str, str, dict[str, Any]]] = []
+        for i, c in enumerate(results):
+            if not isinstance(c, _Checked):
+                continue
+            who, asset = c.item.who.name, c.item.request.asset
+            existing = known.get((who, c.item.idempotency_key))  # the same key earlier in this batch
+            if existing is not None:
+                try:
+                    results[i] = (self._same_request(existing, c.digest), False)
+                except Conflict as exc:
+                    results[i] = exc
+                continue
+            base = bases.get((asset, who))
+            if base is None:
+                base = bases[(asset, who)] = self._context(s, active.policy, who, asset, now, readings[asset])
+            decision = evaluate(
+                active.policy, Request(asset, c.amount, c.destination, who), running.context(base, asset, who)
+            )
+            w, more = new_withdrawal(
+                api_key=who,
+                idempotency_key=c.item.idempotency_key,
+                request_hash=c.digest,
+                asset=asset,
+                amount=c.amount,
+                decimals=c.decimals,
+                destination=c.destination,
+                decision=decision,
+                version=active.version,
+                policy_hash=active.hash,
+                now=now,
+                client_reference=c.item.request.client_reference,
+            )
+            known[(who, c.item.idempotency_key)] = w
+            running.add(w)
+            rows.append({col.key: getattr(w, col.key) for col in COLUMNS})
+            entries += more
+            results[i] = (w, True)
+        if rows:
+            s.execute(insert(TABLE), rows)  # one executemany; the answer does not need seq
+            audit.append_all(s, now, entries)
+        return results  # type: ignore[return-value]  # every _Checked was replaced
+
+    def _replays(self, s: Session, items: list[Intake]) -> list[Unauthorized | None]:
+        """Record the nonces of the signed requests among ``items``; a replayed one is refused."""
+        signed = [(i, item.seen) for i, item in enumerate(items) if item.seen is not None]
+        refused: list[Unauthorized | None] = [None] * len(items)
+        if signed and self.remember is not None:
+            for (i, _), verdict in zip(signed, self.remember(s, [seen for _, seen in signed]), strict=True):
+                refused[i] = verdict
+        return refused
 
     @staticmethod
-    def _by_key(s: Session, api_key: str, idempotency_key: str) -> Withdrawal | None:
-        query = select(Withdrawal).where(Withdrawal.api_key == api_key, Withdrawal.idempotency_key == idempotency_key)
-        return s.execute(query).scalar_one_or_none()
+    def _by_keys(s: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Withdrawal]:
+        names = {name for name, _ in keys}
+        query = select(Withdrawal).where(
+            Withdrawal.api_key.in_(names), Withdrawal.idempotency_key.in_({k for _, k in keys})
+        )
+        found = ((w.api_key, w.idempotency_key, w) for w in s.execute(query).scalars())
+        return {(name, key): w for name, key, w in found if (name, key) in keys}
 
     @staticmethod
     def _same_request(existing: Withdrawal, digest: str) -> Withdrawal:
@@ -159,63 +343,27 @@ class Withdrawals:
             raise Conflict("this Idempotency-Key was used for a different request", code="idempotency_conflict")
         return existing
 
-    def _insert(self, s: Session, who: Principal, idempotency_key: str, req: NewWithdrawal, digest: str) -> Withdrawal:
-        active = self.policies.get(s)
-        rule = active.policy.assets.get(req.asset)
-        if rule is None:
-            raise InvalidRequest(f"asset {req.asset[:16]!r} is not known to the active policy", code="unknown_asset")
-        if not rule.enabled:
-            raise InvalidRequest(f"asset {req.asset} is disabled by the active policy", code="asset_disabled")
-        amount = parse_amount(req.amount, rule.decimals)
-        destination = checksum_address(req.destination)
-        now = self.clock.now()
-        decision = evaluate(
-            active.policy,
-            Request(req.asset, amount, destination, who.name),
-            self._context(s, active.policy, who.name, req.asset, now),
-        )
-        return record(
-            s,
-            api_key=who.name,
-            idempotency_key=idempotency_key,
-            request_hash=digest,
-            asset=req.asset,
-            amount=amount,
-            decimals=rule.decimals,
-            destination=destination,
-            decision=decision,
-            version=active.version,
-            policy_hash=active.hash,
-            now=now,
-            client_reference=req.client_reference,
-        )
-
-    def _context(self, s: Session, policy: Policy, api_key: str, asset: str, now: int) -> Context:
+    def _context(
+        self, s: Session, policy: Policy, api_key: str, asset: str, now: int, reading: tuple[int, int] | None
+    ) -> Context:
+        """What earlier withdrawals of this asset used in each window (an event at t counts in window p iff
+        now - p < t <= now, as in ``policies.evaluate.window_totals``) and the hot wallet's free balance,
+        given its last ``reading``. PostgreSQL sums exactly in SQL, in one statement; SQLite has no exact
+        wide integers, so its rows are summed here."""
         periods = [w.seconds for w in policy.assets[asset].windows]
         key_rule = policy.api_keys.get(api_key)
         key_periods = [w.seconds for w in key_rule.windows.get(asset, ())] if key_rule else []
-        asset_totals, key_totals = self._window_totals(s, asset, api_key, now, periods, key_periods)
-        return Context(
-            now=now, asset_totals=asset_totals, key_totals=key_totals, hot_free_balance=free_balance(s, asset)
-        )
-
-    def _window_totals(
-        self, s: Session, asset: str, api_key: str, now: int, periods: list[int], key_periods: list[int]
-    ) -> tuple[dict[int, int], dict[int, int]]:
-        """What earlier withdrawals of this asset used in each window (an event at t counts in window p iff
-        now - p < t <= now, as in ``policies.evaluate.window_totals``). PostgreSQL sums exactly in SQL;
-        SQLite has no exact wide integers, so its rows are summed here."""
+        balance, block = reading if reading is not None else (0, None)
         longest = max(periods + key_periods, default=0)
-        if not longest:
-            return {}, {}
         W = Withdrawal
-        where = (
+        in_window = (
             W.asset == asset,
             W.created_at > now - longest,
             W.created_at <= now,
             W.state.not_in(states.NOT_SPENDING),
         )
         if self.store.is_postgres:
+            reserved = select(func.coalesce(func.sum(W.amount), 0)).where(reserving(asset, block)).correlate(None)
             sums = [func.coalesce(func.sum(case((W.created_at > now - p, W.amount), else_=0)), 0) for p in periods]
             sums += [
                 func.coalesce(
@@ -223,16 +371,17 @@ class Withdrawals:
                 )
                 for p in key_periods
             ]
-            row = s.execute(select(*sums).where(*where)).one()
-            values = [int(v) for v in row]
-            return dict(zip(periods, values[: len(periods)], strict=True)), dict(
-                zip(key_periods, values[len(periods) :], strict=True)
-            )
-        rows = s.execute(select(W.created_at, W.amount, W.api_key).where(*where)).all()
-        return (
-            window_totals(((r[0], r[1]) for r in rows), now, periods),
-            window_totals(((r[0], r[1]) for r in rows if r[2] == api_key), now, key_periods),
-        )
+            query = select(reserved.scalar_subquery(), *sums)
+            values = [int(v) for v in s.execute(query.where(*in_window) if longest else query).one()]
+            asset_totals = dict(zip(periods, values[1 : 1 + len(periods)], strict=True))
+            key_totals = dict(zip(key_periods, values[1 + len(periods) :], strict=True))
+            used = values[0]
+        else:
+            rows = s.execute(select(W.created_at, W.amount, W.api_key).where(*in_window)).all() if longest else []
+            asset_totals = window_totals(((r[0], r[1]) for r in rows), now, periods)
+            key_totals = window_totals(((r[0], r[1]) for r in rows if r[2] == api_key), now, key_periods)
+            used = sum(s.execute(select(W.amount).where(reserving(asset, block))).scalars())
+        return Context(now=now, asset_totals=asset_totals, key_totals=key_totals, hot_free_balance=balance - used)
 
     def get(self, who: Principal, withdrawal_id: str) -> Withdrawal:
         with self.store.read() as s:

@@ -13,8 +13,12 @@ from typing import Any
 
 from policies.errors import CanonicalError
 
+_PLAIN = (str, int, bool, type(None))  # exact types that need no further look (the common case, fast)
+
 
 def _check(value: Any, path: str) -> None:
+    if type(value) in _PLAIN:
+        return
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return
     if isinstance(value, int):
@@ -23,11 +27,13 @@ def _check(value: Any, path: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise CanonicalError(f"{path}: object keys must be strings")
-            _check(item, f"{path}.{key}")
+            if type(item) not in _PLAIN:
+                _check(item, f"{path}.{key}")
         return
     if isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            _check(item, f"{path}[{i}]")
+            if type(item) not in _PLAIN:
+                _check(item, f"{path}[{i}]")
         return
     raise CanonicalError(f"{path}: {type(value).__name__} has no canonical encoding")
 

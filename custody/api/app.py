@@ -3,6 +3,8 @@
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -11,7 +13,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from custody import logs
 from custody.api.schemas import (
@@ -23,15 +28,16 @@ from custody.api.schemas import (
     WithdrawalPage,
     withdrawal_out,
 )
-from custody.apikeys import Authenticator, Principal, RateLimiter
+from custody.apikeys import Authenticator, Principal, RateLimiter, Seen
 from custody.clock import Clock
 from custody.config import Settings
 from custody.errors import BodyTooLarge, InvalidRequest, RateLimited
+from custody.groupcommit import GroupCommit
 from custody.metrics import Metrics
 from custody.policy import PolicyCache
 from custody.reserves import cold_balance, hot_position
 from custody.store.db import Store
-from custody.withdrawals import NewWithdrawal, Withdrawals
+from custody.withdrawals import Created, Intake, NewWithdrawal, Withdrawals
 from policies.errors import AddressError, AmountError, BundleError, CustodyError
 from policies.units import format_amount
 
@@ -53,41 +59,25 @@ def problem(status: int, code: str, detail: str, headers: dict[str, str] | None 
 
 
 def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
-    app = FastAPI(title="custody", version="1", summary="Withdrawal intake for an exchange's treasury")
     cache = PolicyCache()
-    service = Withdrawals(store, cache, clock)
     auth = Authenticator(
         store, settings.max_clock_skew_seconds, RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     )
-    app.state.withdrawals = service
+    service = Withdrawals(store, cache, clock, auth.remember)
+    intake: GroupCommit[Intake, Created] = GroupCommit("intake", service.create_many)
     metrics = Metrics(settings, store)
 
-    @app.middleware("http")
-    async def _request_id(request: Request, call_next: Any) -> Any:
-        """Every request gets an id (the client's X-Request-Id, or a new one) that each log line of it
-        carries; one access line per request says who asked what and how it ended, never its body."""
-        rid = logs.accept_id(request.headers.get("x-request-id"))
-        token = logs.REQUEST_ID.set(rid)
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-            response.headers["X-Request-Id"] = rid
-            if request.method == "POST" and request.url.path == "/v1/withdrawals":
-                metrics.observe_intake(response.status_code, time.perf_counter() - started)
-            access.info(
-                "%s %s %s",
-                request.method,
-                request.url.path,
-                response.status_code,
-                extra={
-                    "status": response.status_code,
-                    "ms": round(1000 * (time.perf_counter() - started), 1),
-                    "api_key": request.headers.get("x-custody-key"),
-                },
-            )
-            return response
-        finally:
-            logs.REQUEST_ID.reset(token)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(intake.close)  # what was queued is committed and answered before exit
+        await run_in_threadpool(auth.nonces.close)
+
+    app = FastAPI(
+        title="custody", version="1", summary="Withdrawal intake for an exchange's treasury", lifespan=lifespan
+    )
+    app.state.withdrawals = service
+    app.add_middleware(RequestLog, metrics=metrics)
 
     @app.exception_handler(CustodyError)
     async def _custody_error(_: Request, exc: CustodyError) -> JSONResponse:
@@ -128,11 +118,13 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def signed(scope: str) -> Any:
-        def dependency(request: Request, raw: Annotated[bytes, Depends(body)]) -> Principal:
+    def checked(scope: str, record: bool = True) -> Any:
+        """The signed request's check, as a dependency; ``record=False`` leaves its nonce to the caller."""
+
+        async def dependency(request: Request, raw: Annotated[bytes, Depends(body)]) -> Seen:
             h = request.headers
-            path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            who = auth.authenticate(
+            query = request.scope["query_string"].decode("latin-1")
+            seen = await auth.check(
                 {
                     "key": h.get("x-custody-key"),
                     "timestamp": h.get("x-custody-timestamp"),
@@ -141,14 +133,22 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
                     "idempotency_key": h.get("idempotency-key"),
                 },
                 request.method,
-                path,
+                request.scope["path"] + (f"?{query}" if query else ""),
                 raw,
                 clock.now(),
             )
-            who.require(scope)
-            return who
+            seen.principal.require(scope)
+            if record:
+                await auth.nonces.run(seen)
+            return seen
 
         return Depends(dependency)
+
+    def signed(scope: str) -> Any:
+        async def principal(seen: Annotated[Seen, checked(scope)]) -> Principal:
+            return seen.principal
+
+        return Depends(principal)
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     def metrics_page() -> PlainTextResponse:
@@ -168,7 +168,7 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
         return {"status": "ready"}
 
     @app.get("/v1/ping", tags=["ops"], responses=ERRORS)
-    def ping(who: Annotated[Principal, signed("read")]) -> dict[str, str]:
+    async def ping(who: Annotated[Principal, signed("read")]) -> dict[str, str]:
         """A signed no-op: the baseline for the intake benchmark."""
         return {"key": who.name}
 
@@ -185,8 +185,8 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
             }
         },
     )
-    def create_withdrawal(
-        who: Annotated[Principal, signed("withdraw")],
+    async def create_withdrawal(
+        seen: Annotated[Seen, checked("withdraw", record=False)],
         raw: Annotated[bytes, Depends(body)],
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None,
     ) -> Any:
@@ -195,7 +195,8 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
                 "an Idempotency-Key header (1 to 128 printable characters) is required", code="missing_idempotency_key"
             )
         req = parse_withdrawal(raw)
-        w, created = service.create(who, idempotency_key, req)
+        # the request's nonce is recorded in the intake's own transaction: consumed exactly when it commits
+        w, created = await intake.run(Intake(seen.principal, idempotency_key, req, logs.REQUEST_ID.get(), seen))
         out = withdrawal_out(w).model_dump()
         return JSONResponse(
             out, status_code=201 if created else 200, headers=None if created else {"Idempotent-Replayed": "true"}
@@ -245,6 +246,48 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
         return withdrawal_out(service.cancel(who, withdrawal_id))
 
     return app
+
+
+class RequestLog:
+    """Every request gets an id (the client's X-Request-Id, or a new one) that each log line of it carries
+    and the response echoes; one access line per request says who asked what and how it ended, never its
+    body. Plain ASGI, so it adds no task or stream of its own to each request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        rid = logs.accept_id(headers.get("x-request-id"))
+        token = logs.REQUEST_ID.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            method, path = scope["method"], scope["path"]
+            if method == "POST" and path == "/v1/withdrawals":
+                self.metrics.observe_intake(status, elapsed)
+            access.info(
+                "%s %s %s",
+                method,
+                path,
+                status,
+                extra={"status": status, "ms": round(1000 * elapsed, 1), "api_key": headers.get("x-custody-key")},
+            )
+            logs.REQUEST_ID.reset(token)
 
 
 def parse_withdrawal(raw: bytes) -> NewWithdrawal:

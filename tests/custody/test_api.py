@@ -142,6 +142,13 @@ def test_revoked_keys_are_refused(server):
     ck = add_client(server.store)
     assert raw(server, ck, "GET", "/v1/ping").status_code == 200
     apikeys.revoke_key(server.store, ck.name, int(time.time()))
+    # the daemon caches public keys, but a revocation counts from the moment it commits: the intake's own
+    # transaction refuses the key it had cached
+    with client_for(server, ck) as c, pytest.raises(CustodyAPIError) as info:
+        c.create_withdrawal("ETH", "1", OMNIBUS, idempotency_key=new_key())
+    assert info.value.code == "unknown_key"
+    with server.store.read() as s:
+        assert s.query(Withdrawal).count() == 0
     assert raw(server, ck, "GET", "/v1/ping").json()["code"] == "unknown_key"
 
 

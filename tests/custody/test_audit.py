@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import delete, select, update
 
 from custody import audit
 from custody.store.models import AuditEntry
+from policies.canonical import canonical_bytes
 
 
 def fill(store, n: int = 5) -> None:
@@ -65,3 +68,24 @@ def test_export_is_one_json_object_per_entry(store):
         hashes = list(s.execute(select(AuditEntry.hash).order_by(AuditEntry.seq)).scalars())
     assert [line.count('"hash"') for line in lines] == [1, 1, 1]
     assert all(h in line for h, line in zip(hashes, lines, strict=True))
+
+
+@given(
+    seq=st.integers(1, 2**62),
+    at=st.integers(0, 2**40),
+    kind=st.text(max_size=20),
+    subject=st.text(max_size=40),
+    data=st.dictionaries(
+        st.text(max_size=8),
+        st.one_of(st.none(), st.booleans(), st.integers(), st.text(), st.lists(st.text(max_size=4), max_size=3)),
+        max_size=5,
+    ),
+)
+def test_the_hash_written_is_the_hash_verified(seq, at, kind, subject, data):
+    """Appending builds an entry's canonical body around its already canonical data; verification parses
+    the stored data and encodes the whole body. Any difference would break every chain."""
+    text = canonical_bytes(data).decode("utf-8")
+    prev = "ab" * 32
+    assert audit._appended_hash(seq, at, kind, subject, text, prev) == audit.entry_hash(
+        seq, at, kind, subject, text, prev
+    )

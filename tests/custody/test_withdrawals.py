@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from custody.clock import FixedClock
 from custody.errors import Conflict, RateLimited
 from custody.policy import PolicyCache
 from custody.withdrawals import NewWithdrawal, Withdrawals
+from policies.errors import CustodyError
 from tests.conftest import OMNIBUS
 
 WHO = Principal("backend", frozenset({"withdraw", "read", "cancel"}))
@@ -69,3 +71,99 @@ def test_rate_limiter_refuses_past_the_burst():
         limiter.take("k")
     assert info.value.status == 429 and info.value.code == "rate_limited"
     limiter.take("other")  # buckets are per key
+
+
+def _outcome(result) -> tuple:
+    if isinstance(result, Exception):
+        return ("error", result.code)
+    w, created = result
+    return (w.state, w.route, w.amount, created, tuple(r["rule"] for r in json.loads(w.reasons) if not r["passed"]))
+
+
+def test_a_batch_decides_exactly_as_one_request_at_a_time(db_url):
+    """Group commit decides many intakes in one transaction; each must see the windows, the per-key
+    windows and the hot wallet's free balance as if every one before it had committed alone."""
+    from sqlalchemy import delete
+
+    from custody.store.db import Store
+    from custody.store.models import ChainBalance, HotWallet, Withdrawal
+    from custody.withdrawals import Intake
+    from policies.loader import load_policy_toml
+    from tests.conftest import MAKER, add_client, apply_policy, policy_toml
+
+    now = int(time.time())
+    store = Store(db_url)
+    store.migrate()
+    text = policy_toml(now) + '\n[api_keys.backend]\nwindows = [{ asset = "ETH", period = "1h", limit = "180" }]\n'
+    apply_policy(store, load_policy_toml(text), now)
+    add_client(store)
+    add_client(store, "other")
+    hot = "0x" + "11" * 20
+    with store.transaction() as s:
+        s.add(HotWallet(address=hot, chain_id=31337, next_nonce=0, created_at=now))
+        s.add(ChainBalance(wallet=hot, asset="ETH", amount=12 * 10**18, block=1, updated_at=now))
+    other = Principal("other", WHO.scopes)
+    stranger = "0x" + "22" * 20
+    plan = [  # (who, key, asset, amount, destination)
+        (WHO, "a", "ETH", "4", OMNIBUS),  # hot: 12 free
+        (WHO, "b", "ETH", "5", MAKER),  # hot: 8 free
+        (WHO, "c", "ETH", "4", OMNIBUS),  # cold: only 3 free now
+        (other, "a", "ETH", "3", OMNIBUS),  # hot: exactly the 3 left
+        (WHO, "d", "ETH", "0.5", OMNIBUS),  # cold: nothing free
+        (WHO, "e", "ETH", "100", OMNIBUS),  # delayed, cold; the key has used 113.5 of 180
+        (WHO, "f", "ETH", "70", OMNIBUS),  # over the key's 180, within the asset's 250: rejected
+        (other, "b", "ETH", "100", OMNIBUS),  # delayed: the asset has used 216.5 of 250
+        (other, "c", "ETH", "40", OMNIBUS),  # over the asset's 250: rejected
+        (other, "d", "ETH", "33.5", OMNIBUS),  # exactly 250: delayed
+        (WHO, "g", "ETH", "1", stranger),  # not whitelisted, and the window is full: rejected
+        (WHO, "a", "ETH", "4", OMNIBUS),  # the same key and request again: the first one
+        (WHO, "b", "ETH", "6", MAKER),  # the same key, another request: a conflict
+        (WHO, "h", "ETH", "1.0000000000000000001", OMNIBUS),  # too many decimals
+        (WHO, "i", "DOGE", "1", OMNIBUS),  # unknown asset
+        (WHO, "j", "ETH", "1", "0x6e340b9cffb37a989ca544e6bb780a2c78901d3F"),  # a broken checksum
+    ]
+    clock = FixedClock(now)
+    service = Withdrawals(store, PolicyCache(), clock)
+    try:
+        one_by_one = []
+        for who, key, asset, amount, dest in plan:
+            try:
+                one_by_one.append(_outcome(service.create(who, key, NewWithdrawal(asset, amount, dest))))
+            except CustodyError as exc:  # compared below with the batch's per-item errors
+                one_by_one.append(_outcome(exc))
+        with store.transaction() as s:
+            s.execute(delete(Withdrawal))
+        batch = service.create_many([Intake(who, k, NewWithdrawal(a, x, d)) for who, k, a, x, d in plan])
+        assert [_outcome(r) for r in batch] == one_by_one
+        assert [o[0] for o in one_by_one[:11]] == [
+            states.QUEUED_HOT,
+            states.QUEUED_HOT,
+            states.QUEUED_COLD,
+            states.QUEUED_HOT,
+            states.QUEUED_COLD,
+            states.DELAYED,
+            states.REJECTED,
+            states.DELAYED,
+            states.REJECTED,
+            states.DELAYED,
+            states.REJECTED,
+        ]
+        assert [one_by_one[i][4] for i in (6, 8, 10)] == [
+            ("key_window:1h",),
+            ("window:1h",),
+            ("whitelist", "window:1h"),
+        ]
+        assert one_by_one[11][3] is False and one_by_one[12:] == [
+            ("error", "idempotency_conflict"),
+            ("error", "invalid_amount"),
+            ("error", "unknown_asset"),
+            ("error", "invalid_address"),
+        ]
+        with store.read() as s:
+            assert s.query(Withdrawal).count() == 11  # the refused ones wrote nothing
+        with store.transaction() as s:
+            from custody import audit
+
+            assert audit.verify(s).ok
+    finally:
+        store.dispose()
