@@ -27,7 +27,7 @@ from tests.conftest import drop_postgres_db, free_port, make_postgres_db, postgr
 
 HERE = Path(__file__).parent
 TOTAL = int(os.environ.get("BENCH_INTAKE_REQUESTS", "8000"))
-CONNECTIONS = int(os.environ.get("BENCH_INTAKE_CONNECTIONS", "64"))
+CONNECTIONS = int(os.environ.get("BENCH_INTAKE_CONNECTIONS", "128"))
 
 
 def prepare(url: str, data_dir: Path) -> tuple[Path, SigningKey]:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
 from nacl.signing import VerifyKey
-from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, delete, insert, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -25,6 +27,8 @@ from custody.store.models import ApiKey, RequestNonce
 
 # The built-in key that owns rebalancing withdrawals (sweeps and top-ups); revoked from birth (migration 0003).
 REBALANCER = "custody-rebalancer"
+NONCES = cast(Table, RequestNonce.__table__)
+log = logging.getLogger("custody.apikeys")
 
 SCOPES = frozenset({"withdraw", "read", "cancel"})
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -225,12 +229,20 @@ class Authenticator:
                 results.append(None)
         fresh = [{"digest": x.digest, "seen_at": x.now} for x, r in zip(batch, results, strict=True) if r is None]
         if fresh:
-            s.execute(insert(RequestNonce), fresh)
-        now = max(seen.now for seen in batch)
-        if now - self._last_prune > 60:
-            self._last_prune = now
-            s.execute(delete(RequestNonce).where(RequestNonce.seen_at < now - 4 * self.max_skew))
+            s.execute(insert(NONCES), fresh)
         return results
+
+    def prune(self, now: int) -> None:
+        """Forget the nonces too old to pass the timestamp check again, at most once a minute, in a
+        transaction of its own (never inside an intake's); a failure is logged and retried later."""
+        if now - self._last_prune <= 60:
+            return
+        self._last_prune = now
+        try:
+            with self.store.transaction() as s:
+                s.execute(delete(RequestNonce).where(RequestNonce.seen_at < now - 4 * self.max_skew))
+        except OperationalError as exc:  # e.g. another replica pruning the same rows at the same moment
+            log.warning("pruning request nonces failed: %s", type(exc).__name__)
 
     def _remember_many(self, batch: list[Seen]) -> list[Unauthorized | None]:
         """``remember`` in a transaction of its own; if another replica recorded one of these digests

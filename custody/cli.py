@@ -122,7 +122,8 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
     # The group-commit threads hold the intake lock across their round trips to the database; after each
     # one they need the GIL back from the event loop at once, not after the default 5 ms switch interval.
     sys.setswitchinterval(0.0005)
-    app = create_app(settings, store, SystemClock())
+    clock = SystemClock()
+    app = create_app(settings, store, clock)
     stop = threading.Event()
 
     def scheduler() -> None:
@@ -130,6 +131,7 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
             logs.REQUEST_ID.set(logs.new_id("s-"))
             try:
                 app.state.withdrawals.promote_due()
+                app.state.auth.prune(clock.now())
             except Exception:  # keep serving; the next tick retries
                 log.exception("scheduler pass failed")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,6 @@ from policies.model import Policy
 from policies.units import parse_amount
 
 MAX_PAGE = 200
-log = logging.getLogger("custody.withdrawals")
 TABLE = cast(Table, Withdrawal.__table__)
 COLUMNS = [c for c in TABLE.columns if c.key != "seq"]
 
@@ -227,17 +225,7 @@ class Withdrawals:
         for _ in range(5):
             try:
                 with self.store.transaction() as s:
-                    results = self._intake(s, items)
-                for item, result in zip(items, results, strict=True):  # logged once committed
-                    if isinstance(result, tuple) and result[1]:
-                        w = result[0]
-                        log.info(
-                            "withdrawal %s: received -> %s",
-                            w.id,
-                            w.state,
-                            extra={"withdrawal": w.id, "by": w.api_key, "request_id": item.request_id},
-                        )
-                return results
+                    return self._intake(s, items)
             except IntegrityError:
                 if len(items) > 1:
                     return [result for item in items for result in self.create_many([item])]

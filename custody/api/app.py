@@ -76,7 +76,7 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
     app = FastAPI(
         title="custody", version="1", summary="Withdrawal intake for an exchange's treasury", lifespan=lifespan
     )
-    app.state.withdrawals = service
+    app.state.withdrawals, app.state.auth = service, auth
     app.add_middleware(RequestLog, metrics=metrics)
 
     @app.exception_handler(CustodyError)
@@ -186,6 +186,7 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
         },
     )
     async def create_withdrawal(
+        request: Request,
         seen: Annotated[Seen, checked("withdraw", record=False)],
         raw: Annotated[bytes, Depends(body)],
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None,
@@ -197,6 +198,8 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
         req = parse_withdrawal(raw)
         # the request's nonce is recorded in the intake's own transaction: consumed exactly when it commits
         w, created = await intake.run(Intake(seen.principal, idempotency_key, req, logs.REQUEST_ID.get(), seen))
+        if created:  # the access line names the new withdrawal and the state intake left it in
+            request.state.log = {"withdrawal": w.id, "to": w.state}
         out = withdrawal_out(w).model_dump()
         return JSONResponse(
             out, status_code=201 if created else 200, headers=None if created else {"Idempotent-Replayed": "true"}
@@ -251,7 +254,8 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
 class RequestLog:
     """Every request gets an id (the client's X-Request-Id, or a new one) that each log line of it carries
     and the response echoes; one access line per request says who asked what and how it ended, never its
-    body. Plain ASGI, so it adds no task or stream of its own to each request."""
+    body (an endpoint may add fields through ``request.state.log``: intake names the withdrawal it made and
+    its state). Plain ASGI, so it adds no task or stream of its own to each request."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -273,6 +277,7 @@ class RequestLog:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
+        scope.setdefault("state", {})
         try:
             await self.app(scope, receive, send_with_id)
         finally:
@@ -285,7 +290,12 @@ class RequestLog:
                 method,
                 path,
                 status,
-                extra={"status": status, "ms": round(1000 * elapsed, 1), "api_key": headers.get("x-custody-key")},
+                extra={
+                    "status": status,
+                    "ms": round(1000 * elapsed, 1),
+                    "api_key": headers.get("x-custody-key"),
+                    **scope["state"].get("log", {}),
+                },
             )
             logs.REQUEST_ID.reset(token)
 

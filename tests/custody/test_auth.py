@@ -42,3 +42,24 @@ def test_a_malformed_nonce_or_signature_is_refused(store):
     for broken in ({"nonce": "xyz"}, {"signature": "00"}, {"signature": "zz" * 64}, {"nonce": None}):
         with pytest.raises(Unauthorized):
             auth.authenticate({**headers(ck, now), **broken}, "POST", "/v1/withdrawals", b"{}", now)
+
+
+def test_a_replay_is_refused_until_its_timestamp_is_stale_and_only_then_forgotten(store):
+    from sqlalchemy import select
+
+    from custody.store.models import RequestNonce
+
+    ck = add_client(store)
+    auth = Authenticator(store, 30, RateLimiter(1000, 1000))
+    now = 1_900_000_000
+    h = headers(ck, now)
+    auth.authenticate(h, "POST", "/v1/withdrawals", b"{}", now)
+    with pytest.raises(Unauthorized) as info:
+        auth.authenticate(h, "POST", "/v1/withdrawals", b"{}", now + 30)
+    assert info.value.code == "replayed_request"
+    auth.prune(now + 120)  # 4 x the skew: the nonce could still be presented at now + 30, so it is kept
+    with store.read() as s:
+        assert len(s.execute(select(RequestNonce)).all()) == 1
+    auth.prune(now + 121 + 61)
+    with store.read() as s:
+        assert s.execute(select(RequestNonce)).all() == []

@@ -98,8 +98,11 @@ def test_a_whole_flow_logs_json_with_request_ids_and_never_a_secret(tmp_path, db
     access = [r for r in records if r["logger"] == "custody.api"]
     assert {"backend-trace-7"} <= {r["request_id"] for r in access} and all(r["request_id"] != "-" for r in access)
     assert any(r["status"] == 401 for r in access) and any(r["status"] == 422 for r in access)
-    moves = [r["message"] for r in records if r.get("withdrawal") == hot["id"]]
-    assert any("-> confirmed" in m for m in moves) and any("-> signed" in m for m in moves)
+    moves = [r for r in records if r.get("withdrawal") == hot["id"]]
+    assert [(r["message"], r["to"]) for r in moves if r["logger"] == "custody.api"] == [
+        ("POST /v1/withdrawals 201", "queued_hot")  # intake's access line names what it made
+    ]
+    assert any("-> confirmed" in r["message"] for r in moves) and any("-> signed" in r["message"] for r in moves)
     for name, forms in secrets.items():
         for form in forms:
             leaked = [line for line in lines if form in line]
