@@ -7,7 +7,7 @@ import logging
 
 from sqlalchemy.orm import Session
 
-from custody import audit, states
+from custody import audit, states, usage
 from custody.store.models import Withdrawal
 
 log = logging.getLogger("custody.withdrawals")
@@ -15,6 +15,8 @@ log = logging.getLogger("custody.withdrawals")
 
 def move(s: Session, w: Withdrawal, target: str, now: int, by: str, **data: object) -> None:
     states.check_transition(w.state, target)
+    if usage.counts(w.state) and not usage.counts(target):  # never paid now: out of the velocity windows
+        usage.add(s, [(w.asset, w.api_key, w.created_at, -w.amount)])
     audit.append(s, now, f"withdrawal.{target}", w.id, {"from": w.state, "to": target, "by": by, **data})
     log.info("withdrawal %s: %s -> %s", w.id, w.state, target, extra={"withdrawal": w.id, "by": by})
     w.state, w.updated_at = target, now

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, case, func, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from custody import audit, states
+from custody import audit, states, usage
 from custody.apikeys import Principal, Seen
 from custody.clock import Clock
 from custody.errors import Conflict, InvalidRequest, NotFound, Unauthorized
@@ -24,7 +24,7 @@ from custody.transitions import move
 from policies.addresses import checksum_address
 from policies.canonical import canonical_hash
 from policies.errors import CustodyError
-from policies.evaluate import DELAY, HOT, REJECT, Context, Decision, Request, evaluate, window_totals
+from policies.evaluate import DELAY, HOT, REJECT, Context, Decision, Request, evaluate
 from policies.model import Policy
 from policies.units import parse_amount
 
@@ -69,6 +69,8 @@ def record(s: Session, made: tuple[Withdrawal, Entries], now: int) -> Withdrawal
     w, entries = made
     s.add(w)
     s.flush()
+    if usage.counts(w.state):
+        usage.add(s, [(w.asset, w.api_key, w.created_at, w.amount)])
     audit.append_all(s, now, entries)
     return w
 
@@ -304,6 +306,7 @@ class Withdrawals:
             results[i] = (w, True)
         if rows:
             s.execute(insert(TABLE), rows)  # one executemany; the answer does not need seq
+            usage.add(s, ((r["asset"], r["api_key"], now, r["amount"]) for r in rows if usage.counts(r["state"])))
             audit.append_all(s, now, entries)
         return results  # type: ignore[return-value]  # every _Checked was replaced
 
@@ -334,41 +337,22 @@ class Withdrawals:
     def _context(
         self, s: Session, policy: Policy, api_key: str, asset: str, now: int, reading: tuple[int, int] | None
     ) -> Context:
-        """What earlier withdrawals of this asset used in each window (an event at t counts in window p iff
-        now - p < t <= now, as in ``policies.evaluate.window_totals``) and the hot wallet's free balance,
-        given its last ``reading``. PostgreSQL sums exactly in SQL, in one statement; SQLite has no exact
+        """What this asset and key used in each window (``custody.usage``) and the hot wallet's free balance,
+        given its last ``reading``. PostgreSQL sums the reserved amounts exactly in SQL; SQLite has no exact
         wide integers, so its rows are summed here."""
         periods = [w.seconds for w in policy.assets[asset].windows]
         key_rule = policy.api_keys.get(api_key)
         key_periods = [w.seconds for w in key_rule.windows.get(asset, ())] if key_rule else []
+        asset_totals, key_totals = usage.totals(s, asset, api_key, now, periods, key_periods)
         balance, block = reading if reading is not None else (0, None)
-        longest = max(periods + key_periods, default=0)
-        W = Withdrawal
-        in_window = (
-            W.asset == asset,
-            W.created_at > now - longest,
-            W.created_at <= now,
-            W.state.not_in(states.NOT_SPENDING),
-        )
         if self.store.is_postgres:
-            reserved = select(func.coalesce(func.sum(W.amount), 0)).where(reserving(asset, block)).correlate(None)
-            sums = [func.coalesce(func.sum(case((W.created_at > now - p, W.amount), else_=0)), 0) for p in periods]
-            sums += [
-                func.coalesce(
-                    func.sum(case((and_(W.api_key == api_key, W.created_at > now - p), W.amount), else_=0)), 0
-                )
-                for p in key_periods
-            ]
-            query = select(reserved.scalar_subquery(), *sums)
-            values = [int(v) for v in s.execute(query.where(*in_window) if longest else query).one()]
-            asset_totals = dict(zip(periods, values[1 : 1 + len(periods)], strict=True))
-            key_totals = dict(zip(key_periods, values[1 + len(periods) :], strict=True))
-            used = values[0]
+            used = int(
+                s.execute(
+                    select(func.coalesce(func.sum(Withdrawal.amount), 0)).where(reserving(asset, block))
+                ).scalar_one()
+            )
         else:
-            rows = s.execute(select(W.created_at, W.amount, W.api_key).where(*in_window)).all() if longest else []
-            asset_totals = window_totals(((r[0], r[1]) for r in rows), now, periods)
-            key_totals = window_totals(((r[0], r[1]) for r in rows if r[2] == api_key), now, key_periods)
-            used = sum(s.execute(select(W.amount).where(reserving(asset, block))).scalars())
+            used = sum(s.execute(select(Withdrawal.amount).where(reserving(asset, block))).scalars())
         return Context(now=now, asset_totals=asset_totals, key_totals=key_totals, hot_free_balance=balance - used)
 
     def get(self, who: Principal, withdrawal_id: str) -> Withdrawal:

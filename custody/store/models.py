@@ -67,6 +67,17 @@ class RequestNonce(Base):
     seen_at: Mapped[int] = mapped_column(BigInteger, index=True)
 
 
+class WindowUsage(Base):
+    """Per asset, API key and second: the sum of the withdrawals made then that count against velocity
+    windows (``custody.usage``)."""
+
+    __tablename__ = "window_usage"
+    asset: Mapped[str] = mapped_column(String(16), primary_key=True)
+    api_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    amount: Mapped[int] = mapped_column(Amount)
+
+
 class Withdrawal(Base):
     __tablename__ = "withdrawals"
     seq: Mapped[int] = mapped_column(SerialKey, primary_key=True, autoincrement=True)

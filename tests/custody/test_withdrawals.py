@@ -86,7 +86,7 @@ def test_a_batch_decides_exactly_as_one_request_at_a_time(db_url):
     from sqlalchemy import delete
 
     from custody.store.db import Store
-    from custody.store.models import ChainBalance, HotWallet, Withdrawal
+    from custody.store.models import ChainBalance, HotWallet, WindowUsage, Withdrawal
     from custody.withdrawals import Intake
     from policies.loader import load_policy_toml
     from tests.conftest import MAKER, add_client, apply_policy, policy_toml
@@ -131,8 +131,9 @@ def test_a_batch_decides_exactly_as_one_request_at_a_time(db_url):
                 one_by_one.append(_outcome(service.create(who, key, NewWithdrawal(asset, amount, dest))))
             except CustodyError as exc:  # compared below with the batch's per-item errors
                 one_by_one.append(_outcome(exc))
-        with store.transaction() as s:
+        with store.transaction() as s:  # start again from nothing used
             s.execute(delete(Withdrawal))
+            s.execute(delete(WindowUsage))
         batch = service.create_many([Intake(who, k, NewWithdrawal(a, x, d)) for who, k, a, x, d in plan])
         assert [_outcome(r) for r in batch] == one_by_one
         assert [o[0] for o in one_by_one[:11]] == [
