@@ -267,7 +267,7 @@ class Withdrawals:
         bases: dict[tuple[str, str], Context] = {}
         running = _Running()
         rows: list[dict[str, Any]] = []
-        entries: list[tuple[str, str, dict[str, Any]]] = []
+        entries: Entries = []
         for i, c in enumerate(results):
             if not isinstance(c, _Checked):
                 continue
