@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from custody import states
@@ -49,14 +49,23 @@ def reserving(asset: str, block: int | None) -> ColumnElement[bool]:
     return (W.asset == asset) & (W.route == "hot") & pending
 
 
+def reserved(session: Session, asset: str, block: int | None) -> int:
+    """What the hot-routed withdrawals of ``asset`` that a reading at ``block`` does not show take of it.
+    PostgreSQL sums exactly in SQL; SQLite has no exact wide integers, so its rows are summed here."""
+    if session.get_bind().dialect.name == "postgresql":
+        total = select(func.coalesce(func.sum(Withdrawal.amount), 0)).where(reserving(asset, block))
+        return int(session.execute(total).scalar_one())
+    return sum(session.execute(select(Withdrawal.amount).where(reserving(asset, block))).scalars())
+
+
 def hot_position(session: Session, asset: str) -> HotPosition:
     """The hot wallet's last read balance of ``asset`` and what hot-routed withdrawals reserve of it."""
     reading = hot_reading(session, asset)
     block = None if reading is None else reading[1]
-    reserved = sum(session.execute(select(Withdrawal.amount).where(reserving(asset, block))).scalars())
+    taken = reserved(session, asset, block)
     if reading is None:
-        return HotPosition(asset, 0, None, reserved)
-    return HotPosition(asset, reading[0], block, reserved)
+        return HotPosition(asset, 0, None, taken)
+    return HotPosition(asset, reading[0], block, taken)
 
 
 def cold_balance(session: Session, asset: str) -> int | None:

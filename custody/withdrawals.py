@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,7 +17,7 @@ from custody.apikeys import Principal, Seen
 from custody.clock import Clock
 from custody.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from custody.policy import Active, PolicyCache
-from custody.reserves import RESERVING, hot_reading, reserving
+from custody.reserves import RESERVING, hot_reading, reserved
 from custody.store.db import Store, advisory_lock
 from custody.store.models import Withdrawal
 from custody.transitions import move
@@ -338,21 +338,13 @@ class Withdrawals:
         self, s: Session, policy: Policy, api_key: str, asset: str, now: int, reading: tuple[int, int] | None
     ) -> Context:
         """What this asset and key used in each window (``custody.usage``) and the hot wallet's free balance,
-        given its last ``reading``. PostgreSQL sums the reserved amounts exactly in SQL; SQLite has no exact
-        wide integers, so its rows are summed here."""
+        given its last ``reading``."""
         periods = [w.seconds for w in policy.assets[asset].windows]
         key_rule = policy.api_keys.get(api_key)
         key_periods = [w.seconds for w in key_rule.windows.get(asset, ())] if key_rule else []
         asset_totals, key_totals = usage.totals(s, asset, api_key, now, periods, key_periods)
         balance, block = reading if reading is not None else (0, None)
-        if self.store.is_postgres:
-            used = int(
-                s.execute(
-                    select(func.coalesce(func.sum(Withdrawal.amount), 0)).where(reserving(asset, block))
-                ).scalar_one()
-            )
-        else:
-            used = sum(s.execute(select(Withdrawal.amount).where(reserving(asset, block))).scalars())
+        used = reserved(s, asset, block)
         return Context(now=now, asset_totals=asset_totals, key_totals=key_totals, hot_free_balance=balance - used)
 
     def get(self, who: Principal, withdrawal_id: str) -> Withdrawal:
