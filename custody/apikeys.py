@@ -105,6 +105,10 @@ class RateLimiter:
             self._buckets[key] = (tokens - 1, now)
 
 
+def unknown_key() -> Unauthorized:
+    return Unauthorized("unknown or revoked API key", code="unknown_key")
+
+
 def replayed() -> Unauthorized:
     return Unauthorized("this signed request was already accepted once", code="replayed_request")
 
@@ -151,13 +155,6 @@ class Authenticator:
         key = self._keys.get(name) or await run_in_threadpool(self.key, name)
         return self.verify(key, headers, method, path_with_query, body, now)
 
-    async def authenticate_async(
-        self, headers: dict[str, str | None], method: str, path_with_query: str, body: bytes, now: int
-    ) -> Principal:
-        seen = await self.check(headers, method, path_with_query, body, now)
-        await self.nonces.run(seen)
-        return seen.principal
-
     def well_formed(self, headers: dict[str, str | None], now: int) -> str:
         """The key name, once the headers are all there and the timestamp is fresh."""
         name, stamp, signature = headers.get("key"), headers.get("timestamp"), headers.get("signature")
@@ -196,7 +193,7 @@ class Authenticator:
     ) -> Seen:
         """Check the signature with the key, then take one token from the key's rate limit."""
         if key is None or key.revoked_at is not None:
-            raise Unauthorized("unknown or revoked API key", code="unknown_key")
+            raise unknown_key()
         stamp, nonce, signature = headers["timestamp"] or "", headers["nonce"] or "", headers["signature"] or ""
         try:
             signed = bytes.fromhex(signature)
@@ -221,7 +218,7 @@ class Authenticator:
         for seen in batch:
             if seen.principal.name not in live:
                 self._keys.pop(seen.principal.name, None)
-                results.append(Unauthorized("unknown or revoked API key", code="unknown_key"))
+                results.append(unknown_key())
             elif seen.digest in known:
                 results.append(replayed())
             else:

@@ -187,7 +187,7 @@ class _Running:
         self.hot_reserved: dict[str, int] = {}
 
     def add(self, w: Withdrawal) -> None:
-        if w.state in states.NOT_SPENDING:
+        if not usage.counts(w.state):
             return
         self.asset_used[w.asset] = self.asset_used.get(w.asset, 0) + w.amount
         key = (w.asset, w.api_key)
