@@ -12,11 +12,13 @@ from sqlalchemy.orm import Session
 from custody import audit, freeze
 from custody.errors import NoActivePolicy
 from custody.store.db import Store
-from custody.store.models import PolicyBundleRow
+from custody.store.models import HotWallet, PolicyBundleRow
 from policies.bundle import (
     Bundle,
     Head,
     check_activations,
+    check_created_at,
+    check_decimals,
     genesis_bytes,
     make_bundle,
     parse_bundle,
@@ -24,6 +26,7 @@ from policies.bundle import (
     parse_signature,
     verify_successor,
 )
+from policies.errors import BundleTimeError, PolicyFileError
 from policies.loader import load_policy_toml
 from policies.model import Governance, Policy
 
@@ -67,18 +70,45 @@ def head(session: Session, lock: bool = False) -> tuple[Head, Bundle | None]:
 
 
 def propose(store: Store, policy_toml: str, now: int) -> Bundle:
-    """Compile a policy file into the next bundle; refuse now what apply would refuse later."""
+    """Compile a policy file into the next bundle; refuse now what apply (or a signer) would refuse later."""
     policy = load_policy_toml(policy_toml)
     with store.read() as s:
         current, _ = head(s)
+        hot_wallets = {a.lower() for a in s.execute(select(HotWallet.address)).scalars()}
+    check_hot_marked(policy, hot_wallets)
+    if now < current.created_at:
+        raise BundleTimeError(
+            f"this computer's clock ({now}) is before the current bundle's date ({current.created_at}): "
+            "a bundle may not be dated before the one it replaces; check the clock"
+        )
     bundle = make_bundle(policy, current, now)
+    check_created_at(bundle.created_at, now)
     check_activations(current, bundle)
+    check_decimals(current, bundle)
     return bundle
+
+
+def check_hot_marked(policy: Policy, hot_wallets: set[str]) -> None:
+    """The daemon's own hot wallet may be whitelisted only as such (``hot = true``): then every cold payment to
+    it is a top-up, capped by ``hot_topup``. Listed as an ordinary destination, it would let a host that holds
+    the hot key drain the cold wallet into it at the whitelist's limits. ``hot_wallets`` are the addresses the
+    hot worker has registered; before it first runs the daemon does not know its address, and nothing is
+    checked. Addresses are compared in lower case."""
+    for address, entry in sorted(policy.whitelist.items()):
+        if address.lower() in hot_wallets and not entry.hot:
+            raise PolicyFileError(
+                "whitelist",
+                f"{address} is this daemon's hot wallet: its entry must say hot = true (and each asset it receives "
+                "a hot_topup limit)",
+            )
 
 
 def apply(store: Store, raw: bytes, signature_files: list[bytes], now: int) -> Bundle:
     bundle = parse_bundle(raw)
     signatures = [parse_signature(data) for data in signature_files]
+    # Dated ahead of this clock, the bundle would block every later one (their dates may not go back); dated
+    # in the past is fine: each admin's signer refused it unless it was fresh when they signed.
+    check_created_at(bundle.created_at, now, max_age=None)
     with store.transaction() as s:
         current, _ = head(s, lock=True)
         signers = verify_successor(current, bundle, signatures)

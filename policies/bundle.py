@@ -22,10 +22,11 @@ what keep a compromised online host from loosening the policy by itself.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nacl.exceptions import BadSignatureError
@@ -37,14 +38,21 @@ from policies.errors import (
     ActivationError,
     BundleError,
     BundleSequenceError,
+    BundleTimeError,
     CustodyError,
+    DecimalsChanged,
     QuorumError,
     RollbackError,
 )
 from policies.loader import FORMAT, Reader, policy_from_canonical, policy_to_canonical
-from policies.model import Governance, Policy, WhitelistEntry
+from policies.model import AssetRule, Governance, Policy, WhitelistEntry
 
 SIGNATURE_DOMAIN = b"custody-policy-bundle-v1:"
+# How far a bundle's created_at may be from the clock of whoever checks it. An admin's signer refuses a bundle
+# dated more than MAX_AGE before its own clock, so created_at (from which activation delays run) is vouched for
+# by every honest signer to within an hour; anyone refuses one dated more than MAX_FUTURE after its clock.
+MAX_AGE = 3600
+MAX_FUTURE = 300
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX128 = re.compile(r"[0-9a-f]{128}")
 
@@ -58,6 +66,7 @@ class Head:
     created_at: int
     governance: Governance
     whitelist: Mapping[str, WhitelistEntry]
+    assets: Mapping[str, AssetRule] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +82,9 @@ class Bundle:
         return hashlib.sha256(self.raw).hexdigest()
 
     def head(self) -> Head:
-        return Head(self.version, self.hash, self.created_at, self.policy.governance, self.policy.whitelist)
+        return Head(
+            self.version, self.hash, self.created_at, self.policy.governance, self.policy.whitelist, self.policy.assets
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +241,27 @@ def verify_successor(head: Head, bundle: Bundle, signatures: Sequence[BundleSign
     if len(counted) < head.governance.quorum:
         raise QuorumError(f"{len(counted)} distinct admin signature(s); the quorum is {head.governance.quorum}")
     check_activations(head, bundle)
+    check_decimals(head, bundle)
     return tuple(counted)
+
+
+def check_decimals(head: Head, bundle: Bundle) -> None:
+    """A token's decimals never change on chain, so neither may the policy's: not for an asset that keeps its
+    symbol, and not for a contract that reappears under another symbol. Otherwise "1 USDC" on a review
+    screen could pay 10^12 base units."""
+
+    def by_contract(assets: Mapping[str, AssetRule]) -> dict[str | None, tuple[str, int]]:
+        return {r.contract: (s, r.decimals) for s, r in assets.items()}
+
+    old_contracts = by_contract(head.assets)
+    for symbol, rule in sorted(bundle.policy.assets.items()):
+        before = head.assets.get(symbol)
+        if before is not None and before.contract == rule.contract and before.decimals != rule.decimals:
+            raise DecimalsChanged(f"{symbol}'s decimals change from {before.decimals} to {rule.decimals}")
+        known = old_contracts.get(rule.contract)
+        if known is not None and known[1] != rule.decimals:
+            what = "the native coin" if rule.contract is None else f"contract {rule.contract}"
+            raise DecimalsChanged(f"{symbol} gives {what} {rule.decimals} decimals; as {known[0]} it had {known[1]}")
 
 
 def check_activations(head: Head, bundle: Bundle) -> None:
@@ -246,6 +277,43 @@ def check_activations(head: Head, bundle: Bundle) -> None:
                 f"whitelist entry {entry.label!r} ({address}) activates at {entry.active_from}, "
                 f"before the earliest allowed {earliest} (creation + {delay} s)"
             )
+
+
+def check_created_at(created_at: int, now: int, *, max_age: int | None = MAX_AGE, max_future: int = MAX_FUTURE) -> None:
+    """A bundle's date against the checker's own clock ``now``: at most ``max_future`` seconds ahead of it
+    and, unless ``max_age`` is None, at most ``max_age`` seconds behind it.
+
+    The signer checks both before an admin signs, so a quorum with one honest admin vouches that created_at is
+    no earlier than that admin's signing time minus ``max_age``: the host cannot date a bundle in the past to
+    make the activation delay of its new whitelist entries run out before anyone approved them. The daemon
+    checks only the future side when it applies a bundle: one dated ahead would block every later bundle,
+    whose dates may not go back."""
+    clock = f"this computer's clock ({_when(now)})"
+    if created_at - now > max_future:
+        raise BundleTimeError(
+            f"the bundle is dated {_when(created_at)}, {describe_duration(created_at - now)} after {clock}; "
+            f"at most {describe_duration(max_future)} ahead is accepted: check both clocks"
+        )
+    if max_age is not None and now - created_at > max_age:
+        raise BundleTimeError(
+            f"the bundle is dated {_when(created_at)}, {describe_duration(now - created_at)} before {clock}; "
+            f"at most {describe_duration(max_age)} is accepted, because whitelist activation delays run from "
+            "that date: ask for a freshly proposed bundle (or check this computer's clock)"
+        )
+
+
+def _when(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def describe_duration(seconds: int) -> str:
+    """A rough duration for people: at most two units, such as "2d 3h" or "5m"."""
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size or (size == 1 and not parts):
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return " ".join(parts[:2])
 
 
 def check_not_rollback(newest: Head | None, bundle: Bundle) -> None:

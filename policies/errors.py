@@ -9,7 +9,9 @@
         ├── QuorumError           quorum_not_met
         ├── BundleSequenceError   bundle_out_of_sequence: wrong version or previous hash
         ├── RollbackError         bundle_rollback: older than the newest one verified
-        └── ActivationError       whitelist_activation_too_early
+        ├── ActivationError       whitelist_activation_too_early
+        ├── DecimalsChanged       asset_decimals_changed: a token's decimals differ from the previous bundle's
+        └── BundleTimeError       bundle_time_invalid: dated too far from the checking clock
 
 ``CustodyError`` is the root of every error the project raises on purpose; the daemon and the signer
 subclass it for their own errors, so the edges translate one hierarchy.
@@ -65,3 +67,11 @@ class RollbackError(BundleError):
 
 class ActivationError(BundleError):
     code = "whitelist_activation_too_early"
+
+
+class DecimalsChanged(BundleError):
+    code = "asset_decimals_changed"
+
+
+class BundleTimeError(BundleError):
+    code = "bundle_time_invalid"

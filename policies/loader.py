@@ -23,6 +23,7 @@ from policies.errors import AddressError, AmountError, PolicyFileError
 from policies.model import (
     Admin,
     AssetRule,
+    BatchRules,
     DelayTier,
     DenyEntry,
     Governance,
@@ -31,6 +32,7 @@ from policies.model import (
     WhitelistEntry,
     Window,
 )
+from policies.text import label_problem
 from policies.units import format_amount, parse_amount, parse_base_units
 
 FORMAT = 1
@@ -40,6 +42,7 @@ _PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SYMBOL = re.compile(r"[A-Z][A-Z0-9]{1,15}")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 FREEZE_ID = re.compile(r"[0-9a-f]{16}")
+LAST_INSTANT = 253402300799  # 9999-12-31T23:59:59Z, the last second a calendar date can display
 T = TypeVar("T")
 
 
@@ -83,15 +86,13 @@ def policy_to_canonical(policy: Policy) -> dict[str, Any]:
                 "hot_min_share": r.hot_min_share,
                 "hot_max_share": r.hot_max_share,
             }
-            | (
-                {}
-                if r.auto_freeze is None
-                else {"auto_freeze": {"period": r.auto_freeze.seconds, "limit": str(r.auto_freeze.limit)}}
-            )
+            | _window_field("auto_freeze", r.auto_freeze)
+            | _window_field("hot_topup", r.hot_topup)
             for s, r in sorted(policy.assets.items())
         },
         "whitelist": [
             {"address": e.address, "assets": list(e.assets), "label": e.label, "active_from": e.active_from}
+            | ({"hot": True} if e.hot else {})
             for _, e in sorted(policy.whitelist.items(), key=lambda kv: kv[0].lower())
         ],
         "deny": [
@@ -112,7 +113,19 @@ def policy_to_canonical(policy: Policy) -> dict[str, Any]:
 
 def _optional(policy: Policy) -> dict[str, Any]:
     """Fields written only when set, so that bundles made before they existed keep their bytes and hash."""
-    return {} if policy.unfreeze is None else {"unfreeze": policy.unfreeze}
+    out: dict[str, Any] = {} if policy.unfreeze is None else {"unfreeze": policy.unfreeze}
+    if policy.batches != BatchRules():
+        b = policy.batches
+        out["batches"] = {
+            "max_future": b.max_future,
+            "max_lifetime": b.max_lifetime,
+            "max_nonce_gap": b.max_nonce_gap,
+        }
+    return out
+
+
+def _window_field(name: str, window: Window | None) -> dict[str, Any]:
+    return {} if window is None else {name: {"period": window.seconds, "limit": str(window.limit)}}
 
 
 def format_period(seconds: int) -> str:
@@ -196,10 +209,14 @@ class Reader:
 
     def instant(self, value: Any, path: str) -> int:
         if not self.human:
-            return self.count(value, path, 0, 2**40)
+            # up to 9999-12-31 23:59:59 UTC: every instant read from a file can be shown to a person
+            return self.count(value, path, 0, LAST_INSTANT)
         if not isinstance(value, dt.datetime) or value.tzinfo is None:
             raise PolicyFileError(path, "must be a date and time with a time zone, such as 2026-12-01T00:00:00Z")
-        return int(value.timestamp())
+        stamp = int(value.timestamp())
+        if not 0 <= stamp <= LAST_INSTANT:
+            raise PolicyFileError(path, "must be between 1970 and 9999")
+        return stamp
 
     def address(self, value: Any, path: str) -> str:
         try:
@@ -215,6 +232,14 @@ class Reader:
             raise PolicyFileError(path, "must be at most 200 printable characters")
         return string
 
+    def label(self, value: Any, path: str) -> str:
+        """Text shown to a person next to what it describes: a conservative character set (policies.text)."""
+        string = self.text(value, path)
+        problem = label_problem(string)
+        if problem is not None:
+            raise PolicyFileError(path, f"{problem} (labels and notes take letters, digits, spaces and punctuation)")
+        return string
+
     def unique(self, items: list[T], key: Callable[[T], object], path: str, what: str) -> None:
         seen: set[object] = set()
         for i, item in enumerate(items):
@@ -225,7 +250,9 @@ class Reader:
 
     # -- structure --------------------------------------------------------------------------------
     def policy(self, data: Any) -> Policy:
-        root = self.table(data, "", {"format", "governance", "assets"}, {"whitelist", "deny", "api_keys", "unfreeze"})
+        root = self.table(
+            data, "", {"format", "governance", "assets"}, {"whitelist", "deny", "api_keys", "unfreeze", "batches"}
+        )
         if self.typed(root["format"], int, "format") != FORMAT:
             raise PolicyFileError("format", f"unsupported format {root['format']}; this engine reads {FORMAT}")
         governance = self.governance(root["governance"])
@@ -241,11 +268,22 @@ class Reader:
                 f"assets.{native[1]}.contract",
                 f"only one asset may be the native coin (no contract); {native[0]} already is",
             )
+        contracts: dict[str, str] = {}
+        for symbol, rule in sorted(assets.items()):
+            if rule.contract is not None and rule.contract in contracts:
+                # One token under two symbols could carry two decimals: "1 USDX" would pay 10^18 units of USDC.
+                raise PolicyFileError(
+                    f"assets.{symbol}.contract",
+                    f"{rule.contract} is already the contract of {contracts[rule.contract]}",
+                )
+            if rule.contract is not None:
+                contracts[rule.contract] = symbol
         whitelist = [
             self.whitelist_entry(v, f"whitelist[{i}]", assets)
             for i, v in enumerate(self.array(root.get("whitelist", []), "whitelist"))
         ]
         self.unique(whitelist, lambda e: e.address, "whitelist", "address")
+        self.hot_entry(whitelist, assets)
         deny = [self.deny_entry(v, f"deny[{i}]") for i, v in enumerate(self.array(root.get("deny", []), "deny"))]
         self.unique(deny, lambda e: e.address, "deny", "address")
         keys_table = self.typed(root.get("api_keys", {}), dict, "api_keys")
@@ -258,7 +296,47 @@ class Reader:
             deny={e.address: e for e in deny},
             api_keys=api_keys,
             unfreeze=None if unfreeze is None else self.text(unfreeze, "unfreeze", FREEZE_ID, "freeze id (16 hex)"),
+            batches=self.batch_rules(root.get("batches", {})),
         )
+
+    def hot_entry(self, whitelist: list[WhitelistEntry], assets: dict[str, AssetRule]) -> None:
+        """At most one entry is the hot wallet, and each asset it may receive states a top-up limit that the
+        band allows: a top-up is money a compromised host could take, so its ceiling is the policy's."""
+        hot = [(i, e) for i, e in enumerate(whitelist) if e.hot]
+        if len(hot) > 1:
+            raise PolicyFileError(f"whitelist[{hot[1][0]}].hot", "only one whitelist entry may be the hot wallet")
+        for i, entry in hot:
+            for symbol in entry.assets:
+                rule = assets[symbol]
+                if rule.hot_topup is None:
+                    raise PolicyFileError(
+                        f"assets.{symbol}.hot_topup",
+                        f"is required: whitelist[{i}] ({entry.label}) is the hot wallet and receives {symbol}",
+                    )
+                if rule.hot_min is not None and rule.hot_max is not None:
+                    band = rule.hot_max - rule.hot_min
+                    if rule.hot_topup.limit > band:
+                        raise PolicyFileError(
+                            f"assets.{symbol}.hot_topup.limit",
+                            f"must be at most hot_max - hot_min ({format_amount(band, rule.decimals)} {symbol})",
+                        )
+
+    def batch_rules(self, value: Any) -> BatchRules:
+        t = self.table(value, "batches", set(), {"max_future", "max_lifetime", "max_nonce_gap"})
+        default = BatchRules()
+        human = {"max_future": "5m", "max_lifetime": "7d"}
+        future = self.period(
+            t.get("max_future", human["max_future"] if self.human else default.max_future), "batches.max_future"
+        )
+        lifetime = self.period(
+            t.get("max_lifetime", human["max_lifetime"] if self.human else default.max_lifetime), "batches.max_lifetime"
+        )
+        if future > 3600:
+            raise PolicyFileError("batches.max_future", "must be at most 1h")
+        if lifetime > 30 * 86400:
+            raise PolicyFileError("batches.max_lifetime", "must be at most 30d")
+        gap = self.count(t.get("max_nonce_gap", default.max_nonce_gap), "batches.max_nonce_gap", 1, 256)
+        return BatchRules(max_future=future, max_lifetime=lifetime, max_nonce_gap=gap)
 
     def governance(self, value: Any) -> Governance:
         t = self.table(value, "governance", {"quorum", "admins"}, {"activation_delay"})
@@ -301,6 +379,7 @@ class Reader:
                 "hot_min_share",
                 "hot_max_share",
                 "auto_freeze",
+                "hot_topup",
             },
         )
         decimals = self.count(t["decimals"], f"{path}.decimals", 0, 36)
@@ -344,6 +423,9 @@ class Reader:
             auto_freeze=None
             if t.get("auto_freeze") is None
             else self.windows([t["auto_freeze"]], f"{path}.auto_freeze", decimals)[0],
+            hot_topup=None
+            if t.get("hot_topup") is None
+            else self.windows([t["hot_topup"]], f"{path}.hot_topup", decimals)[0],
         )
 
     def windows(self, value: Any, path: str, decimals: int) -> tuple[Window, ...]:
@@ -356,7 +438,7 @@ class Reader:
         return tuple(sorted(out, key=lambda w: w.seconds))
 
     def whitelist_entry(self, value: Any, path: str, assets: dict[str, AssetRule]) -> WhitelistEntry:
-        t = self.table(value, path, {"address", "assets", "label", "active_from"})
+        t = self.table(value, path, {"address", "assets", "label", "active_from"}, {"hot"})
         names = [self.text(a, f"{path}.assets[{i}]") for i, a in enumerate(self.array(t["assets"], f"{path}.assets"))]
         if not names:
             raise PolicyFileError(f"{path}.assets", "must name at least one asset")
@@ -367,13 +449,22 @@ class Reader:
         return WhitelistEntry(
             address=self.address(t["address"], f"{path}.address"),
             assets=tuple(sorted(names)),
-            label=self.text(t["label"], f"{path}.label"),
+            label=self.label(t["label"], f"{path}.label"),
             active_from=self.instant(t["active_from"], f"{path}.active_from"),
+            hot=self.hot_flag(t, f"{path}.hot"),
         )
+
+    def hot_flag(self, entry: dict[str, Any], path: str) -> bool:
+        if "hot" not in entry:
+            return False
+        flag = self.typed(entry["hot"], bool, path)
+        if not self.human and not flag:
+            raise PolicyFileError(path, "is written only when true")
+        return flag
 
     def deny_entry(self, value: Any, path: str) -> DenyEntry:
         t = self.table(value, path, {"address"}, {"note"})
-        return DenyEntry(self.address(t["address"], f"{path}.address"), self.text(t.get("note", ""), f"{path}.note"))
+        return DenyEntry(self.address(t["address"], f"{path}.address"), self.label(t.get("note", ""), f"{path}.note"))
 
     def key_rule(self, name: str, value: Any, path: str, assets: dict[str, AssetRule]) -> KeyRule:
         if _NAME.fullmatch(name) is None:

@@ -45,6 +45,10 @@ class AssetRule:
     # Hot outflow (payments from the hot wallet to others) above this in any window freezes every payment
     # until a quorum-signed bundle lifts the freeze. None: no automatic freeze for this asset.
     auto_freeze: Window | None = None
+    # The most that cold-wallet batches may pay to the hot wallet (the whitelist entry marked ``hot``) in any
+    # window. Required whenever the hot wallet is whitelisted for the asset: a compromised host holds the hot
+    # key, so every top-up is money it could take; this is how much the treasury agreed to expose.
+    hot_topup: Window | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,8 @@ class WhitelistEntry:
     assets: tuple[str, ...]
     label: str
     active_from: int
+    # This destination is the daemon's own hot wallet: transfers to it are top-ups, capped by ``hot_topup``.
+    hot: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +93,18 @@ class Governance:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchRules:
+    """What an offline signer enforces on every cold batch from its own clock and its own ledger."""
+
+    # A batch dated further ahead of the signer's clock than this is refused (it was made to outlive review).
+    max_future: int = 300
+    # A batch valid for longer than this (expires_at - created_at) is refused: signatures are not stockpiled.
+    max_lifetime: int = 7 * 86400
+    # A batch more than this many Safe nonces above the highest the signer has signed is refused.
+    max_nonce_gap: int = 16
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     governance: Governance
     assets: Mapping[str, AssetRule]
@@ -95,3 +113,9 @@ class Policy:
     api_keys: Mapping[str, KeyRule] = field(default_factory=dict)
     # The id of the freeze (``custody freeze``) that applying this bundle lifts: only a quorum can unfreeze.
     unfreeze: str | None = None
+    batches: BatchRules = field(default_factory=BatchRules)
+
+    @property
+    def hot_entry(self) -> WhitelistEntry | None:
+        """The whitelist entry marked as the hot wallet, if any (the loader allows at most one)."""
+        return next((e for e in self.whitelist.values() if e.hot), None)

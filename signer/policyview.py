@@ -1,88 +1,217 @@
-"""What an admin reads before signing a bundle: pure functions from bundles to lines of text."""
+"""What an admin reads before signing a bundle: pure functions from bundles to lines of text.
+
+A policy is flattened into ordered (path, value) pairs, one for every field a person could care about, with
+amounts in the asset's units and every string from the file escaped (``policies.text.escape``); two such
+lists are diffed into one line per changed field:
+
+    ~ assets.USDC.decimals: 6 -> 12
+    - api_keys.backend.windows.ETH.1h: 100 ETH
+    + whitelist.0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f.label: "omnibus"
+
+so nothing a bundle changes can hide behind a summary, and a test reads exactly what the admin reads. Optional
+fields that are unset have no line, so setting one shows ``+`` and removing one shows ``-``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 
-from policies.bundle import Bundle
+from policies.bundle import Bundle, describe_duration
 from policies.loader import format_period
-from policies.model import Policy, WhitelistEntry
+from policies.model import AssetRule, BatchRules, DenyEntry, Governance, KeyRule, Policy, WhitelistEntry, Window
+from policies.text import escape
 from policies.units import format_amount
+
+Field = tuple[str, str]
 
 
 def _when(ts: int) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _entry(e: WhitelistEntry) -> str:
-    return f"{e.address}  {','.join(e.assets):<12} {e.label!r}  active from {_when(e.active_from)}"
+def _quoted(text: str) -> str:
+    return f'"{escape(text)}"'
 
 
-def describe_bundle(bundle: Bundle, previous: Policy | None) -> list[str]:
-    """The header and a diff against ``previous``: whitelist additions and removals first, then the rest."""
+# -- flattening -------------------------------------------------------------------------------------
+def flatten(policy: Policy) -> list[Field]:
+    """Every field of ``policy`` as (path, display value), in a stable order: unfreeze, governance, assets,
+    whitelist, deny list, API keys, batch rules."""
+    out: list[Field] = [] if policy.unfreeze is None else [("unfreeze", policy.unfreeze)]
+    out += flatten_governance(policy.governance)
+    for symbol, rule in sorted(policy.assets.items()):
+        out += _asset(symbol, rule)
+    for address, entry in sorted(policy.whitelist.items(), key=lambda kv: kv[0].lower()):
+        out += _whitelisted(address, entry)
+    for address, denied in sorted(policy.deny.items(), key=lambda kv: kv[0].lower()):
+        out += _denied(address, denied)
+    for name, key_rule in sorted(policy.api_keys.items()):
+        out += _api_key(name, key_rule, policy.assets)
+    out += _batches(policy.batches)
+    return out
+
+
+def flatten_governance(g: Governance) -> list[Field]:
+    """The admin set, keyed by public key (a new key under an old name is a removal and an addition)."""
+    out = [("governance.quorum", str(g.quorum)), ("governance.activation_delay", format_period(g.activation_delay))]
+    out += [(f"governance.admins.{a.key}", _quoted(a.name)) for a in sorted(g.admins, key=lambda a: a.key)]
+    return out
+
+
+def _amount(value: int, rule: AssetRule) -> str:
+    return f"{format_amount(value, rule.decimals)} {rule.symbol}"
+
+
+def _window(window: Window, rule: AssetRule) -> str:
+    return f"{_amount(window.limit, rule)} per {format_period(window.seconds)}"
+
+
+def _asset(symbol: str, r: AssetRule) -> list[Field]:
+    p = f"assets.{symbol}"
+    out = [
+        (f"{p}.enabled", "true" if r.enabled else "false"),
+        (f"{p}.decimals", str(r.decimals)),
+        (f"{p}.contract", r.contract or "none (the chain's native coin)"),
+        (f"{p}.max_per_transfer", _amount(r.max_per_transfer, r)),
+        (f"{p}.hot_limit", _amount(r.hot_limit, r)),
+    ]
+    out += [(f"{p}.windows.{format_period(w.seconds)}", _amount(w.limit, r)) for w in r.windows]
+    out += [(f"{p}.delay_tiers[{_amount(t.at_least, r)}]", format_period(t.delay)) for t in r.delay_tiers]
+    for name, amount in (("hot_min", r.hot_min), ("hot_max", r.hot_max)):
+        if amount is not None:
+            out.append((f"{p}.{name}", _amount(amount, r)))
+    for name, share in (("hot_min_share", r.hot_min_share), ("hot_max_share", r.hot_max_share)):
+        if share is not None:
+            out.append((f"{p}.{name}", f"{format_amount(share, 2)}% of the asset's total"))
+    for name, window in (("auto_freeze", r.auto_freeze), ("hot_topup", r.hot_topup)):
+        if window is not None:
+            out.append((f"{p}.{name}", _window(window, r)))
+    return out
+
+
+def _whitelisted(address: str, e: WhitelistEntry) -> list[Field]:
+    p = f"whitelist.{address}"
+    out = [
+        (f"{p}.assets", ", ".join(escape(a) for a in e.assets)),
+        (f"{p}.label", _quoted(e.label)),
+        (f"{p}.active_from", _when(e.active_from)),
+    ]
+    return out + ([(f"{p}.hot", "true (the hot wallet: cold payments to it are top-ups)")] if e.hot else [])
+
+
+def _denied(address: str, d: DenyEntry) -> list[Field]:
+    return [(f"deny.{address}.note", _quoted(d.note))]
+
+
+def _api_key(name: str, k: KeyRule, assets: Mapping[str, AssetRule]) -> list[Field]:
+    p = f"api_keys.{escape(name)}.windows"
+    out: list[Field] = []
+    for asset, windows in sorted(k.windows.items()):
+        rule = assets.get(asset)
+        for w in windows:
+            limit = _amount(w.limit, rule) if rule else f"{w.limit} base units"
+            out.append((f"{p}.{escape(asset)}.{format_period(w.seconds)}", limit))
+    return out or [(p, "none")]
+
+
+def _batches(b: BatchRules) -> list[Field]:
+    return [
+        ("batches.max_future", format_period(b.max_future)),
+        ("batches.max_lifetime", format_period(b.max_lifetime)),
+        ("batches.max_nonce_gap", str(b.max_nonce_gap)),
+    ]
+
+
+# -- diffing ----------------------------------------------------------------------------------------
+def diff(old: Sequence[Field], new: Sequence[Field]) -> list[str]:
+    """One line per field that differs: ``+ path: value``, ``- path: value`` or ``~ path: old -> new``. Lines
+    follow the new order; a removed field stays where it stood among the old ones."""
+    before, after = dict(old), dict(new)
+    start = object()
+    runs: dict[object, list[str]] = {start: []}
+    anchor: object = start
+    for path, _ in old:
+        if path in after:
+            anchor = path
+        else:
+            runs.setdefault(anchor, []).append(path)
+    order = list(runs[start])
+    for path, _ in new:
+        order += [path, *runs.get(path, [])]
+    lines = []
+    for path in order:
+        if path not in before:
+            lines.append(f"+ {path}: {after[path]}")
+        elif path not in after:
+            lines.append(f"- {path}: {before[path]}")
+        elif before[path] != after[path]:
+            lines.append(f"~ {path}: {before[path]} -> {after[path]}")
+    return lines
+
+
+def _counts(what: str, old: Mapping[str, object], new: Mapping[str, object]) -> str:
+    added = sum(1 for k in new if k not in old)
+    removed = sum(1 for k in old if k not in new)
+    changed = sum(1 for k, v in new.items() if k in old and old[k] != v)
+    return f"{what}: {added} added, {removed} removed, {changed} changed, {len(new)} in all"
+
+
+# -- the review screen ------------------------------------------------------------------------------
+def describe_bundle(bundle: Bundle, previous: Policy | Governance | None, now: int | None = None) -> list[str]:
+    """The header, the new policy's headline counts and a field-by-field diff against ``previous``: the newest
+    verified policy, or for version 1 the genesis admin set (a Governance), or None to list the whole policy.
+    ``now`` (the reader's clock) adds the bundle's age to the header."""
     p = bundle.policy
+    created = _when(bundle.created_at)
+    if now is not None:
+        created += f" ({_age(now - bundle.created_at)} by this computer's clock)"
     lines = [
         f"Policy bundle version {bundle.version}",
         f"  hash           {bundle.hash}",
         f"  previous hash  {bundle.previous_hash}",
-        f"  created        {_when(bundle.created_at)}",
+        f"  created        {created}",
         "",
     ]
     if p.unfreeze is not None:
         lines += [f"UNFREEZES: applying this bundle lifts freeze {p.unfreeze} and payments resume.", ""]
-    old = previous or Policy(governance=p.governance, assets={})
-    added = [e for a, e in sorted(p.whitelist.items()) if a not in old.whitelist]
-    removed = [e for a, e in sorted(old.whitelist.items()) if a not in p.whitelist]
-    changed = [
-        (old.whitelist[a], e) for a, e in sorted(p.whitelist.items()) if a in old.whitelist and old.whitelist[a] != e
+    if isinstance(previous, Policy):
+        old_fields, old_policy, old_governance = flatten(previous), previous, previous.governance
+    elif isinstance(previous, Governance):
+        old_fields, old_policy, old_governance = flatten_governance(previous), None, previous
+    else:
+        old_fields, old_policy, old_governance = [], None, None
+    hot = p.hot_entry
+    lines.append(
+        f"The new policy in all: {len(p.assets)} asset(s), {len(p.whitelist)} whitelist entr"
+        f"{'y' if len(p.whitelist) == 1 else 'ies'} "
+        f"({'hot wallet ' + hot.address if hot else 'no hot wallet'}), {len(p.deny)} on the deny list, "
+        f"{len(p.api_keys)} API key(s), quorum {p.governance.quorum} of {len(p.governance.admins)}"
+    )
+    empty: dict[str, object] = {}
+    lines += [
+        "  " + _counts("Assets", old_policy.assets if old_policy else empty, p.assets),
+        "  " + _counts("Whitelist", old_policy.whitelist if old_policy else empty, p.whitelist),
+        "  " + _counts("Deny list", old_policy.deny if old_policy else empty, p.deny),
+        "  " + _counts("API keys", old_policy.api_keys if old_policy else empty, p.api_keys),
     ]
+    g = p.governance
+    mark = "" if old_governance is None else (" (CHANGED)" if old_governance != g else " (unchanged)")
     lines.append(
-        f"Whitelist: {len(added)} added, {len(removed)} removed, {len(changed)} changed, {len(p.whitelist)} in all"
+        f"  Governance{mark}: quorum {g.quorum} of {len(g.admins)}, "
+        f"activation delay {format_period(g.activation_delay)}"
     )
-    lines += [f"  + {_entry(e)}" for e in added]
-    lines += [f"  - {_entry(e)}" for e in removed]
-    for before, after in changed:
-        lines += [f"  ~ {_entry(before)}", f"    -> {_entry(after)}"]
-    d_added = sorted(set(p.deny) - set(old.deny))
-    d_removed = sorted(set(old.deny) - set(p.deny))
-    lines.append(f"Deny list: {len(d_added)} added, {len(d_removed)} removed, {len(p.deny)} in all")
-    lines += [f"  + {a}  {p.deny[a].note}" for a in d_added] + [f"  - {a}" for a in d_removed]
-    lines.append("Assets:")
-    for symbol, rule in sorted(p.assets.items()):
-        d = rule.decimals
-        mark = "" if old.assets.get(symbol) == rule else ("  (new)" if symbol not in old.assets else "  (changed)")
-        windows = (
-            ", ".join(f"{format_amount(w.limit, d)} per {format_period(w.seconds)}" for w in rule.windows) or "none"
-        )
-        tiers = ", ".join(f">= {format_amount(t.at_least, d)} waits {format_period(t.delay)}" for t in rule.delay_tiers)
-        lines += [
-            f"  {symbol}{mark}: {'enabled' if rule.enabled else 'DISABLED'}, "
-            f"max {format_amount(rule.max_per_transfer, d)} per transfer, hot limit {format_amount(rule.hot_limit, d)}",
-            f"    {'contract ' + rule.contract if rule.contract else 'native coin'}; windows: {windows}; "
-            f"delays: {tiers or 'none'}; hot band: "
-            f"{'-' if rule.hot_min is None else format_amount(rule.hot_min, d)} to "
-            f"{'-' if rule.hot_max is None else format_amount(rule.hot_max, d)}; automatic freeze: "
-            + (
-                f"hot outflow above {format_amount(rule.auto_freeze.limit, d)} "
-                f"per {format_period(rule.auto_freeze.seconds)}"
-                if rule.auto_freeze
-                else "none"
-            ),
-        ]
-    lines += [f"  {s}  (removed)" for s in sorted(set(old.assets) - set(p.assets))]
-    g, og = p.governance, old.governance
-    note = "" if previous is None or g == og else "  (CHANGED)"
+    b = p.batches
+    batch_mark = "" if old_policy is None else (" (CHANGED)" if old_policy.batches != b else " (unchanged)")
     lines.append(
-        f"Governance{note}: quorum {g.quorum} of {len(g.admins)}, activation delay {format_period(g.activation_delay)}"
+        f"  Batch rules{batch_mark}: dated at most {format_period(b.max_future)} ahead, valid at most "
+        f"{format_period(b.max_lifetime)}, at most {b.max_nonce_gap} nonces ahead"
     )
-    lines += [f"  {'+' if a not in og.admins else ' '} {a.name:<16} {a.key}" for a in g.admins]
-    lines += [f"  - {a.name:<16} {a.key}" for a in og.admins if a not in g.admins]
-    if p.api_keys:
-        lines.append("API key limits:")
-        for name, key_rule in sorted(p.api_keys.items()):
-            for asset, ws in sorted(key_rule.windows.items()):
-                limits = ", ".join(
-                    f"{format_amount(w.limit, p.assets[asset].decimals)} per {format_period(w.seconds)}" for w in ws
-                )
-                lines.append(f"  {name} {asset}: {limits}")
+    changes = diff(old_fields, flatten(p))
+    lines += ["", f"Changes, one line per field (+ added, - removed, ~ changed): {len(changes) or 'none'}"]
+    lines += [f"  {line}" for line in changes]
     return lines
+
+
+def _age(seconds: int) -> str:
+    return describe_duration(abs(seconds)) + (" in the future" if seconds < 0 else " ago")

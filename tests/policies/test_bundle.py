@@ -3,6 +3,8 @@ from dataclasses import replace
 import pytest
 
 from policies.bundle import (
+    check_created_at,
+    check_decimals,
     check_not_rollback,
     genesis_bytes,
     make_bundle,
@@ -12,7 +14,15 @@ from policies.bundle import (
     sign_bundle,
     verify_successor,
 )
-from policies.errors import ActivationError, BundleError, BundleSequenceError, QuorumError, RollbackError
+from policies.errors import (
+    ActivationError,
+    BundleError,
+    BundleSequenceError,
+    BundleTimeError,
+    DecimalsChanged,
+    QuorumError,
+    RollbackError,
+)
 from policies.model import WhitelistEntry
 from tests.policies.helpers import ADMIN_KEYS, GOOD, NOW, governance, policy
 
@@ -144,3 +154,67 @@ def test_rollback_is_refused():
 def test_bundle_parsing_is_strict(mutate):
     with pytest.raises(BundleError):
         parse_bundle(mutate(FIRST.raw))
+
+
+# -- decimals never change ----------------------------------------------------------------------------------
+USDC = FIRST_POLICY.assets["USDC"]
+SECOND_AT = NOW + 3 * 86400
+
+
+def with_assets(**assets):
+    return replace(FIRST_POLICY, assets={**FIRST_POLICY.assets, **assets})
+
+
+def test_an_assets_decimals_may_not_change():
+    bundle = make_bundle(with_assets(USDC=replace(USDC, decimals=12)), FIRST.head(), SECOND_AT)
+    with pytest.raises(DecimalsChanged, match="USDC's decimals change from 6 to 12") as info:
+        verify_successor(FIRST.head(), bundle, sigs(bundle, A, B))
+    assert info.value.code == "asset_decimals_changed"
+
+
+def test_a_contract_under_another_symbol_keeps_its_decimals():
+    others = {s: r for s, r in FIRST_POLICY.assets.items() if s != "USDC"}
+    renamed = replace(FIRST_POLICY, assets={**others, "USDX": replace(USDC, symbol="USDX", decimals=18)})
+    with pytest.raises(DecimalsChanged, match="as USDC it had 6"):
+        check_decimals(FIRST.head(), make_bundle(renamed, FIRST.head(), SECOND_AT))
+    # the same contract renamed with its own decimals is fine
+    check_decimals(
+        FIRST.head(),
+        make_bundle(replace(renamed, assets={**others, "USDX": replace(USDC, symbol="USDX")}), FIRST.head(), SECOND_AT),
+    )
+
+
+def test_the_native_coin_keeps_its_decimals_under_any_symbol():
+    eth = FIRST_POLICY.assets["ETH"]
+    native = replace(FIRST_POLICY, assets={"USDC": USDC, "WEI": replace(eth, symbol="WEI", decimals=0)})
+    with pytest.raises(DecimalsChanged, match="the native coin"):
+        check_decimals(FIRST.head(), make_bundle(native, FIRST.head(), SECOND_AT))
+
+
+def test_a_symbol_moved_to_another_contract_may_have_other_decimals_and_genesis_has_none():
+    moved = with_assets(USDC=replace(USDC, contract="0x6B175474E89094C44Da98b954EedeAC495271d0F", decimals=18))
+    check_decimals(FIRST.head(), make_bundle(moved, FIRST.head(), SECOND_AT))
+    check_decimals(GENESIS, make_bundle(moved, GENESIS, NOW))
+    check_decimals(FIRST.head(), make_bundle(FIRST_POLICY, FIRST.head(), SECOND_AT))
+
+
+# -- a bundle's date against the checker's clock ------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("created_at", "ok"),
+    [(NOW - 3600, True), (NOW - 3601, False), (NOW + 300, True), (NOW + 301, False), (NOW, True)],
+)
+def test_a_signer_takes_bundles_dated_within_an_hour_before_and_five_minutes_after_its_clock(created_at, ok):
+    if ok:
+        check_created_at(created_at, NOW)
+    else:
+        with pytest.raises(BundleTimeError) as info:
+            check_created_at(created_at, NOW)
+        assert info.value.code == "bundle_time_invalid"
+
+
+def test_the_daemon_checks_only_the_future_side():
+    check_created_at(NOW - 30 * 86400, NOW, max_age=None)
+    with pytest.raises(BundleTimeError, match="5m ahead"):
+        check_created_at(NOW + 301, NOW, max_age=None)
+    with pytest.raises(BundleTimeError, match=r"2d 1h before this computer's clock"):
+        check_created_at(NOW - 2 * 86400 - 3600, NOW)
