@@ -60,14 +60,17 @@ class CustodyClient:
     ) -> httpx.Response:
         raw = json.dumps(body).encode() if body is not None else b""
         url = self._http.build_request(method, path, params={k: v for k, v in (params or {}).items() if v is not None})
-        path_qs = url.url.raw_path.decode("ascii")
+        path_qs = url.url.raw_path.decode("ascii")  # what goes on the wire, escapes and all
+        # What the server verifies (docs/api.md): the percent-decoded path, then the query exactly as sent.
+        query = url.url.query.decode("ascii")
+        signed_target = url.url.path + (f"?{query}" if query else "")
         extra = dict(headers or {})
         signed = sign_request(
             self._key,
             self._key_id,
             int(self._clock()),
             method,
-            path_qs,
+            signed_target,
             raw,
             idempotency_key=extra.pop("Idempotency-Key", ""),
         )

@@ -3,6 +3,9 @@
     message = "custody-request-v1" LF timestamp LF nonce LF METHOD LF path-with-query LF idempotency-key LF
               hex(SHA-256(body))
 
+path-with-query is the request path percent-decoded (as UTF-8), then, if the query is not empty, "?" and the
+query exactly as sent (docs/api.md gives the rule in full).
+
 The signature is Ed25519 over ``message``, sent as hex in X-Custody-Signature, with the key's name in
 X-Custody-Key, the decimal unix timestamp in X-Custody-Timestamp and 16 to 64 random hex digits in
 X-Custody-Nonce (the idempotency key is the Idempotency-Key header, or empty).

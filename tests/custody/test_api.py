@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import uuid
@@ -134,6 +135,49 @@ def test_signature_auth(server):
     assert (replay.status_code, replay.json()["code"]) == (401, "replayed_request")
     stranger = raw(server, type(ck)("nobody", ck.key), "GET", "/v1/ping")
     assert stranger.json()["code"] == "unknown_key"
+
+
+def test_the_signed_path_is_percent_decoded_and_the_query_is_signed_as_sent(server):
+    """docs/api.md, "Signing a request": the server verifies the path percent-decoded (as UTF-8), the query
+    string byte for byte as sent, and a `?` only when a query follows it. Sent with http.client, which puts
+    the request target on the wire exactly as given (httpx would normalise some escapes)."""
+    ck = add_client(server.store)
+    with client_for(server, ck) as c:
+        w = c.create_withdrawal("ETH", "1", OMNIBUS, idempotency_key=new_key())
+    url = httpx.URL(server.url)
+
+    def send(target: str, signed_as: str) -> tuple[int, dict]:
+        headers = sign_request(ck.key, ck.name, int(time.time()), "GET", signed_as, b"")
+        conn = http.client.HTTPConnection(url.host, url.port, timeout=30)
+        try:
+            conn.request("GET", target, headers=headers)
+            response = conn.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            conn.close()
+
+    # a path with an escape (%2D is "-"): the decoded form verifies, the form as sent does not
+    escaped = "/v1/withdrawals/" + w["id"].replace("-", "%2D", 1)
+    status, body = send(escaped, "/v1/withdrawals/" + w["id"])
+    assert status == 200 and body["id"] == w["id"]
+    status, body = send(escaped, escaped)
+    assert (status, body["code"]) == (401, "bad_signature")
+    # escapes decode as UTF-8: %C3%A9 is signed as "é" (authenticated, then simply not found)
+    assert send("/v1/withdrawals/caf%C3%A9", "/v1/withdrawals/café")[0] == 404
+    assert send("/v1/withdrawals/caf%C3%A9", "/v1/withdrawals/caf%C3%A9")[1]["code"] == "bad_signature"
+    # the query is signed exactly as sent, escapes and all ("%5F" is "_", "%71" is "q")
+    state = w["state"]
+    query = f"/v1/withdrawals?state=%{ord(state[0]):02X}{state[1:].replace('_', '%5F')}&limit=5"
+    status, body = send(query, query)
+    assert status == 200 and [i["id"] for i in body["items"]] == [w["id"]]
+    assert send(query, f"/v1/withdrawals?state={state}&limit=5")[1]["code"] == "bad_signature"
+    # an empty "?" is not part of what is signed
+    assert send("/v1/ping?", "/v1/ping") == (200, {"key": ck.name})
+    assert send("/v1/ping?", "/v1/ping?")[1]["code"] == "bad_signature"
+    # the Python client signs by the same rule: an id that needs escaping is authenticated, then not found
+    with client_for(server, ck) as c, pytest.raises(CustodyAPIError) as info:
+        c.get_withdrawal("café au lait")
+    assert info.value.code == "not_found"
 
 
 def test_revoked_keys_are_refused(server):
