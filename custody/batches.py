@@ -37,6 +37,7 @@ from custody.store.models import Batch, BatchSignature, ColdWallet, Withdrawal
 from custody.transitions import move
 from signer.batchfile import Batch as BatchDoc
 from signer.batchfile import BatchWithdrawal, OwnerSignature, parse_batch_file, write_batch_file
+from signer.ledger import BatchRoom
 from signer.review import assemble, withdrawal_refusal
 from signer.safetx import pack_signatures
 
@@ -123,6 +124,12 @@ def export(
             query = query.with_for_update(skip_locked=True)
         chosen: list[tuple[Withdrawal, BatchWithdrawal]] = []
         skipped: list[tuple[str, str]] = []
+        room = BatchRoom(active.policy)
+        if expires_in > active.policy.batches.max_lifetime:
+            raise BatchRefused(
+                f"a batch may live at most {active.policy.batches.max_lifetime} s under the policy (signers refuse "
+                "longer ones)"
+            )
         for w in s.execute(query).scalars():
             if len(chosen) == limit:
                 break
@@ -137,7 +144,7 @@ def export(
                 destination=w.destination,
                 label=entry.label if entry else "",
             )
-            why = withdrawal_refusal(active.policy, item, now)
+            why = withdrawal_refusal(active.policy, item, now) or room.take(item)
             if why is None:
                 chosen.append((w, item))
             else:

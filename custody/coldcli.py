@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,7 +12,6 @@ import click
 
 from custody import batches
 from custody import coldwallet as cold_service
-from custody.chain import safe as safe_contract
 from custody.chain.ethereum import EthereumNode
 from custody.clicommon import PASS_ENV, _open, config_option, hot_worker, passphrase_file_option
 from custody.clock import SystemClock
@@ -51,37 +51,38 @@ def cold() -> None:
 )
 @click.option("--threshold", required=True, type=int, help="Owner signatures needed for a transaction.")
 @click.option(
-    "--deployment",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=None,
-    help="JSON file with singleton, proxy_factory, fallback_handler and multisend_call_only addresses "
-    "(for development chains); default: the canonical Safe 1.4.1 deployments.",
+    "--salt-nonce",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 2**256 - 1),
+    help="The factory's salt nonce: another value gives the same owners another Safe address.",
 )
-@click.option("--salt", default=0, show_default=True, type=int, help="Salt nonce for the proxy's address.")
 @config_option
 @passphrase_file_option
 def cold_create(
     cards: tuple[Path, ...],
     threshold: int,
-    deployment: Path | None,
-    salt: int,
+    salt_nonce: int,
     config_path: Path,
     passphrase_file: Path | None,
 ) -> None:
-    """Deploy the Safe, read back its owners and threshold, record it, and write the file signers pin."""
+    """Deploy the Safe with the canonical Safe 1.4.1 contracts, read back its owners and threshold, record
+    it, and write the file signers pin. The owners are set up in the order given."""
     settings, store = _open(config_path)
     owners = [parse_owner_card(read_file(card)).owner_address for card in cards]
-    contracts = safe_contract.SafeDeployment.from_file(deployment) if deployment else safe_contract.CANONICAL_1_4_1
     worker = hot_worker(settings, store, passphrase_file)
     daemon_key = (settings.data_dir / "identity.pub").read_text().strip()
     doc = cold_service.create(
-        store, worker.node, worker, contracts, owners, threshold, daemon_key, settings.data_dir, salt=salt
+        store, worker.node, worker, owners, threshold, daemon_key, settings.data_dir, salt_nonce=salt_nonce
     )
     click.echo(f"cold wallet  Safe {doc.safe} on chain {doc.chain_id}, {doc.threshold} of {len(doc.owners)}")
     for owner in doc.owners:
         click.echo(f"  owner      {owner}")
+    click.echo(f"  salt nonce {doc.salt_nonce}")
     click.echo(f"  multisend  {doc.multisend} (MultiSendCallOnly)")
-    click.echo(f"signers pin {settings.data_dir / cold_service.COLD_WALLET_FILE} with `signer cold pin`")
+    path = settings.data_dir / cold_service.COLD_WALLET_FILE
+    click.echo(f"  file hash  {hashlib.sha256(doc.to_bytes()).hexdigest()}")
+    click.echo(f"signers pin {path} with `signer cold pin`, after comparing this hash with what their signer shows")
 
 
 @click.group(cls=Group)

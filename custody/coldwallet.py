@@ -1,8 +1,12 @@
 """Creating the cold wallet: a Safe 1.4.1 proxy owned by the operators' owner keys.
 
-The hot wallet sends the factory call (through the hot worker, so its nonce is allocated and the signed bytes
-stored like any other). Afterwards the owners and threshold are read back from the chain and must be exactly
-what was asked; only then is the Safe recorded, and the cold wallet file written for the signers to pin.
+Only the canonical Safe 1.4.1 contracts are used (``signer.safecontracts``): the chain must have them, or
+nothing is sent. The hot wallet sends the factory call (through the hot worker, so its nonce is allocated and
+the signed bytes stored like any other). The Safe's address is known before anything is sent: the factory's
+own answer (a simulated call) must equal the address the signers will derive offline from the owners,
+threshold and salt nonce. Afterwards the owners (in setup order) and threshold are read back from the chain
+and must be exactly what was asked; only then is the Safe recorded, and the cold wallet file written for the
+signers to pin, after the signers' own parser has accepted it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from eth_utils.address import is_address, to_checksum_address
 from sqlalchemy import select
 
 from custody import audit
@@ -21,6 +26,8 @@ from custody.errors import Conflict, InvalidRequest
 from custody.store.db import Store
 from custody.store.models import ColdWallet, HotTransaction
 from signer.coldwallet import ColdWallet as ColdWalletDoc
+from signer.coldwallet import parse_cold_wallet
+from signer.safecontracts import MULTISEND_CALL_ONLY, PROXY_FACTORY, create_proxy_data, safe_address
 
 if TYPE_CHECKING:
     from custody.hotwallet import HotWorker
@@ -32,35 +39,48 @@ def create(
     store: Store,
     node: EthereumNode,
     worker: HotWorker,
-    deployment: safe_contract.SafeDeployment,
     owners: list[str],
     threshold: int,
     daemon_key: str,
     data_dir: Path,
     *,
-    salt: int = 0,
+    salt_nonce: int = 0,
     timeout: float = 120.0,
 ) -> ColdWalletDoc:
-    if len(set(owners)) != len(owners) or not owners:
-        raise InvalidRequest("the owners must be one or more distinct addresses")
+    """Create the Safe with these owners, in this order (the order ``getOwners`` returns and the cold wallet
+    file lists), this threshold and salt nonce; record it and write the file the signers pin."""
+    if not owners or not all(is_address(o) for o in owners):
+        raise InvalidRequest("the owners must be one or more Ethereum addresses")
+    owners = [to_checksum_address(o) for o in owners]
+    if len(set(owners)) != len(owners):
+        raise InvalidRequest("the owners must be distinct addresses")
     if not 1 <= threshold <= len(owners):
         raise InvalidRequest(f"the threshold must be between 1 and the number of owners ({len(owners)})")
+    if not 0 <= salt_nonce < 2**256:
+        raise InvalidRequest("the salt nonce must be an integer in [0, 2**256)")
     with store.read() as s:
         existing = s.execute(select(ColdWallet.address)).scalar_one_or_none()
     if existing is not None:
         raise Conflict(f"a cold wallet already exists: {existing}", code="cold_wallet_exists")
-    safe_contract.check_deployment(node, deployment)
+    safe_contract.check_contracts(node)
     worker.ensure_wallet()
-    data = safe_contract.create_call(deployment, owners, threshold, salt)
-    address = safe_contract.predict_address(node, worker.address, deployment, data)
+    data = create_proxy_data(owners, threshold, salt_nonce)
+    derived = safe_address(owners, threshold, salt_nonce)
+    address = safe_contract.predict_address(node, worker.address, data)
+    if address != derived:
+        raise Conflict(
+            f"the proxy factory on chain {node.chain_id} would create {address}, not {derived}, the address the "
+            "signers derive for these owners, threshold and salt nonce; refusing to create it",
+            code="cold_wallet_mismatch",
+        )
     if not node.code(address):  # else an earlier attempt's call was mined before the process stopped
-        version = worker.sign_call(deployment.proxy_factory, 0, data)
+        version = worker.sign_call(PROXY_FACTORY, 0, data)
         _wait_mined(store, worker, version.tx_hash, timeout)
     if not node.code(address):
         raise Conflict(f"creating the Safe failed: no contract at {address}", code="cold_wallet_failed")
     found = safe_contract.owners(node, address)
     found_threshold = safe_contract.threshold(node, address)
-    if set(found) != set(owners) or found_threshold != threshold:
+    if found != owners or found_threshold != threshold:
         raise Conflict(
             f"the Safe at {address} has owners {found} and threshold {found_threshold}, not what was asked",
             code="cold_wallet_mismatch",
@@ -68,11 +88,14 @@ def create(
     doc = ColdWalletDoc(
         chain_id=node.chain_id,
         safe=address,
-        owners=tuple(found),
-        threshold=found_threshold,
-        multisend=deployment.multisend_call_only,
+        owners=tuple(owners),
+        threshold=threshold,
+        multisend=MULTISEND_CALL_ONLY,
         daemon_key=daemon_key,
+        salt_nonce=salt_nonce,
     )
+    raw = doc.to_bytes()
+    parse_cold_wallet(raw)  # what the signers will check when they pin it
     now = worker.clock.now()
     with store.transaction() as s:
         s.add(
@@ -80,9 +103,9 @@ def create(
                 address=address,
                 chain_id=node.chain_id,
                 created_at=now,
-                owners=json.dumps(found),
-                threshold=found_threshold,
-                multisend=deployment.multisend_call_only,
+                owners=json.dumps(owners),
+                threshold=threshold,
+                multisend=MULTISEND_CALL_ONLY,
             )
         )
         audit.append(
@@ -90,9 +113,9 @@ def create(
             now,
             "coldwallet.created",
             address,
-            {"owners": found, "threshold": found_threshold, "deployment": deployment._asdict(), "salt": salt},
+            {"owners": owners, "threshold": threshold, "salt_nonce": str(salt_nonce)},
         )
-    (data_dir / COLD_WALLET_FILE).write_bytes(doc.to_bytes())
+    (data_dir / COLD_WALLET_FILE).write_bytes(raw)
     return doc
 
 

@@ -51,12 +51,28 @@ def operator_signs(name: str, pw: Path, out: Path, *command: object) -> None:
     )
 
 
+def operator_pins(name: str, announced: str, *command: object) -> None:
+    """An operator pins a file on their own signer as in the ceremony: the signer shows the file's hash, the
+    operator compares it with the hash announced on the ceremony call and types its first 8 hex digits."""
+    state = ROOT / f"{name}-signer-state"
+    shown = sh("signer", *command, "--state", state, show=False, stdin=announced[:8] + "\n")
+    if announced not in shown:
+        sys.exit(f"{name}'s signer showed another hash than the announced {announced}")
+
+
+def announced_hash(output: str, label: str) -> str:
+    """The SHA-256 the daemon printed after ``label``: what its operator reads out on the ceremony call."""
+    line = next(line for line in output.splitlines() if line.strip().startswith(label))
+    return line.strip().removeprefix(label).split()[0]
+
+
 def step(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def sh(tool: str, *args: object, show: bool = True) -> str:
-    out = subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True, env=ENV)
+def sh(tool: str, *args: object, show: bool = True, stdin: str | None = None) -> str:
+    argv = [str(BIN / tool), *map(str, args)]
+    out = subprocess.run(argv, input=stdin or "", capture_output=True, text=True, env=ENV)
     if out.returncode != 0:
         sys.exit(f"{tool} {' '.join(map(str, args))} failed:\n{out.stdout}{out.stderr}")
     if show:
@@ -150,6 +166,7 @@ def run(anvil: Anvil) -> None:
         *card_args,
     )
     cfg = data / "custody.toml"
+    genesis_hash = announced_hash(out, "genesis")
     hot = next(line.split()[-1] for line in out.splitlines() if "hot wallet" in line)
     fund(anvil, hot, 20 * 10**18)
     print(f"   funded the hot wallet {hot} with 20 ETH from anvil's development account")
@@ -162,7 +179,7 @@ def run(anvil: Anvil) -> None:
     sigs = []
     for name in ("alice", "carol"):
         state = ROOT / f"{name}-signer-state"
-        sh("signer", "policy", "pin", data / "genesis.json", "--state", state, show=False)
+        operator_pins(name, genesis_hash, "policy", "pin", data / "genesis.json")
         if name == "alice":
             sh("signer", "policy", "review", bundle, "--state", state)
         sigs.append(ROOT / f"policy-v1.{name}.sig")
@@ -171,42 +188,27 @@ def run(anvil: Anvil) -> None:
     sh("custody", "policy", "apply", bundle, *sigs, "--config", cfg)
 
     step("The cold wallet: a real Safe 1.4.1, 2 of 3 owners (alice, bob, carol)")
-    deployment = ROOT / "safe-deployment.json"
-    deployment.write_text(deploy_safe_contracts(anvil).to_json())
-    print("   deployed the Safe 1.4.1 contracts from the pinned @safe-global/safe-contracts build (dev chain only)")
-    owners = [a for c in ("alice", "bob", "carol") for a in ("--owner", ROOT / f"{c}.card.json")]
-    sh(
-        "custody",
-        "cold",
-        "create",
-        *owners,
-        "--threshold",
-        2,
-        "--deployment",
-        deployment,
-        "--config",
-        cfg,
-        "--passphrase-file",
-        pw,
+    deploy_safe_contracts(anvil)
+    print(
+        "   anvil gets the Safe 1.4.1 contracts at their canonical addresses, as on every public chain: the Safe\n"
+        "   singleton factory deploys the pinned @safe-global/safe-contracts build with salt 0"
     )
-    safe = json.loads((data / "cold-wallet.json").read_text())["safe"]
+    owners = [a for c in ("alice", "bob", "carol") for a in ("--owner", ROOT / f"{c}.card.json")]
+    out = sh("custody", "cold", "create", *owners, "--threshold", 2, "--config", cfg, "--passphrase-file", pw)
+    cold_wallet = data / "cold-wallet.json"
+    safe = json.loads(cold_wallet.read_text())["safe"]
     fund(anvil, safe, 100 * 10**18)
     print(f"   funded the Safe {safe} with 100 ETH")
+    cold_hash = announced_hash(out, "file hash")
     for name in ("alice", "carol"):
         state = ROOT / f"{name}-signer-state"
         sh("signer", "policy", "accept", bundle, *sigs, "--state", state, show=False)
-        sh(
-            "signer",
-            "cold",
-            "pin",
-            data / "cold-wallet.json",
-            "--keystore",
-            ROOT / f"{name}.keystore",
-            "--state",
-            state,
-            show=False,
-        )
-    print("   alice and carol pinned the cold wallet and accepted policy v1 on their signers")
+        operator_pins(name, cold_hash, "cold", "pin", cold_wallet, "--keystore", ROOT / f"{name}.keystore")
+    print(
+        "   alice and carol accepted policy v1 and pinned the cold wallet on their signers: each signer derived\n"
+        "   the Safe's address from its owners, threshold and the canonical Safe contracts, and each operator\n"
+        "   typed the first 8 digits of the file hash they compared"
+    )
 
     step("The exchange backend gets an API key")
     public = sh("custody", "apikey", "keygen", "--out", ROOT / "backend.key", show=False).strip()

@@ -90,10 +90,23 @@ def attach(statement: Path, signatures: tuple[Path, ...]) -> None:
 @main.command("verify")
 @click.argument("statement", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--proof", "proof_file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None)
-@click.option("--rpc", default=None, help="A node to check balances, block hash and the Safe's EIP-1271 answer at.")
-def verify_cmd(statement: Path, proof_file: Path | None, rpc: str | None) -> None:
+@click.option(
+    "--rpc", default=None, help="A node to check decimals, balances, block hash and the Safe's EIP-1271 answer at."
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="The policy bundle the statement cites (default: the policy.json beside the statement, if there is one); "
+    "--rpc needs it.",
+)
+def verify_cmd(statement: Path, proof_file: Path | None, rpc: str | None, policy_file: Path | None) -> None:
     """Check a statement (and an account's proof); any failure exits 1 with the reason."""
     raw = read_file(statement)
     node = EthereumNode(rpc, parse_statement(raw).claims["chain_id"]) if rpc else None
-    for line in verify(raw, read_file(proof_file) if proof_file else None, node):
+    if policy_file is None and (statement.parent / por.POLICY).is_file():
+        policy_file = statement.parent / por.POLICY  # only its hash is trusted: the statement names it
+    policy = read_file(policy_file) if policy_file else None
+    for line in verify(raw, read_file(proof_file) if proof_file else None, node, policy):
         click.echo(f"ok  {line}")

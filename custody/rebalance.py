@@ -87,6 +87,8 @@ def rebalance(store: Store, policies: PolicyCache, clock: Clock, hot_address: st
             if step is None:
                 continue
             kind, amount = step
+            if kind == "top_up" and rule.hot_topup is not None:
+                amount = min(amount, rule.hot_topup.limit)  # signers refuse more; the rest waits for a window
             if kind == "sweep":
                 why = "hot wallet holds {} free, above the band's maximum of {}: sweep to the cold wallet"
                 bound, route, destination = hot_max, HOT, cold

@@ -226,7 +226,7 @@ def _withdrawal(r: Reader, value: Any, path: str) -> BatchWithdrawal:
         decimals=r.count(w["decimals"], f"{path}.decimals", 0, 36),
         token=None if w["token"] is None else r.address(w["token"], f"{path}.token"),
         destination=r.address(w["destination"], f"{path}.destination"),
-        label=r.text(w["label"], f"{path}.label"),
+        label=r.label(w["label"], f"{path}.label"),
     )
 
 

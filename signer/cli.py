@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import secrets
 import sys
@@ -12,12 +14,24 @@ from typing import Any, TypeVar
 
 import click
 
-from policies.bundle import Bundle, check_not_rollback, parse_bundle, parse_signature, sign_bundle
-from policies.errors import RollbackError
-from signer import coldwallet, policystate
+from policies.bundle import (
+    Bundle,
+    check_activations,
+    check_created_at,
+    check_decimals,
+    check_not_rollback,
+    parse_bundle,
+    parse_genesis,
+    parse_signature,
+    sign_bundle,
+)
+from policies.errors import BundleError, RollbackError
+from policies.loader import format_period
+from policies.text import escape
+from signer import coldwallet, ledger, policystate
 from signer.batchfile import Batch, OwnerSignature
 from signer.cliutil import Group, passphrase, read_file
-from signer.errors import MnemonicInvalid, SignerError
+from signer.errors import ConfirmationDeclined, MnemonicInvalid, SignerError
 from signer.keystore import (
     Keystore,
     check_mnemonic,
@@ -30,7 +44,7 @@ from signer.keystore import (
     unlock,
 )
 from signer.policyview import describe_bundle
-from signer.porstatement import Signed, check_pinned_safe, parse_statement, safe_digest, signature_file
+from signer.porstatement import Signed, check_pinned_safe, check_policy, parse_statement, safe_digest, signature_file
 from signer.porstatement import describe as describe_statement
 from signer.review import describe, review
 from signer.safetx import sign_hash
@@ -66,6 +80,10 @@ def signing_options(command: F) -> F:
 
 def _state(state: Path | None) -> Path:
     return state or policystate.default_state_dir()
+
+
+def _when(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @click.group(cls=Group)
@@ -204,12 +222,42 @@ def policy() -> None:
     """Review and approve policy bundles."""
 
 
+yes_option = click.option("--yes", is_flag=True, help="Skip the typed confirmation (automation only).")
+
+
+def _confirm_pin(st: Path, action: str, subject: str, digest: str, yes: bool) -> None:
+    """A pin is a ceremony step: the operator compares the file's hash with the other operators' out of band
+    and types its first 8 hex digits; declining is recorded like pinning."""
+    if yes:
+        return
+    typed = click.prompt(
+        "\nCompare this file hash with the other operators' now, then type its first 8 hex digits to pin it"
+    )
+    if str(typed).strip().lower() != digest[:8]:
+        policystate.record(st, action, subject, digest, "declined")
+        raise ConfirmationDeclined("confirmation did not match; nothing was pinned")
+
+
 @policy.command("pin")
 @click.argument("genesis", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@yes_option
 @state_option
-def policy_pin(genesis: Path, state: Path | None) -> None:
-    """Pin the genesis admin set written by `custody init`, once."""
-    head = policystate.pin_genesis(_state(state), read_file(genesis))
+def policy_pin(genesis: Path, yes: bool, state: Path | None) -> None:
+    """Pin the genesis admin set written by `custody init`, once, after comparing its hash out of band."""
+    st = _state(state)
+    raw = read_file(genesis)
+    head = parse_genesis(raw)
+    click.echo(f"genesis file hash  {head.hash}")
+    click.echo(f"created            {_when(head.created_at)}")
+    click.echo(
+        f"admins             quorum {head.governance.quorum} of {len(head.governance.admins)}, "
+        f"activation delay {format_period(head.governance.activation_delay)}"
+    )
+    for admin in head.governance.admins:
+        click.echo(f"  {escape(admin.name):<16} {admin.key}")
+    _confirm_pin(st, "policy-pin", "genesis", head.hash, yes)
+    policystate.pin_genesis(st, raw)
+    policystate.record(st, "policy-pin", "genesis", head.hash, "pinned")
     click.echo(f"pinned genesis {head.hash}: quorum {head.governance.quorum} of {len(head.governance.admins)}")
 
 
@@ -217,12 +265,16 @@ def policy_pin(genesis: Path, state: Path | None) -> None:
 @click.argument("bundle", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @state_option
 def policy_review(bundle: Path, state: Path | None) -> None:
-    """Show a bundle and what it changes against the newest bundle this signer has verified."""
-    for line in _review(read_file(bundle), _state(state))[1]:
+    """Show a bundle and what it changes, field by field, against the newest bundle this signer has verified."""
+    for line in _review(read_file(bundle), _state(state), int(time.time()), signing=False)[1]:
         click.echo(line)
 
 
-def _review(raw: bytes, state: Path) -> tuple[Bundle, list[str]]:
+def _review(raw: bytes, state: Path, now: int, *, signing: bool) -> tuple[Bundle, list[str]]:
+    """Parse the bundle, check it follows the newest verified one, and describe it against that one (for
+    version 1, against the genesis admin set). ``now`` is this computer's clock: signing refuses a bundle that
+    is not fresh by it, or that can never be applied (early activations, changed decimals); a review shows why
+    signing would refuse."""
     parsed = parse_bundle(raw)
     head, current = policystate.newest(state)
     if current is not None:
@@ -234,7 +286,23 @@ def _review(raw: bytes, state: Path) -> tuple[Bundle, list[str]]:
             f"bundle version {parsed.version} does not follow the newest verified version {head.version} "
             f"({head.hash[:16]}…): accept the bundles in between first"
         )
-    return parsed, describe_bundle(parsed, current.policy if current else None)
+    problems: list[str] = []
+    checks: list[Callable[[], None]] = [
+        lambda: check_created_at(parsed.created_at, now),
+        lambda: check_activations(head, parsed),
+        lambda: check_decimals(head, parsed),
+    ]
+    for check in checks:
+        try:
+            check()
+        except BundleError as exc:
+            if signing:
+                subject = f"bundle v{parsed.version}"
+                policystate.record(state, "policy-sign", subject, parsed.hash, f"refused: {exc.code}")
+                raise
+            problems.append(f"SIGNING WILL BE REFUSED [{exc.code}]: {exc.message}")
+    lines = describe_bundle(parsed, current.policy if current else head.governance, now)
+    return parsed, problems + ([""] if problems else []) + lines
 
 
 @policy.command("sign")
@@ -243,9 +311,10 @@ def _review(raw: bytes, state: Path) -> tuple[Bundle, list[str]]:
 def policy_sign(
     bundle: Path, keystore: Path, out: Path, yes: bool, passphrase_file: Path | None, state: Path | None
 ) -> None:
-    """Review the bundle, confirm, and write this admin's signature file."""
+    """Review the bundle, check it is fresh by this computer's clock, confirm, and write this admin's
+    signature file."""
     st = _state(state)
-    parsed, lines = _review(read_file(bundle), st)
+    parsed, lines = _review(read_file(bundle), st, int(time.time()), signing=True)
     for line in lines:
         click.echo(line)
     digest = parsed.hash
@@ -259,7 +328,7 @@ def policy_sign(
     signature = sign_bundle(digest, unlocked.approval_key())
     out.write_bytes(signature.to_bytes())
     policystate.record(st, "policy-sign", f"bundle v{parsed.version}", digest, "signed")
-    click.echo(f"signed bundle {digest} as {ks.card.name}; wrote {out}")
+    click.echo(f"signed bundle {digest} as {escape(ks.card.name)}; wrote {out}")
 
 
 @policy.command("accept")
@@ -288,19 +357,29 @@ def cold() -> None:
     default=None,
     help="Check that this key's owner address is one of the Safe's owners.",
 )
+@yes_option
 @state_option
-def cold_pin(wallet: Path, keystore: Path | None, state: Path | None) -> None:
-    """Pin the cold wallet file written by `custody cold create`, once."""
+def cold_pin(wallet: Path, keystore: Path | None, yes: bool, state: Path | None) -> None:
+    """Pin the cold wallet file written by `custody cold create`, once: only a canonical Safe 1.4.1 whose
+    address derives from the owners and threshold shown, after comparing the file's hash out of band."""
     st = _state(state)
     raw = read_file(wallet)
-    parsed = coldwallet.parse_cold_wallet(raw)
+    try:
+        parsed = coldwallet.parse_cold_wallet(raw)
+    except SignerError as exc:
+        policystate.record(st, "cold-pin", "?", hashlib.sha256(raw).hexdigest(), f"refused: {exc.code}")
+        raise
     if keystore is not None:
         card = load_keystore(read_file(keystore)).card
         if card.owner_address not in parsed.owners:
             raise SignerError(f"this key's owner address {card.owner_address} is not an owner of {parsed.safe}")
-    coldwallet.pin(st, raw)
-    policystate.record(st, "cold-pin", parsed.safe, parsed.daemon_key, "pinned")
+    digest = hashlib.sha256(raw).hexdigest()
+    click.echo(f"cold wallet file hash  {digest}")
     _show_cold(parsed)
+    click.echo("the Safe's address is derived from these owners and threshold with the canonical Safe 1.4.1 factory")
+    _confirm_pin(st, "cold-pin", parsed.safe, digest, yes)
+    coldwallet.pin(st, raw)
+    policystate.record(st, "cold-pin", parsed.safe, digest, "pinned")
 
 
 @cold.command("show")
@@ -311,7 +390,7 @@ def cold_show(state: Path | None) -> None:
 
 
 def _show_cold(w: coldwallet.ColdWallet) -> None:
-    click.echo(f"Safe          {w.safe} on chain {w.chain_id}")
+    click.echo(f"Safe          {w.safe} on chain {w.chain_id} (salt nonce {w.salt_nonce})")
     click.echo(f"threshold     {w.threshold} of {len(w.owners)}")
     for owner in w.owners:
         click.echo(f"owner         {owner}")
@@ -324,12 +403,14 @@ def _review_batch(raw: bytes, st: Path) -> tuple[Batch, list[str]]:
     _, bundle = policystate.newest(st)
     if bundle is None:
         raise SignerError("this signer has verified no policy bundle yet: run `signer policy accept` first")
+    now = int(time.time())
     try:
-        batch = review(raw, cold_wallet, bundle, int(time.time()))
+        batch = review(raw, cold_wallet, bundle, now)
+        ledger.check(batch, bundle.policy, ledger.read(st), now)
     except SignerError as exc:
         policystate.record(st, "batch-review", "?", "?", f"refused: {exc.code}")
         raise
-    return batch, describe(batch, bundle.version)
+    return batch, describe(batch, bundle.policy, bundle.version)
 
 
 @main.command("review")
@@ -357,6 +438,14 @@ def sign_cmd(
         click.echo(line)
     digest = "0x" + batch.safe_tx_hash.hex()
     ks, key = _owner_key(st, keystore, yes, passphrase_file, ("batch-sign", batch.id, digest), digest[2:10])
+    # Recorded before the signature exists: a crash in between leaves a ledger entry that only tightens limits,
+    # never a signature the ledger does not know.
+    _, bundle = policystate.newest(st)
+    assert bundle is not None  # _review_batch refused otherwise
+    now = int(time.time())
+    entries = ledger.read(st)
+    ledger.check(batch, bundle.policy, entries, now)
+    ledger.append(st, entries, batch, bundle.policy, now)
     signature = OwnerSignature(
         batch_id=batch.id,
         chain_id=batch.chain_id,
@@ -398,17 +487,20 @@ def por() -> None:
 def por_sign(
     statement_file: Path, keystore: Path, out: Path, yes: bool, passphrase_file: Path | None, state: Path | None
 ) -> None:
-    """Check the statement's figures, show them, confirm, and sign it for the pinned Safe."""
+    """Check the statement's figures, its Safe and its assets against the newest verified policy, show them,
+    confirm, and sign it for the pinned Safe."""
     st = _state(state)
     statement = parse_statement(read_file(statement_file))
     cold_wallet = coldwallet.pinned(st)
     digest = statement.hash.hex()
     try:
         check_pinned_safe(statement, cold_wallet.chain_id, cold_wallet.safe, cold_wallet.owners, cold_wallet.threshold)
+        _, bundle = policystate.newest(st)
+        check_policy(statement, bundle)
     except SignerError as exc:
         policystate.record(st, "por-sign", statement.claims["snapshot_id"], digest, f"refused: {exc.code}")
         raise
-    for line in describe_statement(statement):
+    for line in describe_statement(statement, bundle):
         click.echo(line)
     subject = ("por-sign", statement.claims["snapshot_id"], digest)
     ks, key = _owner_key(st, keystore, yes, passphrase_file, subject, digest[:8])

@@ -1,10 +1,11 @@
 """The proof-of-reserves statement and the Safe owners' signatures of it: defined here, because the signers
 sign it (``signer por sign``) and must check what they sign; the daemon writes it and the verifier reads it.
 
-    {"kind": "custody-por-statement", "format": 1,
+    {"kind": "custody-por-statement", "format": 2,
      "claims": {
         "snapshot_id": "<64 hex>", "created_at": <unix s>, "chain_id": 1,
         "block": {"number": 19000000, "hash": "0x<64 hex>"},
+        "policy_hash": "<64 hex>",                  SHA-256 of the policy bundle the assets are taken from
         "assets": [{"symbol": "ETH", "decimals": 9, "chain_decimals": 18, "contract": null}, …],
         "liabilities": {"root": "<64 hex>", "height": 24, "accounts": 10000000,
                         "totals": {"ETH": "<units of the snapshot's decimals>", …}},
@@ -20,24 +21,40 @@ The statement hash binds everything claimed (root, totals, block hash, wallets a
 snapshot; every proof of control signs it, so no signature can be reused for another snapshot. A hot wallet
 signs it with EIP-191 (``personal_sign`` of the 32 bytes); a Safe's owners sign the Safe message hash of it
 (``signer.safetx.safe_message_hash``) so that the Safe's EIP-1271 ``isValidSignature`` accepts them together.
+
+Format 2 added ``policy_hash``: which token is "USDC" and how many decimals it has on chain are the policy's
+to say, not the online host's. An owner signs only a statement that cites the newest policy bundle their
+signer has verified and whose every asset has that policy's contract and decimals (``check_policy``), so a
+statement the Safe signed vouches for its policy hash too; the verifier then checks the contracts against
+that bundle and the decimals against the chain. A format 1 statement, which names no policy, is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from policies.bundle import read_document
+from policies.bundle import Bundle, read_document
 from policies.canonical import canonical_bytes
 from policies.errors import CustodyError
 from policies.loader import Reader
+from policies.model import AssetRule
+from policies.text import escape
 from policies.units import parse_base_units
-from signer.errors import StatementInvalid
+from signer.errors import (
+    StatementAssetContract,
+    StatementAssetDecimals,
+    StatementAssetUnknown,
+    StatementInvalid,
+    StatementPolicyMismatch,
+)
 from signer.safetx import SignatureInvalid, recover_owner, safe_message_hash
 
 KIND, SIGNATURE_KIND = "custody-por-statement", "custody-por-signature"
+FORMAT = 2  # of the statement; the signature file and the tree's leaves (docs/proof-of-reserves.md) are format 1
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HASH = re.compile(r"0x[0-9a-f]{64}")
 _SIG = re.compile(r"0x[0-9a-f]{130}")
@@ -67,7 +84,7 @@ class Statement:
         return canonical_bytes(
             {
                 "kind": KIND,
-                "format": 1,
+                "format": FORMAT,
                 "claims": self.claims,
                 "statement_hash": self.hash.hex(),
                 "control": {
@@ -103,7 +120,7 @@ def reserves_in_snapshot_units(onchain: int, chain_decimals: int, decimals: int)
 
 def parse_statement(raw: bytes) -> Statement:
     """Strictly (unknown fields anywhere are refused), and check that the claims add up."""
-    doc = read_document(raw, KIND, {"claims", "statement_hash", "control"}, StatementInvalid)
+    doc = read_document(raw, KIND, {"claims", "statement_hash", "control"}, StatementInvalid, FORMAT)
     r = Reader(human=False)
     try:
         claims = _claims(r, doc["claims"])
@@ -141,7 +158,18 @@ def _claims(r: Reader, value: Any) -> dict[str, Any]:
     c = r.table(
         value,
         "claims",
-        {"snapshot_id", "created_at", "chain_id", "block", "assets", "liabilities", "wallets", "reserves", "coverage"},
+        {
+            "snapshot_id",
+            "created_at",
+            "chain_id",
+            "block",
+            "policy_hash",
+            "assets",
+            "liabilities",
+            "wallets",
+            "reserves",
+            "coverage",
+        },
     )
     r.text(c["snapshot_id"], "claims.snapshot_id", _HEX64, "snapshot id")
     r.instant(c["created_at"], "claims.created_at")
@@ -149,6 +177,7 @@ def _claims(r: Reader, value: Any) -> dict[str, Any]:
     block = r.table(c["block"], "claims.block", {"number", "hash"})
     r.count(block["number"], "claims.block.number", 0, 2**53)
     r.text(block["hash"], "claims.block.hash", _HASH, "block hash")
+    r.text(c["policy_hash"], "claims.policy_hash", _HEX64, "policy bundle hash")
     assets = r.array(c["assets"], "claims.assets")
     if not assets:
         raise StatementInvalid("claims.assets: at least one asset is needed")
@@ -232,6 +261,47 @@ def check_pinned_safe(statement: Statement, chain_id: int, safe: str, owners: tu
         )
 
 
+def check_policy(statement: Statement, bundle: Bundle | None) -> None:
+    """Before an owner signs: the statement cites ``bundle`` (the newest policy bundle this signer verified),
+    and every asset in it is that policy's, on the policy's contract with the policy's decimals. Otherwise
+    the host could count 10 ETH as 100 by claiming 17 decimals, or count its own token as USDC."""
+    cited = statement.claims["policy_hash"]
+    if bundle is None:
+        raise StatementPolicyMismatch(
+            f"the statement cites policy bundle {cited}, and this signer has verified no policy bundle yet"
+        )
+    if cited != bundle.hash:
+        raise StatementPolicyMismatch(
+            f"the statement cites policy bundle {cited}; the newest this signer verified is version "
+            f"{bundle.version}, {bundle.hash}"
+        )
+    check_assets(statement, bundle.policy.assets, decimals=True)
+
+
+def check_assets(statement: Statement, assets: Mapping[str, AssetRule], *, decimals: bool) -> None:
+    """Each asset of the statement is in ``assets`` with the same contract (None: the native coin) and, with
+    ``decimals``, the same number of decimals on chain."""
+    for a in statement.claims["assets"]:
+        symbol, contract = a["symbol"], a["contract"]
+        rule = assets.get(symbol)
+        if rule is None:
+            raise StatementAssetUnknown(f"the statement counts {escape(symbol)}, which is not an asset of the policy")
+        if contract != rule.contract:
+            raise StatementAssetContract(
+                f"the statement counts {escape(symbol)} as {_token(contract)}; the policy's {escape(symbol)} is "
+                f"{_token(rule.contract)}"
+            )
+        if decimals and a["chain_decimals"] != rule.decimals:
+            raise StatementAssetDecimals(
+                f"the statement gives {escape(symbol)} {a['chain_decimals']} decimals on chain; "
+                f"the policy says {rule.decimals}"
+            )
+
+
+def _token(contract: str | None) -> str:
+    return "the native coin" if contract is None else f"the token at {escape(contract)}"
+
+
 def safe_digest(statement: Statement, safe: str) -> bytes:
     return safe_message_hash(statement.claims["chain_id"], safe, statement.hash)
 
@@ -286,28 +356,37 @@ def parse_signature_file(raw: bytes) -> tuple[str, Signed]:
     return digest, sig
 
 
-def describe(statement: Statement) -> list[str]:
-    """What an owner reads before signing: the block, every wallet, and per asset liabilities, reserves, coverage."""
+def describe(statement: Statement, bundle: Bundle | None = None) -> list[str]:
+    """What an owner reads before signing: the block, the policy, each asset's token and decimals, every
+    wallet, and per asset liabilities, reserves, coverage. Everything from the file is printed escaped."""
     from policies.units import format_amount
 
     c = statement.claims
+    policy = f"policy       {escape(c['policy_hash'])}"
+    if bundle is not None and bundle.hash == c["policy_hash"]:
+        policy += f" (version {bundle.version}, the newest this signer verified)"
     lines = [
-        f"snapshot     {c['snapshot_id']}",
-        f"block        {c['block']['number']} ({c['block']['hash']}) on chain {c['chain_id']}",
-        f"accounts     {c['liabilities']['accounts']} (Merkle sum tree root {c['liabilities']['root']})",
+        f"snapshot     {escape(c['snapshot_id'])}",
+        f"block        {c['block']['number']} ({escape(c['block']['hash'])}) on chain {c['chain_id']}",
+        policy,
+        f"accounts     {c['liabilities']['accounts']} (Merkle sum tree root {escape(c['liabilities']['root'])})",
         "",
-        f"{'asset':<8}{'liabilities':>28}{'reserves':>28}{'coverage':>10}",
+        f"{'asset':<8}{'token':<44}{'decimals on chain':>18}{'counted in':>12}",
     ]
+    for a in c["assets"]:
+        token = "native coin" if a["contract"] is None else a["contract"]
+        lines.append(f"{escape(a['symbol']):<8}{escape(token):<44}{a['chain_decimals']:>18}{a['decimals']:>12}")
+    lines += ["", f"{'asset':<8}{'liabilities':>28}{'reserves':>28}{'coverage':>10}"]
     for a in c["assets"]:
         s, d = a["symbol"], a["decimals"]
         lines.append(
-            f"{s:<8}{format_amount(int(c['liabilities']['totals'][s]), d):>28}"
-            f"{format_amount(int(c['reserves'][s]), d):>28}{c['coverage'][s] or '-':>10}"
+            f"{escape(s):<8}{format_amount(int(c['liabilities']['totals'][s]), d):>28}"
+            f"{format_amount(int(c['reserves'][s]), d):>28}{escape(c['coverage'][s] or '-'):>10}"
         )
     lines.append("")
     for w in c["wallets"]:
         lines.append(
-            f"{w['kind']:<5} wallet {w['address']}"
+            f"{escape(w['kind']):<5} wallet {escape(w['address'])}"
             + (f"  ({w['threshold']} of {len(w['owners'])})" if w["kind"] == "safe" else "")
         )
     lines += ["", f"statement hash {statement.hash.hex()}"]

@@ -4,7 +4,8 @@
 
 1. the daemon's Ed25519 signature, against the pinned daemon key;
 2. chain id, Safe and MultiSendCallOnly, against the pinned cold wallet;
-3. expiry, against this machine's clock;
+3. times, against this machine's clock: not expired, not dated ahead of it by more than the policy's
+   ``batches.max_future``, and valid for no longer than ``batches.max_lifetime``;
 4. the policy: the batch must cite this signer's newest verified bundle, and every transfer must pass its
    static rules (asset enabled, not denied, whitelisted and active for the asset, within the per-transfer
    maximum), with the token contract, decimals and whitelist label the bundle gives;
@@ -12,7 +13,8 @@
    from the listed withdrawals and the policy's token contracts; every field must match, and so must the
    SafeTx hash.
 
-Velocity limits are not re-checked here: they need the daemon's history, which the signer does not have.
+What needs the signer's own history (nonces, withdrawals signed before, velocity windows, hot top-ups) is
+checked next by ``signer.ledger.check``, before anything is signed.
 """
 
 from __future__ import annotations
@@ -24,11 +26,23 @@ from collections.abc import Sequence
 from policies.bundle import Bundle
 from policies.evaluate import static_failures
 from policies.model import Policy
+from policies.text import escape
 from policies.units import format_amount
 from signer.batchfile import Batch, BatchWithdrawal, parse_batch_file
 from signer.coldwallet import ColdWallet
 from signer.errors import BatchExpired, BatchMismatch, BatchPolicyRefused, BatchWrongWallet
-from signer.safetx import DELEGATECALL, Call, SafeTx, build_safe_tx, safe_tx_hash, transfer_call
+from signer.ledger import check_times
+from signer.safetx import (
+    CALL,
+    DELEGATECALL,
+    Call,
+    SafeTx,
+    build_safe_tx,
+    decode_transfer,
+    inner_calls,
+    safe_tx_hash,
+    transfer_call,
+)
 
 SAFE_TX_FIELDS = (
     "to",
@@ -51,6 +65,7 @@ def review(raw: bytes, cold: ColdWallet, bundle: Bundle, now: int) -> Batch:
     check_wallet(batch, cold)
     if now >= batch.expires_at:
         raise BatchExpired(f"the batch expired at {_when(batch.expires_at)}; ask for a new export")
+    check_times(batch, bundle.policy, now)
     check_policy(batch, bundle, now)
     check_transaction(batch, cold, bundle.policy)
     return batch
@@ -152,8 +167,10 @@ def check_transaction(batch: Batch, cold: ColdWallet, policy: Policy) -> None:
         raise BatchMismatch("the SafeTx hash in the file is not the hash of the rebuilt transaction")
 
 
-def describe(batch: Batch, policy_version: int) -> list[str]:
-    """What the operator checks against the ticket before signing."""
+def describe(batch: Batch, policy: Policy, policy_version: int) -> list[str]:
+    """What the operator checks against the ticket before signing: the transfers with their withdrawal ids,
+    totals, and the transaction itself as the Safe will run it (to, operation, value, each inner call decoded
+    from the signed bytes). Every string from the file is escaped."""
     lines = [
         f"batch        {batch.id}",
         f"cold wallet  Safe {batch.safe} on chain {batch.chain_id}, Safe nonce {batch.safe_nonce}",
@@ -162,22 +179,66 @@ def describe(batch: Batch, policy_version: int) -> list[str]:
         f"expires      {_when(batch.expires_at)}",
         "",
     ]
+    hot = policy.hot_entry
     if not batch.withdrawals:
         lines.append("no transfers: this batch only uses up the Safe nonce (it cancels an older batch)")
     else:
-        lines.append(f"{'#':>4}  {'asset':<6} {'amount':>26}  {'destination':<42}  label")
+        lines.append(f"{'#':>4}  {'asset':<6} {'amount':>26}  {'destination':<42}  label / withdrawal id")
         totals: dict[str, int] = defaultdict(int)
         for i, w in enumerate(batch.withdrawals, 1):
             totals[w.asset] += w.amount
             amount = format_amount(w.amount, w.decimals)
-            lines.append(f"{i:>4}  {w.asset:<6} {amount:>26}  {w.destination}  {w.label}")
+            topup = "  TOP-UP OF THE HOT WALLET" if hot is not None and w.destination == hot.address else ""
+            lines.append(f"{i:>4}  {w.asset:<6} {amount:>26}  {w.destination}  {escape(w.label)}{topup}")
+            lines.append(f"{'':>4}  {'':<6} {'':>26}  {'':<42}  withdrawal {w.id}")
         decimals = {w.asset: w.decimals for w in batch.withdrawals}
         lines.append("")
         lines.append("totals")
         for asset in sorted(totals):
             count = sum(1 for w in batch.withdrawals if w.asset == asset)
             lines.append(f"      {asset:<6} {format_amount(totals[asset], decimals[asset]):>26}  in {count} transfers")
+    lines += ["", *describe_transaction(batch, policy)]
     lines += ["", f"SafeTx hash  0x{batch.safe_tx_hash.hex()}"]
+    return lines
+
+
+def describe_transaction(batch: Batch, policy: Policy) -> list[str]:
+    """The SafeTx as the Safe will execute it, decoded from the bytes whose hash is signed."""
+    tx = batch.safe_tx
+    tokens = {r.contract: (symbol, r.decimals) for symbol, r in policy.assets.items() if r.contract is not None}
+    native = next(((s, r.decimals) for s, r in policy.assets.items() if r.contract is None), ("native", 18))
+    if tx.operation == DELEGATECALL:
+        operation = f"DELEGATECALL to MultiSendCallOnly {tx.to}" if tx.to == batch.multisend else "DELEGATECALL"
+    else:
+        operation = "CALL"
+    lines = [
+        "transaction",
+        f"  to         {tx.to}",
+        f"  operation  {operation}",
+        f"  value      {tx.value} wei",
+        f"  gas refund none (safeTxGas {tx.safe_tx_gas}, baseGas {tx.base_gas}, gasPrice {tx.gas_price})",
+    ]
+    calls = inner_calls(tx, batch.multisend)
+    for i, call in enumerate(calls, 1):
+        op = "CALL" if call.operation == CALL else "DELEGATECALL"
+        transfer = decode_transfer(call.data)
+        if not call.data:
+            symbol, dec = native
+            what = (
+                f"pays {format_amount(call.value, dec)} {symbol} ({call.value} base units) to {call.to}"
+                if call.to != batch.safe
+                else "calls the Safe itself with no data (uses up the nonce)"
+            )
+        elif transfer is not None and call.to in tokens and call.value == 0:
+            symbol, dec = tokens[call.to]
+            recipient, amount = transfer
+            what = (
+                f"pays {format_amount(amount, dec)} {symbol} ({amount} base units) to {recipient} "
+                f"(ERC-20 transfer on {call.to})"
+            )
+        else:
+            what = f"to {call.to}, value {call.value}, data 0x{call.data.hex()[:64]}… (NOT A PLAIN TRANSFER)"
+        lines.append(f"  call {i:>3}   {op} {what}")
     return lines
 
 

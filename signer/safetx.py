@@ -168,3 +168,37 @@ def recover_owner(digest: bytes, signature: bytes) -> str:
 def pack_signatures(signatures: dict[str, bytes]) -> bytes:
     """Owner signatures in the order the Safe checks them: ascending owner address."""
     return b"".join(signatures[owner] for owner in sorted(signatures, key=lambda a: int(a, 16)))
+
+
+class InnerCall(NamedTuple):
+    """One call as the Safe will make it, read back from the bytes that are signed (for the review screen)."""
+
+    operation: int
+    to: str
+    value: int
+    data: bytes
+
+
+def inner_calls(tx: SafeTx, multisend: str) -> list[InnerCall]:
+    """What ``tx`` makes the Safe do: the calls packed in a MultiSendCallOnly delegatecall, or the one call.
+    Only for display after the SafeTx was checked against its rebuild; malformed bytes raise ValueError."""
+    if tx.operation != DELEGATECALL or tx.to != multisend:
+        return [InnerCall(tx.operation, tx.to, tx.value, tx.data)]
+    if tx.data[:4] != MULTISEND_SELECTOR or len(tx.data) < 68:
+        raise ValueError("not a multiSend(bytes) call")
+    size = int.from_bytes(tx.data[36:68], "big")
+    packed, calls, at = tx.data[68 : 68 + size], [], 0
+    while at < len(packed):
+        operation, to = packed[at], to_checksum_address(packed[at + 1 : at + 21])
+        value = int.from_bytes(packed[at + 21 : at + 53], "big")
+        length = int.from_bytes(packed[at + 53 : at + 85], "big")
+        calls.append(InnerCall(operation, to, value, packed[at + 85 : at + 85 + length]))
+        at += 85 + length
+    return calls
+
+
+def decode_transfer(data: bytes) -> tuple[str, int] | None:
+    """(recipient, amount) of an ERC-20 ``transfer`` call's data, or None if it is not one."""
+    if len(data) != 68 or data[:4] != TRANSFER_SELECTOR or any(data[4:16]):
+        return None
+    return to_checksum_address(data[16:36]), int.from_bytes(data[36:68], "big")

@@ -14,10 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from eth_utils.address import to_checksum_address
 
-from custody.chain.safe import SafeDeployment
 from custody.errors import DaemonError
+from signer.safecontracts import (
+    FALLBACK_HANDLER,
+    MULTISEND_CALL_ONLY,
+    PROXY_FACTORY,
+    SINGLETON,
+    SINGLETON_FACTORY,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ANVIL = ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
@@ -129,35 +134,64 @@ def compile_contract(source: Path, name: str) -> dict[str, Any]:
 SAFE_ARTIFACTS = ROOT / "node_modules" / "@safe-global" / "safe-contracts" / "build" / "artifacts" / "contracts"
 FUNDER_ADDRESS = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"  # anvil's first account, unlocked on anvil
 
+# The runtime code of the Safe singleton factory. It is the same contract as the deterministic deployment proxy
+# that anvil has at 0x4e59…956C from genesis: calldata = salt (32 bytes) ‖ init code; it CREATE2s the init code
+# with that salt and returns the new address. On public chains it lives at SINGLETON_FACTORY already.
+SINGLETON_FACTORY_CODE = (
+    "0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffe03601600081602082378035828234f580151560"
+    "39578182fd5b8082525050506014600cf3"
+)
+# The four Safe 1.4.1 contracts a cold wallet uses, at the addresses the singleton factory gives their
+# published build with salt 0, and the pinned npm package's artifact that holds that build.
+CANONICAL_ARTIFACTS = {
+    "singleton": (SINGLETON, "Safe.sol/Safe.json"),
+    "proxy_factory": (PROXY_FACTORY, "proxies/SafeProxyFactory.sol/SafeProxyFactory.json"),
+    "fallback_handler": (
+        FALLBACK_HANDLER,
+        "handler/CompatibilityFallbackHandler.sol/CompatibilityFallbackHandler.json",
+    ),
+    "multisend_call_only": (MULTISEND_CALL_ONLY, "libraries/MultiSendCallOnly.sol/MultiSendCallOnly.json"),
+}
 
-def deploy_code(anvil: Anvil, bytecode: str, gas: int = 8_000_000) -> str:
-    """Deploy creation code from anvil's unlocked first account; return the new contract's address."""
-    tx_hash = anvil.rpc("eth_sendTransaction", {"from": FUNDER_ADDRESS, "data": bytecode, "gas": hex(gas)})
+
+def _code(anvil: Anvil, address: str) -> str:
+    return str(anvil.rpc("eth_getCode", address, "latest")).lower()
+
+
+def _send(anvil: Anvil, to: str, data: str, gas: int) -> None:
+    """A transaction from anvil's unlocked first account, followed until it is mined and succeeded."""
+    tx_hash = anvil.rpc("eth_sendTransaction", {"from": FUNDER_ADDRESS, "to": to, "data": data, "gas": hex(gas)})
     deadline = time.time() + 30
     while time.time() < deadline:
         receipt = anvil.rpc("eth_getTransactionReceipt", tx_hash)
         if receipt is not None:
             if int(receipt["status"], 16) != 1:
-                raise DaemonError("contract deployment reverted")
-            return str(receipt["contractAddress"])
+                raise DaemonError(f"the transaction to {to} reverted")
+            return
         time.sleep(0.05)
-    raise DaemonError("contract deployment was not mined in 30 s")
+    raise DaemonError("the deployment was not mined in 30 s")
 
 
-def deploy_safe_contracts(anvil: Anvil) -> SafeDeployment:
-    """Deploy the real Safe 1.4.1 singleton, proxy factory, fallback handler and MultiSendCallOnly from the
-    pinned @safe-global/safe-contracts package's build artifacts; return their addresses by role."""
-    artifacts = {
-        "singleton": "Safe.sol/Safe.json",
-        "proxy_factory": "proxies/SafeProxyFactory.sol/SafeProxyFactory.json",
-        "fallback_handler": "handler/CompatibilityFallbackHandler.sol/CompatibilityFallbackHandler.json",
-        "multisend_call_only": "libraries/MultiSendCallOnly.sol/MultiSendCallOnly.json",
-    }
+def deploy_safe_contracts(anvil: Anvil) -> dict[str, str]:
+    """Put the real Safe 1.4.1 singleton, proxy factory, fallback handler and MultiSendCallOnly at their
+    canonical addresses, the way they got there on public chains: the Safe singleton factory CREATE2s the
+    pinned @safe-global/safe-contracts build artifacts with salt 0. Idempotent. Returns the addresses by role,
+    which are always ``signer.safecontracts``'s constants: any other result is an error."""
     if not SAFE_ARTIFACTS.exists():
         raise DaemonError("the Safe contracts are not installed: run `make test` or `make demo` (npm ci) first")
-    return SafeDeployment(
-        **{
-            role: to_checksum_address(deploy_code(anvil, json.loads((SAFE_ARTIFACTS / path).read_text())["bytecode"]))
-            for role, path in artifacts.items()
-        }
-    )
+    factory_code = _code(anvil, SINGLETON_FACTORY)
+    if factory_code == "0x":
+        # anvil has no Safe singleton factory (its deployment needs a presigned transaction from a funded
+        # deployer); the code is the deterministic deployment proxy's, so CREATE2 addresses come out the same.
+        anvil.rpc("anvil_setCode", SINGLETON_FACTORY, SINGLETON_FACTORY_CODE)
+    elif factory_code != SINGLETON_FACTORY_CODE:
+        raise DaemonError(f"{SINGLETON_FACTORY} holds another contract than the Safe singleton factory")
+    salt = "00" * 32
+    for role, (address, path) in CANONICAL_ARTIFACTS.items():
+        artifact = json.loads((SAFE_ARTIFACTS / path).read_text())
+        if _code(anvil, address) == "0x":
+            init_code = str(artifact["bytecode"]).removeprefix("0x")
+            _send(anvil, SINGLETON_FACTORY, "0x" + salt + init_code, gas=10_000_000)
+        if _code(anvil, address) != str(artifact["deployedBytecode"]).lower():
+            raise DaemonError(f"{address} does not hold the Safe 1.4.1 {role} after deploying it")
+    return {role: address for role, (address, _) in CANONICAL_ARTIFACTS.items()}

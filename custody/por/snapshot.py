@@ -1,5 +1,6 @@
 """``custody por snapshot``: liabilities tree, reserves at one block, the statement, the hot wallet's proof of
-control, per-account proofs and the report, all in one new directory.
+control, per-account proofs and the report, all in one new directory, with the active policy bundle the
+statement cites (``policy.json``, for ``custody por verify --policy``).
 
 Nothing is written until the liabilities file has been read whole without a mistake; a failure after that
 removes the directory again, so there is never half a snapshot.
@@ -21,8 +22,8 @@ from sqlalchemy import select
 from custody import audit
 from custody.chain import safe as safe_contract
 from custody.chain.ethereum import EthereumNode
-from custody.errors import ConfigError, ProofInvalid
-from custody.policy import PolicyCache
+from custody.errors import ConfigError, NoActivePolicy, ProofInvalid
+from custody.policy import head
 from custody.por.liabilities import read_liabilities
 from custody.por.proofs import ProofsFile
 from custody.por.report import write_report
@@ -41,7 +42,7 @@ from signer.porstatement import (
     reserves_in_snapshot_units,
 )
 
-STATEMENT, PROOFS, REPORT = "statement.json", "proofs.bin", "report.html"
+STATEMENT, PROOFS, REPORT, POLICY = "statement.json", "proofs.bin", "report.html", "policy.json"
 
 
 def snapshot(
@@ -58,8 +59,11 @@ def snapshot(
     progress: Callable[[str], None] = lambda _: None,
 ) -> Statement:
     with store.read() as s:
-        policy = PolicyCache().get(s).policy
+        _, bundle = head(s)
         cold = s.execute(select(ColdWallet).limit(1)).scalar_one_or_none()
+    if bundle is None:
+        raise NoActivePolicy("no policy bundle has been applied yet: the statement's assets come from the policy")
+    policy = bundle.policy
     places = {symbol: rule.decimals for symbol, rule in policy.assets.items()}
     for symbol, d in (decimals or {}).items():
         if symbol not in places:
@@ -106,6 +110,7 @@ def snapshot(
             "created_at": now,
             "chain_id": node.chain_id,
             "block": {"number": number, "hash": block_hash},
+            "policy_hash": bundle.hash,
             "assets": [
                 {
                     "symbol": a,
@@ -130,6 +135,7 @@ def snapshot(
         signature = bytes(Account.sign_message(encode_defunct(primitive=statement.hash), hot.key).signature)
         statement = Statement(claims, eip191=(Signed(hot.address, hot.address, signature),))
         (out_dir / STATEMENT).write_bytes(statement.to_bytes())
+        (out_dir / POLICY).write_bytes(bundle.raw)
         write_report(statement, out_dir / REPORT)
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)

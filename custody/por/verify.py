@@ -3,9 +3,14 @@
 Without a node: the statement parses strictly and its figures add up; every hot wallet has a valid EIP-191
 signature of the statement hash; every Safe has valid signatures of its Safe message from at least its
 threshold of its claimed owners; with ``proof``, the account's leaf walks to the root and the root's sums are
-the liability totals. With a node (``--rpc``), everything is also read at the snapshot's block: the block hash,
-each wallet's balances, each Safe's owners and threshold, and the Safe's own EIP-1271 ``isValidSignature``.
-Reading at that block, not the newest, is what makes an old statement check out as it was.
+the liability totals; with ``policy`` (a policy bundle file), it is the bundle the statement cites and every
+asset is that policy's, on the policy's contract. With a node (``--rpc``), everything is also read at the
+snapshot's block: each token's ``decimals()`` (18 for the native coin), the block hash, each wallet's
+balances, each Safe's owners and threshold, and the Safe's own EIP-1271 ``isValidSignature``. Reading at that
+block, not the newest, is what makes an old statement check out as it was.
+
+``--rpc`` needs the policy: a balance read from a contract the host chose proves nothing, so without the
+bundle the contracts cannot be checked and the verification fails rather than pass on the host's word.
 """
 
 from __future__ import annotations
@@ -20,19 +25,36 @@ from custody.chain.ethereum import CallReverted, EthereumNode
 from custody.errors import ProofInvalid
 from custody.por.proofs import parse_proof
 from custody.por.tree import TreeError, account_hash, leaf_hash, walk
+from policies.bundle import parse_bundle
 from policies.units import format_amount
-from signer.porstatement import Statement, check_safe_signature, parse_statement
+from signer.porstatement import Statement, check_assets, check_safe_signature, parse_statement
 from signer.safetx import pack_signatures
 
 EIP1271_MAGIC = bytes.fromhex("1626ba7e")
 IS_VALID_SIGNATURE = keccak(text="isValidSignature(bytes32,bytes)")[:4]
+DECIMALS = keccak(text="decimals()")[:4]
+NATIVE_DECIMALS = 18  # wei per ether, on every EVM chain
 
 
-def verify(statement_raw: bytes, proof_raw: bytes | None = None, node: EthereumNode | None = None) -> list[str]:
+def verify(
+    statement_raw: bytes,
+    proof_raw: bytes | None = None,
+    node: EthereumNode | None = None,
+    policy_raw: bytes | None = None,
+) -> list[str]:
     """The checks that passed, as lines for the auditor; the first failure raises with its reason."""
     statement = parse_statement(statement_raw)
     c = statement.claims
+    if node is not None and policy_raw is None:
+        raise ProofInvalid(
+            f"cannot check the assets' contracts without the policy bundle the statement cites "
+            f"({c['policy_hash']}): give it with --policy (the snapshot writes it as policy.json)"
+        )
     lines = [f"statement {statement.hash.hex()}: parses, and reserves and coverage add up"]
+    if policy_raw is not None:
+        lines.append(check_policy(statement, policy_raw))
+    else:
+        lines.append(f"policy {c['policy_hash']}: not checked (no --policy): the assets' contracts are as claimed")
     lines += check_control(statement)
     if proof_raw is not None:
         lines.append(check_proof(statement, proof_raw))
@@ -109,6 +131,34 @@ def check_proof(statement: Statement, proof_raw: bytes) -> str:
     return f"account {proof.account_id}: included with {shown}; every sum on its path adds up to the root"
 
 
+def check_policy(statement: Statement, policy_raw: bytes) -> str:
+    """The bundle is the one the statement cites (by its hash), and each asset is that policy's, on its
+    contract. The chain decides the decimals (``check_chain``); the Safe owners' signatures vouch that the
+    cited bundle is the quorum-signed one their signers verified."""
+    bundle = parse_bundle(policy_raw)
+    cited = statement.claims["policy_hash"]
+    if bundle.hash != cited:
+        raise ProofInvalid(
+            f"the policy file is bundle {bundle.hash} (version {bundle.version}); the statement cites {cited}"
+        )
+    check_assets(statement, bundle.policy.assets, decimals=False)
+    tokens = ", ".join(f"{a['symbol']} {a['contract'] or 'native'}" for a in statement.claims["assets"])
+    return f"policy bundle version {bundle.version} ({cited}): every asset is the policy's ({tokens})"
+
+
+def chain_decimals(node: EthereumNode, contract: str | None, block: int) -> int:
+    """What the chain says: 18 for the native coin, else the token's own ``decimals()`` at ``block``."""
+    if contract is None:
+        return NATIVE_DECIMALS
+    try:
+        answer = node.call(contract, DECIMALS, block=block)
+    except CallReverted as exc:
+        raise ProofInvalid(f"{contract} has no decimals() at block {block}: {exc.message}") from None
+    if len(answer) != 32 or int.from_bytes(answer, "big") > 255:
+        raise ProofInvalid(f"{contract} answered decimals() at block {block} with {answer.hex()[:80]!r}, not a uint8")
+    return int.from_bytes(answer, "big")
+
+
 def check_chain(statement: Statement, node: EthereumNode) -> list[str]:
     c = statement.claims
     number = c["block"]["number"]
@@ -119,6 +169,14 @@ def check_chain(statement: Statement, node: EthereumNode) -> list[str]:
         raise ProofInvalid(f"block {number} on this node is not the statement's {c['block']['hash']}")
     contracts = {a["symbol"]: a["contract"] for a in c["assets"]}
     lines = [f"block {number} has the statement's hash {c['block']['hash']}"]
+    for a in c["assets"]:
+        actual = chain_decimals(node, a["contract"], number)
+        token = "the native coin" if a["contract"] is None else a["contract"]
+        if actual != a["chain_decimals"]:
+            raise ProofInvalid(
+                f"the statement gives {a['symbol']} {a['chain_decimals']} decimals on chain; {token} has {actual}"
+            )
+        lines.append(f"{a['symbol']}: {token} has {actual} decimals at block {number}, as the statement says")
     for w in c["wallets"]:
         for symbol, claimed in w["balances"].items():
             actual = node.balance(w["address"], contracts[symbol], number)

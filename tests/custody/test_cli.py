@@ -50,9 +50,9 @@ def test_policy_needs_a_quorum_of_admins_and_the_signers_refuse_rollback(install
     assert "version 1" in custody("policy", "propose", toml, "--out", bundle, "--config", cfg).output
     for i in range(3):
         state = tmp / f"state{i}"
-        signer("policy", "pin", installation["data"] / "genesis.json", "--state", state)
+        signer("policy", "pin", installation["data"] / "genesis.json", "--yes", "--state", state)
         review = signer("policy", "review", bundle, "--state", state).output
-        assert "Whitelist: 2 added" in review and "+ 0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f" in review
+        assert "Whitelist: 2 added" in review and "+ whitelist.0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f." in review
         signer(
             "policy",
             "sign",
@@ -90,7 +90,7 @@ def test_a_typed_confirmation_guards_signing(installation):
     bundle = tmp / "b.json"
     custody("policy", "propose", toml, "--out", bundle, "--config", cfg)
     state = tmp / "st"
-    signer("policy", "pin", installation["data"] / "genesis.json", "--state", state)
+    signer("policy", "pin", installation["data"] / "genesis.json", "--yes", "--state", state)
     declined = signer(
         "policy",
         "sign",

@@ -70,6 +70,7 @@ def statement() -> Statement:
             "created_at": 1_767_225_600,
             "chain_id": 31337,
             "block": {"number": 7, "hash": "0x" + "ab" * 32},
+            "policy_hash": "ef" * 32,
             "assets": [{"symbol": "ETH", "decimals": 9, "chain_decimals": 18, "contract": None}],
             "liabilities": {"root": "cd" * 32, "height": 2, "accounts": 3, "totals": {"ETH": "3000000000"}},
             "wallets": [
@@ -109,6 +110,8 @@ STATEMENT_TAMPERING = {
         ),
         "its own single owner",
     ),
+    "no policy hash": (lambda d: (d["claims"].pop("policy_hash"), _rehash(d)), "claims.policy_hash: is required"),
+    "a format 1 statement": (lambda d: d.update(format=1), "unsupported custody-por-statement format 1"),
     "a balance with a sign": (
         lambda d: (d["claims"]["wallets"][0]["balances"].update(ETH="-4"), _rehash(d)),
         "base units",

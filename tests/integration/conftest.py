@@ -214,29 +214,28 @@ def prepare_signer(op: Operator, daemon, tmp_path: Path) -> None:
         path = tmp_path / f"bundle-1.sig{i}"
         path.write_text(line)
         sigs.append(path)
-    signer("policy", "pin", genesis, "--state", op.state)
+    signer("policy", "pin", genesis, "--yes", "--state", op.state)
     signer("policy", "accept", bundle, *sigs, "--state", op.state)
-    signer("cold", "pin", daemon.data_dir / "cold-wallet.json", "--keystore", op.keystore, "--state", op.state)
+    wallet = daemon.data_dir / "cold-wallet.json"
+    signer("cold", "pin", wallet, "--keystore", op.keystore, "--yes", "--state", op.state)
 
 
 @pytest.fixture
 def cold_setup(tmp_path, db_url, chain):
     daemon = make_daemon(tmp_path, db_url, chain, n_recipients=50)
-    deployment = deploy_safe_contracts(chain.anvil)
-    dep_file = tmp_path / "safe-deployment.json"
-    dep_file.write_text(deployment.to_json())
+    contracts = deploy_safe_contracts(chain.anvil)
     ops = operators(tmp_path, daemon.passphrase_file, 3)
     cards = [x for op in ops for x in ("--owner", op.card)]
     cfg = ("--config", daemon.config, "--passphrase-file", daemon.passphrase_file)
-    out = custody("cold", "create", *cards, "--threshold", 2, "--deployment", dep_file, *cfg).output
+    out = custody("cold", "create", *cards, "--threshold", 2, *cfg).output
     wallet = json.loads((daemon.data_dir / "cold-wallet.json").read_text())
-    assert wallet["safe"] in out and wallet["threshold"] == 2 and set(wallet["owners"]) == {o.address for o in ops}
+    assert wallet["safe"] in out and wallet["threshold"] == 2 and wallet["owners"] == [o.address for o in ops]
     for op in ops:
         prepare_signer(op, daemon, tmp_path)
     safe = wallet["safe"]
     chain.send({"to": safe, "value": 1000 * ETH})
     chain.send({"to": chain.token.address, "data": chain.token.encode_abi("transfer", [safe, 10**14])})
-    return daemon, ops, safe, cfg, deployment
+    return daemon, ops, safe, cfg, contracts
 
 
 def queue_cold(daemon, tmp_path, amounts: list[tuple[str, str, str]]) -> None:

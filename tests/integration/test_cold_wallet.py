@@ -2,20 +2,51 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from eth_account import Account
 from sqlalchemy import select
 
 from custody.chain import safe as safe_contract
+from custody.chain.devnode import deploy_safe_contracts
 from custody.chain.ethereum import EthereumNode
 from custody.client import CustodyClient
 from custody.store.models import Batch, Withdrawal
 from signer.batchfile import OwnerSignature, parse_batch_file, parse_signature_file
+from signer.coldwallet import parse_cold_wallet
+from signer.safecontracts import MULTISEND_CALL_ONLY, safe_address
 from signer.safetx import sign_hash
 from tests.cli_helpers import custody
 from tests.conftest import running_server
-from tests.integration.conftest import ETH, queue_cold, sign_as
+from tests.integration.conftest import ETH, make_daemon, operators, queue_cold, sign_as
+
+
+def test_cold_create_uses_only_the_canonical_safe_contracts(tmp_path, db_url, chain):
+    """No contracts at the canonical addresses: refused before anything is sent. With them: the Safe is where
+    the signers derive it, owners in the order given, salt nonce in the file."""
+    daemon = make_daemon(tmp_path, db_url, chain, n_recipients=1)
+    ops = operators(tmp_path, daemon.passphrase_file, 3)
+    owners = [ops[2].address, ops[0].address, ops[1].address]
+    cards = [x for op in (ops[2], ops[0], ops[1]) for x in ("--owner", op.card)]
+    cfg = ("--config", daemon.config, "--passphrase-file", daemon.passphrase_file)
+    node = EthereumNode(chain.anvil.url, 31337)
+    sent = node.transaction_count(daemon.hot)
+    refused = custody("cold", "create", *cards, "--threshold", 2, "--salt-nonce", 7, *cfg, ok=False)
+    assert refused.exit_code == 1 and "[safe_error]" in refused.output, refused.output
+    assert "canonical Safe 1.4.1 singleton is not deployed on chain 31337" in refused.output
+    assert not (daemon.data_dir / "cold-wallet.json").exists() and node.transaction_count(daemon.hot) == sent
+
+    deploy_safe_contracts(chain.anvil)
+    out = custody("cold", "create", *cards, "--threshold", 2, "--salt-nonce", 7, *cfg).output
+    raw = (daemon.data_dir / "cold-wallet.json").read_bytes()
+    wallet = parse_cold_wallet(raw)  # what each signer checks when pinning
+    assert wallet.safe == safe_address(owners, 2, 7) and wallet.owners == tuple(owners)
+    assert (wallet.threshold, wallet.salt_nonce, wallet.multisend) == (2, 7, MULTISEND_CALL_ONLY)
+    assert safe_contract.owners(node, wallet.safe) == owners and safe_contract.threshold(node, wallet.safe) == 2
+    assert hashlib.sha256(raw).hexdigest() in out and wallet.safe in out
+    again = custody("cold", "create", *cards, "--threshold", 2, *cfg, ok=False)
+    assert "[cold_wallet_exists]" in again.output
 
 
 def test_fifty_cold_withdrawals_in_one_batch_paid_once_at_quorum(tmp_path, chain, cold_setup):

@@ -3,14 +3,19 @@ and the statement verifies against the chain at its own block, even after the Sa
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
 
 from custody.chain.ethereum import EthereumNode
-from signer.porstatement import Signed, Statement, parse_statement
+from custody.keys import load_hot_account
+from policies.bundle import make_bundle, parse_bundle
+from signer.porstatement import Signed, Statement, coverage, parse_statement, reserves_in_snapshot_units
 from tests.cli_helpers import custody, signer
-from tests.integration.conftest import ETH, queue_cold, sign_as
+from tests.integration.conftest import ETH, PASSPHRASE, queue_cold, sign_as
 
 LIABILITIES = "account_id,ETH,TOK\nalice,100.5,2500\nbob,250,0.000001\ncarol,0,70000000\ndave,12.123456789,1\n"
 
@@ -59,8 +64,21 @@ def test_snapshot_sign_attach_and_verify_at_the_snapshot_block(tmp_path, chain, 
     out = custody("por", "attach", statement_file, *sigs).output
     assert "2 of the 2 signatures" in out
     custody("por", "proof", "dave", "--snapshot", snap, "--out", tmp_path / "dave.json")
-    verified = custody("por", "verify", statement_file, "--proof", tmp_path / "dave.json", "--rpc", chain.anvil.url)
+    policy = ("--policy", snap / "policy.json")
+    assert parse_bundle((snap / "policy.json").read_bytes()).hash == claims["policy_hash"]
+    rpc = ("--rpc", chain.anvil.url)
+    verified = custody("por", "verify", statement_file, "--proof", tmp_path / "dave.json", *rpc, *policy)
     block = claims["block"]["number"]
+    assert f"TOK: {chain.token.address} has 6 decimals at block {block}, as the statement says" in verified.output
+    assert "ETH: the native coin has 18 decimals" in verified.output
+    # the policy.json beside the statement is the default; without a policy the contracts cannot be
+    # checked, and --rpc fails closed
+    assert "ok  policy bundle version 1" in custody("por", "verify", statement_file, *rpc).output
+    alone = tmp_path / "alone" / "statement.json"
+    alone.parent.mkdir()
+    alone.write_bytes(statement_file.read_bytes())
+    result = custody("por", "verify", alone, *rpc, ok=False)
+    assert result.exit_code == 1 and "[proof_invalid]" in result.output and "give it with --policy" in result.output
     assert f"isValidSignature accepts the owners' signatures at block {block}" in verified.output
     assert "account dave: included with ETH 12.123456789, TOK 1" in verified.output
 
@@ -72,7 +90,7 @@ def test_snapshot_sign_attach_and_verify_at_the_snapshot_block(tmp_path, chain, 
     sign_as(ops[1], batch_file, tmp_path / "b1.sig", daemon.passphrase_file)
     assert "executed" in custody("batch", "import", tmp_path / "b0.sig", tmp_path / "b1.sig", *cfg).output
     assert node.balance(safe, None) == 950 * ETH and node.block_number() > block
-    again = custody("por", "verify", statement_file, "--rpc", chain.anvil.url).output
+    again = custody("por", "verify", statement_file, *rpc, *policy).output
     assert f"safe wallet {safe}: balances at block {block} match" in again
 
     # a signature from another snapshot is refused; so is a proof for another snapshot
@@ -108,6 +126,59 @@ def test_snapshot_sign_attach_and_verify_at_the_snapshot_block(tmp_path, chain, 
     (tmp_path / "forged.json").write_bytes(forged.to_bytes())
     result = custody("por", "verify", tmp_path / "forged.json", ok=False)
     assert "[statement_invalid]" in result.output and "another statement" in result.output
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_verify_rpc_refuses_decimals_the_chain_does_not_have(tmp_path, chain, cold_setup):
+    """The host holds the hot key, so it can sign a statement of the hot wallet alone (no owner signs): with
+    the real balances and the policy's contracts, but decimals of its choosing, every figure adds up and
+    only the chain can say the decimals are wrong."""
+    daemon, _, _, cfg, _ = cold_setup
+    csv = tmp_path / "balances.csv"
+    csv.write_text(LIABILITIES)
+    snap = tmp_path / "snap"
+    custody("por", "snapshot", "--liabilities", csv, "--out", snap, "--decimals", "ETH=9", *cfg)
+    claims = parse_statement((snap / "statement.json").read_bytes()).claims
+    hot = load_hot_account(daemon.data_dir, PASSPHRASE)
+    check = ("--rpc", chain.anvil.url, "--policy", snap / "policy.json")
+
+    def verify_forged(name: str, **change: object):
+        path = tmp_path / f"{name}.json"
+        path.write_bytes(hot_only(claims, hot, **change))
+        return custody("por", "verify", path, *check, ok=False)
+
+    assert verify_forged("honest").exit_code == 0  # the hot wallet's own statement, as it is, verifies
+    # 17 decimals for ETH: the hot wallet's ETH counted ten times over
+    result = verify_forged("eth17", chain_decimals={"ETH": 17})
+    assert result.exit_code == 1 and "[proof_invalid]" in result.output
+    assert "the statement gives ETH 17 decimals on chain; the native coin has 18" in result.output
+    result = verify_forged("tok7", chain_decimals={"TOK": 7})
+    assert f"the statement gives TOK 7 decimals on chain; {chain.token.address} has 6" in result.output
+    # the policy's contracts: another token under the name TOK, or a bundle that is not the one cited
+    result = verify_forged("faketok", contract={"TOK": daemon.hot})
+    assert "[statement_asset_contract]" in result.output and "the policy's TOK is the token at" in result.output
+    bundle = parse_bundle((snap / "policy.json").read_bytes())
+    (tmp_path / "other.json").write_bytes(make_bundle(bundle.policy, bundle.head(), bundle.created_at).raw)
+    honest = tmp_path / "honest.json"
+    result = custody("por", "verify", honest, "--rpc", chain.anvil.url, "--policy", tmp_path / "other.json", ok=False)
+    assert "[proof_invalid]" in result.output and f"the statement cites {claims['policy_hash']}" in result.output
+
+
+def hot_only(claims: dict, hot, chain_decimals: dict | None = None, contract: dict | None = None) -> bytes:
+    """What the host can sign alone: the statement of its hot wallet, with the given decimals or contracts
+    claimed, reserves and coverage recomputed so they add up."""
+    c = copy.deepcopy(claims)
+    c["wallets"] = [w for w in c["wallets"] if w["kind"] == "hot"]
+    for a in c["assets"]:
+        s = a["symbol"]
+        a["chain_decimals"] = (chain_decimals or {}).get(s, a["chain_decimals"])
+        a["contract"] = (contract or {}).get(s, a["contract"])
+        reserves = reserves_in_snapshot_units(int(c["wallets"][0]["balances"][s]), a["chain_decimals"], a["decimals"])
+        c["reserves"][s] = str(reserves)
+        c["coverage"][s] = coverage(reserves, int(c["liabilities"]["totals"][s]))
+    unsigned = Statement(c)
+    signature = bytes(Account.sign_message(encode_defunct(primitive=unsigned.hash), hot.key).signature)
+    return Statement(c, eip191=(Signed(hot.address, hot.address, signature),)).to_bytes()
 
 
 def json_sig(path) -> bytes:

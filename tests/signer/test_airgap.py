@@ -19,6 +19,7 @@ from signer.batchfile import Batch, BatchWithdrawal, parse_signature_file, write
 from signer.coldwallet import ColdWallet
 from signer.keystore import load_keystore
 from signer.review import assemble
+from signer.safecontracts import MULTISEND_CALL_ONLY, safe_address
 from signer.safetx import recover_owner
 from tests.cli_helpers import signer
 from tests.conftest import ADMINS, DAY, MAKER, OMNIBUS, governance_for_tests, policy_toml
@@ -91,12 +92,13 @@ def ceremony(tmp_path: Path) -> tuple[Path, Path, Path, Batch]:
     genesis_raw = genesis_bytes(governance_for_tests(), now - 4 * DAY)
     bundle = make_bundle(load_policy_toml(policy_toml(now)), parse_genesis(genesis_raw), now - 3 * DAY)
     daemon = SigningKey(bytes([9]) * 32)
+    owners = (owner, Account.create().address)
     cold = ColdWallet(
         chain_id=31337,
-        safe="0x1111111111111111111111111111111111111111",
-        owners=(owner, Account.create().address),
+        safe=safe_address(owners, 2, 0),
+        owners=owners,
         threshold=2,
-        multisend="0x9641d764fc13c8B624c04430C7356C1C7C8102e2",
+        multisend=MULTISEND_CALL_ONLY,
         daemon_key=daemon.verify_key.encode().hex(),
     )
     batch = assemble(
@@ -127,7 +129,7 @@ def ceremony(tmp_path: Path) -> tuple[Path, Path, Path, Batch]:
         (tmp_path / name).write_bytes(raw)
 
     offline(
-        ["policy", "pin", tmp_path / "genesis.json", "--state", state],
+        ["policy", "pin", tmp_path / "genesis.json", "--yes", "--state", state],
         [
             "policy",
             "accept",
@@ -137,7 +139,7 @@ def ceremony(tmp_path: Path) -> tuple[Path, Path, Path, Batch]:
             "--state",
             state,
         ],
-        ["cold", "pin", tmp_path / "cold-wallet.json", "--keystore", ks, "--state", state],
+        ["cold", "pin", tmp_path / "cold-wallet.json", "--keystore", ks, "--yes", "--state", state],
     )
     return pw, ks, state, batch
 

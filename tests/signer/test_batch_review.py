@@ -33,15 +33,17 @@ from signer.errors import (
     BatchWrongWallet,
 )
 from signer.review import assemble, describe, review
+from signer.safecontracts import MULTISEND_CALL_ONLY, safe_address
 from signer.safetx import SafeTx, recover_owner, safe_tx_hash, sign_hash
 from tests.conftest import DAY, DENIED, MAKER, OMNIBUS, governance_for_tests, policy_toml
 
-SAFE = "0x1111111111111111111111111111111111111111"
-MULTISEND = "0x9641d764fc13c8B624c04430C7356C1C7C8102e2"
 STRANGER = "0x2222222222222222222222222222222222222222"
 USDC = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
 DAEMON = SigningKey(bytes([9]) * 32)
 OWNER_KEYS = [bytes([0x40 + i]) * 32 for i in range(3)]
+OWNERS = tuple(Account.from_key(k).address for k in OWNER_KEYS)
+SAFE = safe_address(OWNERS, 2, 0)  # the Safe the canonical factory makes for these owners
+MULTISEND = MULTISEND_CALL_ONLY
 NOW = int(time.time())
 
 
@@ -54,7 +56,7 @@ def setup():
     cold = ColdWallet(
         chain_id=31337,
         safe=SAFE,
-        owners=tuple(Account.from_key(k).address for k in OWNER_KEYS),
+        owners=OWNERS,
         threshold=2,
         multisend=MULTISEND,
         daemon_key=DAEMON.verify_key.encode().hex(),
@@ -83,7 +85,7 @@ def setup():
 def test_an_honest_batch_passes_and_is_described_for_the_operator(setup):
     bundle, cold, batch, raw = setup
     assert review(raw, cold, bundle, NOW) == batch
-    text = "\n".join(describe(batch, bundle.version))
+    text = "\n".join(describe(batch, bundle.policy, bundle.version))
     assert "0x" + batch.safe_tx_hash.hex() in text
     assert "ETH" in text and "19.000000000000000001" in text  # 12 + 7 ETH + 1 wei, in 2 transfers
     assert "250000" in text and "omnibus" in text and "maker" in text
@@ -276,5 +278,5 @@ def test_empty_batch_is_a_no_op_on_the_safe_itself(setup):
     )
     assert empty.safe_tx == SafeTx(to=SAFE, value=0, data=b"", operation=0, nonce=9)
     assert review(write_batch_file(empty, DAEMON), cold, bundle, NOW) == empty
-    assert any("cancels an older batch" in line for line in describe(empty, bundle.version))
+    assert any("cancels an older batch" in line for line in describe(empty, bundle.policy, bundle.version))
     assert empty.safe_tx_hash == safe_tx_hash(31337, SAFE, empty.safe_tx)

@@ -14,21 +14,23 @@ from signer.coldwallet import ColdWallet, parse_cold_wallet
 from signer.porstatement import parse_signature_file as parse_por_signature
 from signer.porstatement import parse_statement
 from signer.review import assemble
+from signer.safecontracts import MULTISEND_CALL_ONLY, safe_address
 from tests.custody.test_por_inputs import statement
 from tests.fuzzing import FUZZ, mutated, only_our_errors
 from tests.policies.helpers import policy
 
 USDC = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
 OMNIBUS = "0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f"
+SAFE = safe_address((OMNIBUS,), 1, 0)
 
 
 def _batch_raw() -> bytes:
     batch = assemble(
         batch_id=str(uuid.UUID(int=1)),
         chain_id=31337,
-        safe="0x1111111111111111111111111111111111111111",
+        safe=SAFE,
         safe_nonce=3,
-        multisend="0x9641d764fc13c8B624c04430C7356C1C7C8102e2",
+        multisend=MULTISEND_CALL_ONLY,
         policy_version=1,
         policy_hash="ab" * 32,
         created_at=1,
@@ -44,7 +46,7 @@ def _batch_raw() -> bytes:
 
 BATCH = _batch_raw()
 SIGNATURE = OwnerSignature(str(uuid.UUID(int=1)), 31337, OMNIBUS, 3, bytes(32), OMNIBUS, bytes(65)).to_bytes()
-COLD = ColdWallet(31337, OMNIBUS, (OMNIBUS,), 1, USDC, "cd" * 32).to_bytes()
+COLD = ColdWallet(31337, SAFE, (OMNIBUS,), 1, MULTISEND_CALL_ONLY, "cd" * 32).to_bytes()
 STATEMENT = statement().to_bytes()
 
 

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from signer.errors import StatementInvalid
-from signer.porstatement import Statement, check_pinned_safe
+from signer.porstatement import Statement, check_pinned_safe, describe
 from tests.custody.test_por_inputs import statement
 
 SAFE = "0x1111111111111111111111111111111111111111"
@@ -39,3 +39,18 @@ def test_a_statement_that_misdescribes_the_pinned_safe_is_not_signed(statement_,
     with pytest.raises(StatementInvalid) as info:
         check_pinned_safe(statement_, chain, SAFE, OWNERS, 2)
     assert fragment in info.value.message
+
+
+def test_the_description_shows_each_token_and_escapes_what_the_file_says():
+    claims = copy.deepcopy(statement().claims)
+    claims["assets"][0]["symbol"] = "ETH\x1b[2J"
+    claims["assets"].append({"symbol": "USDC", "decimals": 6, "chain_decimals": 6, "contract": "0xA0b8\u202e"})
+    for table, usdc in ((claims["liabilities"]["totals"], "0"), (claims["reserves"], "0"), (claims["coverage"], None)):
+        table["ETH\x1b[2J"] = table.pop("ETH")
+        table["USDC"] = usdc
+    lines = describe(Statement(claims))
+    assert not any(c in line for line in lines for c in "\x1b\u202e")
+    assert any(line.startswith("ETH\\x1b[2J") and "native coin" in line for line in lines)
+    usdc = next(line for line in lines if "0xA0b8\\u202e" in line)
+    assert usdc.split()[-2:] == ["6", "6"]
+    assert f"policy       {claims['policy_hash']}" in lines

@@ -1,0 +1,289 @@
+"""The signer's memory of what it signed, and the rules it enforces from that memory alone.
+
+A compromised online host can write any batch file and sign it with the daemon's key. What stops it from
+paying a withdrawal twice, stockpiling signatures for far-future nonces, or draining the Safe in many
+"small" batches is this ledger: an append-only, hash-chained file in the signer's state directory,
+``<state>/ledger.jsonl``, one canonical JSON object per line:
+
+    {"seq": n, "prev": "<64 hex: the previous entry's hash, zeros for the first>", "at": <signer's unix s>,
+     "batch_id": "<uuid>", "safe": "0x…", "safe_nonce": 7, "safe_tx_hash": "0x…",
+     "transfers": [{"id": "<withdrawal uuid>", "asset": "ETH", "amount": "<base units>", "hot": false}, …],
+     "hash": "<SHA-256 of the canonical entry without 'hash'>"}
+
+``check`` refuses, before anything is signed (policy rules from the newest verified bundle, times from this
+machine's clock):
+
+- a batch dated more than ``batches.max_future`` ahead of the clock, valid for longer than
+  ``batches.max_lifetime``, or expiring before it was created (``batch_time_invalid``);
+- a Safe nonce more than ``batches.max_nonce_gap`` above the highest nonce signed, or above that gap from 0 when
+  nothing was signed yet (``batch_nonce_too_far``);
+- a withdrawal id already signed at another Safe nonce (``withdrawal_already_signed``): two executable
+  transactions would pay it twice. The same id at the same nonce is a re-export after expiry: only one of
+  the two transactions can ever execute;
+- per asset and per window of the policy, this batch plus every other withdrawal the ledger signed within the
+  window over the limit (``batch_over_window``); each withdrawal id counts once;
+- per asset, transfers to the hot wallet (the whitelist entry marked ``hot``) over ``hot_topup`` in its window,
+  this batch included (``batch_topup_over_limit``).
+
+Signing the same SafeTx again (a second signature file) is allowed and counts once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from policies.canonical import canonical_bytes
+from policies.model import Policy, Window
+from policies.units import format_amount
+from signer.batchfile import Batch, BatchWithdrawal
+from signer.errors import (
+    BatchNonceTooFar,
+    BatchOverWindow,
+    BatchTimeInvalid,
+    LedgerDamaged,
+    TopUpOverLimit,
+    WithdrawalAlreadySigned,
+)
+
+FILE = "ledger.jsonl"
+ZERO_HASH = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    id: str
+    asset: str
+    amount: int
+    hot: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    seq: int
+    prev: str
+    at: int
+    batch_id: str
+    safe: str
+    safe_nonce: int
+    safe_tx_hash: str
+    transfers: tuple[Transfer, ...]
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "prev": self.prev,
+            "at": self.at,
+            "batch_id": self.batch_id,
+            "safe": self.safe,
+            "safe_nonce": self.safe_nonce,
+            "safe_tx_hash": self.safe_tx_hash,
+            "transfers": [
+                {"id": t.id, "asset": t.asset, "amount": str(t.amount), "hot": t.hot} for t in self.transfers
+            ],
+        }
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(canonical_bytes(self.body())).hexdigest()
+
+    def line(self) -> bytes:
+        return canonical_bytes(self.body() | {"hash": self.hash}) + b"\n"
+
+
+def transfers_of(batch: Batch, policy: Policy) -> tuple[Transfer, ...]:
+    hot = policy.hot_entry
+    return tuple(
+        Transfer(w.id, w.asset, w.amount, hot is not None and w.destination == hot.address) for w in batch.withdrawals
+    )
+
+
+# -- reading and writing -------------------------------------------------------------------------------
+def read(state: Path) -> list[Entry]:
+    """Every entry, after checking the chain: a ledger edited, truncated in the middle or reordered is refused."""
+    path = state / FILE
+    if not path.exists():
+        return []
+    entries: list[Entry] = []
+    prev = ZERO_HASH
+    for n, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            doc = json.loads(raw)
+            entry = Entry(
+                seq=doc["seq"],
+                prev=doc["prev"],
+                at=doc["at"],
+                batch_id=doc["batch_id"],
+                safe=doc["safe"],
+                safe_nonce=doc["safe_nonce"],
+                safe_tx_hash=doc["safe_tx_hash"],
+                transfers=tuple(
+                    Transfer(t["id"], t["asset"], int(t["amount"]), bool(t["hot"])) for t in doc["transfers"]
+                ),
+            )
+            ok = entry.line() == raw + b"\n" and doc["hash"] == entry.hash
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok or entry.seq != n or entry.prev != prev:
+            raise LedgerDamaged(
+                f"{path} line {n} does not verify: the ledger of signed batches was altered; restore it from the "
+                "backup of this signer's state before signing anything"
+            )
+        entries.append(entry)
+        prev = entry.hash
+    return entries
+
+
+def append(state: Path, entries: Sequence[Entry], batch: Batch, policy: Policy, now: int) -> Entry | None:
+    """Record ``batch`` as signed (before its signature file is written); None if it was recorded already."""
+    tx_hash = "0x" + batch.safe_tx_hash.hex()
+    if any(e.safe_tx_hash == tx_hash and e.safe == batch.safe for e in entries):
+        return None
+    entry = Entry(
+        seq=len(entries) + 1,
+        prev=entries[-1].hash if entries else ZERO_HASH,
+        at=now,
+        batch_id=batch.id,
+        safe=batch.safe,
+        safe_nonce=batch.safe_nonce,
+        safe_tx_hash=tx_hash,
+        transfers=transfers_of(batch, policy),
+    )
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / FILE, "ab") as f:
+        f.write(entry.line())
+        f.flush()
+        os.fsync(f.fileno())
+    return entry
+
+
+# -- the rules -----------------------------------------------------------------------------------------
+def check_times(batch: Batch, policy: Policy, now: int) -> None:
+    rules = policy.batches
+    if batch.created_at > now + rules.max_future:
+        raise BatchTimeInvalid(
+            f"the batch is dated {batch.created_at - now} s ahead of this machine's clock (at most "
+            f"{rules.max_future} s): check this machine's clock, or ask for a new export"
+        )
+    if batch.expires_at <= batch.created_at:
+        raise BatchTimeInvalid("the batch expires before it was created")
+    if batch.expires_at - batch.created_at > rules.max_lifetime:
+        raise BatchTimeInvalid(
+            f"the batch is valid for {batch.expires_at - batch.created_at} s; the policy allows at most "
+            f"{rules.max_lifetime} s, so that signatures cannot be stockpiled"
+        )
+
+
+def check(batch: Batch, policy: Policy, entries: Sequence[Entry], now: int) -> None:
+    """Every rule the ledger enforces, for ``batch`` about to be signed at ``now`` (see the module docstring)."""
+    check_times(batch, policy, now)
+    same_tx = "0x" + batch.safe_tx_hash.hex()
+    history = [e for e in entries if e.safe == batch.safe and e.safe_tx_hash != same_tx]
+    highest = max((e.safe_nonce for e in history), default=0)
+    gap = policy.batches.max_nonce_gap
+    if batch.safe_nonce > highest + gap:
+        raise BatchNonceTooFar(
+            f"Safe nonce {batch.safe_nonce} is more than {gap} above the highest this signer has signed ({highest})"
+            if history
+            else f"Safe nonce {batch.safe_nonce} is more than {gap} above 0, and this signer has signed nothing yet"
+        )
+    signed_at: dict[str, int] = {}
+    for e in history:
+        for t in e.transfers:
+            signed_at.setdefault(t.id, e.safe_nonce)
+    for w in batch.withdrawals:
+        nonce = signed_at.get(w.id)
+        if nonce is not None and nonce != batch.safe_nonce:
+            raise WithdrawalAlreadySigned(
+                f"withdrawal {w.id} was signed before at Safe nonce {nonce}; signing it at nonce "
+                f"{batch.safe_nonce} would make two transactions that each pay it"
+            )
+    mine = transfers_of(batch, policy)
+    ids = {t.id for t in mine}
+    earlier = _distinct(t for e in history for t in e.transfers if t.id not in ids)
+    times = _signed_times(history)
+    for asset in sorted({t.asset for t in mine}):
+        rule = policy.assets[asset]
+        here = sum(t.amount for t in mine if t.asset == asset)
+        for window in rule.windows:
+            used = _used(earlier, times, asset, window, now, hot_only=False)
+            if used + here > window.limit:
+                raise BatchOverWindow(
+                    f"{asset}: this batch's {_units(here, rule.decimals)} and the "
+                    f"{_units(used, rule.decimals)} this signer signed in the last {window.seconds} s make more "
+                    f"than the policy's limit of {_units(window.limit, rule.decimals)} {asset} per {window.seconds} s"
+                )
+        topup = sum(t.amount for t in mine if t.asset == asset and t.hot)
+        if topup:
+            cap = rule.hot_topup
+            if cap is None:  # the loader requires a cap for every asset the hot entry receives
+                raise TopUpOverLimit(f"{asset}: the policy states no top-up limit for the hot wallet")
+            used = _used(earlier, times, asset, cap, now, hot_only=True)
+            if used + topup > cap.limit:
+                raise TopUpOverLimit(
+                    f"{asset}: top-ups of the hot wallet would reach {_units(used + topup, rule.decimals)} in "
+                    f"{cap.seconds} s; the policy allows {_units(cap.limit, rule.decimals)} {asset}"
+                )
+
+
+def _distinct(transfers: Iterable[Transfer]) -> dict[str, Transfer]:
+    out: dict[str, Transfer] = {}
+    for t in transfers:
+        out.setdefault(t.id, t)
+    return out
+
+
+def _signed_times(entries: Sequence[Entry]) -> dict[str, int]:
+    """When each withdrawal was last signed (a re-export is signed again)."""
+    times: dict[str, int] = {}
+    for e in entries:
+        for t in e.transfers:
+            times[t.id] = max(times.get(t.id, e.at), e.at)
+    return times
+
+
+def _used(
+    earlier: dict[str, Transfer], times: dict[str, int], asset: str, window: Window, now: int, *, hot_only: bool
+) -> int:
+    return sum(
+        t.amount
+        for t in earlier.values()
+        # no upper bound: a signature dated after this clock's now (a clock set back) still counts
+        if t.asset == asset and (t.hot or not hot_only) and now - window.seconds < times[t.id]
+    )
+
+
+def _units(value: int, decimals: int) -> str:
+    return format_amount(value, decimals)
+
+
+class BatchRoom:
+    """What one batch may hold so that a signer with an empty window signs it: per asset, no more than the
+    smallest window's limit, and top-ups of the hot wallet within ``hot_topup``. The exporter fills a batch
+    through it, so it never writes a batch the ledger rules refuse on their own."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.totals: dict[str, int] = {}
+        self.topups: dict[str, int] = {}
+
+    def take(self, w: BatchWithdrawal) -> str | None:
+        """Count ``w`` in and return None, or say why it waits for a later batch."""
+        rule = self.policy.assets[w.asset]
+        total = self.totals.get(w.asset, 0) + w.amount
+        for window in rule.windows:
+            if total > window.limit:
+                return f"{w.asset}: the batch would pass the limit of {window.limit} base units per {window.seconds} s"
+        hot = self.policy.hot_entry
+        topup = self.topups.get(w.asset, 0)
+        if hot is not None and w.destination == hot.address:
+            topup += w.amount
+            if rule.hot_topup is not None and topup > rule.hot_topup.limit:
+                return f"{w.asset}: top-ups of the hot wallet would pass the policy's cap"
+        self.totals[w.asset], self.topups[w.asset] = total, topup
+        return None
