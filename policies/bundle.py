@@ -36,6 +36,7 @@ from nacl.signing import SigningKey, VerifyKey
 from policies.canonical import canonical_bytes, parse_canonical
 from policies.errors import (
     ActivationError,
+    AssetRemoved,
     BundleError,
     BundleSequenceError,
     BundleTimeError,
@@ -253,6 +254,15 @@ def check_decimals(head: Head, bundle: Bundle) -> None:
     def by_contract(assets: Mapping[str, AssetRule]) -> dict[str | None, tuple[str, int]]:
         return {r.contract: (s, r.decimals) for s, r in assets.items()}
 
+    for symbol, kept in sorted(head.assets.items()):
+        after = bundle.policy.assets.get(symbol)
+        # An asset stays, with its contract, for ever (disable it instead): were it dropped for one bundle,
+        # its contract could come back in the next with other decimals, and no bundle pair would show it.
+        if after is None or after.contract != kept.contract:
+            raise AssetRemoved(
+                f"{symbol} is {'removed' if after is None else 'moved to another contract'}; an asset keeps its "
+                "symbol and contract for good: set enabled = false, and add a token under a new symbol"
+            )
     old_contracts = by_contract(head.assets)
     for symbol, rule in sorted(bundle.policy.assets.items()):
         before = head.assets.get(symbol)

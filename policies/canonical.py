@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from policies.errors import CanonicalError
@@ -48,13 +49,35 @@ def canonical_hash(value: Any) -> str:
     return hashlib.sha256(canonical_bytes(value)).hexdigest()
 
 
+MAX_DEPTH = 32  # far deeper than any document of the project; the C decoder can overflow the stack long
+# before Python's recursion limit on hostile nesting, so depth is measured before decoding.
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _depth(data: bytes) -> int:
+    depth = deepest = 0
+    for byte in _STRING.sub(b"", data).translate(None, _NOT_BRACKETS):
+        depth += 1 if byte in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def parse_canonical(data: bytes) -> Any:
     """Decode bytes that must be exactly the canonical encoding of what they hold."""
+    if _depth(data) > MAX_DEPTH:
+        raise CanonicalError(f"not canonical JSON: nested deeper than {MAX_DEPTH} levels")
     try:
         value = json.loads(data.decode("utf-8"), parse_float=_no_float, parse_constant=_no_float)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CanonicalError(f"not canonical JSON: {exc}") from None
-    if canonical_bytes(value) != data:
+    except (ValueError, RecursionError):  # integers past Python's digit limit, nesting past the stack
+        raise CanonicalError("not canonical JSON: a number too long or nesting too deep") from None
+    try:
+        encoded = canonical_bytes(value)
+    except UnicodeEncodeError:  # a lone surrogate escape such as \ud800 decodes but has no UTF-8 form
+        raise CanonicalError("not canonical JSON: a string holds a lone surrogate") from None
+    if encoded != data:
         raise CanonicalError("bytes are not in canonical form (key order, spacing or escapes differ)")
     return value
 

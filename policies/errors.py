@@ -11,6 +11,7 @@
         ├── RollbackError         bundle_rollback: older than the newest one verified
         ├── ActivationError       whitelist_activation_too_early
         ├── DecimalsChanged       asset_decimals_changed: a token's decimals differ from the previous bundle's
+        ├── AssetRemoved          asset_removed: an asset dropped, or moved to another contract
         └── BundleTimeError       bundle_time_invalid: dated too far from the checking clock
 
 ``CustodyError`` is the root of every error the project raises on purpose; the daemon and the signer
@@ -75,3 +76,7 @@ class DecimalsChanged(BundleError):
 
 class BundleTimeError(BundleError):
     code = "bundle_time_invalid"
+
+
+class AssetRemoved(BundleError):
+    code = "asset_removed"

@@ -15,10 +15,12 @@ from __future__ import annotations
 import unicodedata
 
 _ALLOWED_CATEGORIES = frozenset("LNPS")
+# Letters and symbols that draw nothing: Hangul fillers and the blank Braille pattern.
+_BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def allowed(char: str) -> bool:
-    return char == " " or unicodedata.category(char)[0] in _ALLOWED_CATEGORIES
+    return char == " " or (unicodedata.category(char)[0] in _ALLOWED_CATEGORIES and char not in _BLANK)
 
 
 def label_problem(text: str) -> str | None:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from policies.errors import CustodyError
+from policies.text import escape
 
 
 class Group(click.Group):
@@ -20,7 +21,8 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except CustodyError as exc:
-            click.echo(f"error [{exc.code}]: {exc.message}", err=True)
+            # a message can quote a file (an unknown key, a name): never let it move the cursor or recolour
+            click.echo(f"error [{exc.code}]: {escape(exc.message)}", err=True)
             sys.exit(1)
         except OSError as exc:
             click.echo(f"error [io]: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)

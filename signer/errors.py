@@ -10,17 +10,18 @@ CustodyError (policies.errors)
     ├── ConfirmationDeclined  confirmation_declined: the operator's typed confirmation did not match
     ├── ColdWalletNotCanonical cold_wallet_not_canonical: not a Safe the canonical 1.4.1 factory makes for
     │                         exactly these owners and threshold, or another MultiSendCallOnly
-    └── BatchInvalid          batch_invalid: a batch or signature file that is malformed
-        ├── BatchSignatureInvalid  batch_daemon_signature_invalid: not signed by the pinned daemon key
-        ├── BatchMismatch          batch_mismatch: the SafeTx differs from the one rebuilt from the withdrawals
-        ├── BatchWrongWallet       batch_wrong_wallet: another chain, Safe or MultiSendCallOnly than pinned
-        ├── BatchPolicyRefused     batch_policy_refused: a transfer the newest verified policy refuses
-        ├── BatchExpired           batch_expired
-        ├── BatchTimeInvalid       batch_time_invalid: dated in the future, valid too long, or undisplayable
-        ├── BatchNonceTooFar       batch_nonce_too_far: too far above the highest Safe nonce signed
-        ├── WithdrawalAlreadySigned withdrawal_already_signed: a withdrawal signed before at another nonce
-        ├── BatchOverWindow        batch_over_window: with what the ledger signed, over a velocity window
-        └── TopUpOverLimit         batch_topup_over_limit: top-ups of the hot wallet over the policy's cap
+    ├── BatchInvalid          batch_invalid: a batch or signature file that is malformed
+    │   ├── BatchSignatureInvalid  batch_daemon_signature_invalid: not signed by the pinned daemon key
+    │   ├── BatchMismatch          batch_mismatch: the SafeTx differs from the one rebuilt from the withdrawals
+    │   ├── BatchWrongWallet       batch_wrong_wallet: another chain, Safe or MultiSendCallOnly than pinned
+    │   ├── BatchPolicyRefused     batch_policy_refused: a transfer the newest verified policy refuses
+    │   ├── BatchExpired           batch_expired
+    │   ├── BatchTimeInvalid       batch_time_invalid: dated in the future, valid too long, or undisplayable
+    │   ├── BatchNonceTooFar       batch_nonce_too_far: too far above the highest Safe nonce signed
+    │   ├── WithdrawalAlreadySigned withdrawal_already_signed: a withdrawal signed before at another nonce
+    │   ├── WithdrawalChanged      withdrawal_changed: re-exported at its nonce with another amount or destination
+    │   ├── BatchOverWindow        batch_over_window: with what the ledger signed, over a velocity window
+    │   └── TopUpOverLimit         batch_topup_over_limit: top-ups of the hot wallet over the policy's cap
     └── StatementInvalid      statement_invalid: a proof-of-reserves statement or signature that does not hold
         ├── StatementPolicyMismatch statement_policy_mismatch: cites another policy bundle than the newest
         │                           one this signer verified (or it has verified none)
@@ -113,6 +114,10 @@ class BatchNonceTooFar(BatchInvalid):
 
 class WithdrawalAlreadySigned(BatchInvalid):
     code = "withdrawal_already_signed"
+
+
+class WithdrawalChanged(BatchInvalid):
+    code = "withdrawal_changed"
 
 
 class BatchOverWindow(BatchInvalid):

@@ -7,7 +7,8 @@ paying a withdrawal twice, stockpiling signatures for far-future nonces, or drai
 
     {"seq": n, "prev": "<64 hex: the previous entry's hash, zeros for the first>", "at": <signer's unix s>,
      "batch_id": "<uuid>", "safe": "0x…", "safe_nonce": 7, "safe_tx_hash": "0x…",
-     "transfers": [{"id": "<withdrawal uuid>", "asset": "ETH", "amount": "<base units>", "hot": false}, …],
+     "transfers": [{"id": "<withdrawal uuid>", "asset": "ETH", "amount": "<base units>", "destination": "0x…",
+                    "hot": false}, …],
      "hash": "<SHA-256 of the canonical entry without 'hash'>"}
 
 ``check`` refuses, before anything is signed (policy rules from the newest verified bundle, times from this
@@ -18,14 +19,16 @@ machine's clock):
 - a Safe nonce more than ``batches.max_nonce_gap`` above the highest nonce signed, or above that gap from 0 when
   nothing was signed yet (``batch_nonce_too_far``);
 - a withdrawal id already signed at another Safe nonce (``withdrawal_already_signed``): two executable
-  transactions would pay it twice. The same id at the same nonce is a re-export after expiry: only one of
-  the two transactions can ever execute;
+  transactions would pay it twice. The same id at the same nonce is a re-export after expiry (only one of
+  the two transactions can ever execute), but only with the same asset, amount and destination
+  (``withdrawal_changed``): otherwise a 1-wei "anchor" could be re-exported as 50 ETH that no window counts;
 - per asset and per window of the policy, this batch plus every other withdrawal the ledger signed within the
   window over the limit (``batch_over_window``); each withdrawal id counts once;
 - per asset, transfers to the hot wallet (the whitelist entry marked ``hot``) over ``hot_topup`` in its window,
   this batch included (``batch_topup_over_limit``).
 
-Signing the same SafeTx again (a second signature file) is allowed and counts once.
+Signing the same SafeTx for the same withdrawals again (a second signature file) is allowed and is recorded
+once; the same SafeTx listed under other withdrawal ids is recorded again, so those ids are bound too.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from signer.errors import (
     LedgerDamaged,
     TopUpOverLimit,
     WithdrawalAlreadySigned,
+    WithdrawalChanged,
 )
 
 FILE = "ledger.jsonl"
@@ -60,6 +64,7 @@ class Transfer:
     id: str
     asset: str
     amount: int
+    destination: str
     hot: bool
 
 
@@ -84,7 +89,8 @@ class Entry:
             "safe_nonce": self.safe_nonce,
             "safe_tx_hash": self.safe_tx_hash,
             "transfers": [
-                {"id": t.id, "asset": t.asset, "amount": str(t.amount), "hot": t.hot} for t in self.transfers
+                {"id": t.id, "asset": t.asset, "amount": str(t.amount), "destination": t.destination, "hot": t.hot}
+                for t in self.transfers
             ],
         }
 
@@ -99,7 +105,8 @@ class Entry:
 def transfers_of(batch: Batch, policy: Policy) -> tuple[Transfer, ...]:
     hot = policy.hot_entry
     return tuple(
-        Transfer(w.id, w.asset, w.amount, hot is not None and w.destination == hot.address) for w in batch.withdrawals
+        Transfer(w.id, w.asset, w.amount, w.destination, hot is not None and w.destination == hot.address)
+        for w in batch.withdrawals
     )
 
 
@@ -123,7 +130,8 @@ def read(state: Path) -> list[Entry]:
                 safe_nonce=doc["safe_nonce"],
                 safe_tx_hash=doc["safe_tx_hash"],
                 transfers=tuple(
-                    Transfer(t["id"], t["asset"], int(t["amount"]), bool(t["hot"])) for t in doc["transfers"]
+                    Transfer(t["id"], t["asset"], int(t["amount"]), t["destination"], bool(t["hot"]))
+                    for t in doc["transfers"]
                 ),
             )
             ok = entry.line() == raw + b"\n" and doc["hash"] == entry.hash
@@ -142,7 +150,8 @@ def read(state: Path) -> list[Entry]:
 def append(state: Path, entries: Sequence[Entry], batch: Batch, policy: Policy, now: int) -> Entry | None:
     """Record ``batch`` as signed (before its signature file is written); None if it was recorded already."""
     tx_hash = "0x" + batch.safe_tx_hash.hex()
-    if any(e.safe_tx_hash == tx_hash and e.safe == batch.safe for e in entries):
+    transfers = transfers_of(batch, policy)
+    if any(e.safe_tx_hash == tx_hash and e.safe == batch.safe and e.transfers == transfers for e in entries):
         return None
     entry = Entry(
         seq=len(entries) + 1,
@@ -152,7 +161,7 @@ def append(state: Path, entries: Sequence[Entry], batch: Batch, policy: Policy, 
         safe=batch.safe,
         safe_nonce=batch.safe_nonce,
         safe_tx_hash=tx_hash,
-        transfers=transfers_of(batch, policy),
+        transfers=transfers,
     )
     state.mkdir(parents=True, exist_ok=True)
     with open(state / FILE, "ab") as f:
@@ -182,8 +191,9 @@ def check_times(batch: Batch, policy: Policy, now: int) -> None:
 def check(batch: Batch, policy: Policy, entries: Sequence[Entry], now: int) -> None:
     """Every rule the ledger enforces, for ``batch`` about to be signed at ``now`` (see the module docstring)."""
     check_times(batch, policy, now)
-    same_tx = "0x" + batch.safe_tx_hash.hex()
-    history = [e for e in entries if e.safe == batch.safe and e.safe_tx_hash != same_tx]
+    # Every entry counts, the same SafeTx included: its withdrawals are this batch's own ids (left out of
+    # "earlier" below), and the same SafeTx under other ids binds those ids too (counted twice: never less).
+    history = [e for e in entries if e.safe == batch.safe]
     highest = max((e.safe_nonce for e in history), default=0)
     gap = policy.batches.max_nonce_gap
     if batch.safe_nonce > highest + gap:
@@ -192,18 +202,25 @@ def check(batch: Batch, policy: Policy, entries: Sequence[Entry], now: int) -> N
             if history
             else f"Safe nonce {batch.safe_nonce} is more than {gap} above 0, and this signer has signed nothing yet"
         )
-    signed_at: dict[str, int] = {}
+    signed_at: dict[str, tuple[int, Transfer]] = {}
     for e in history:
         for t in e.transfers:
-            signed_at.setdefault(t.id, e.safe_nonce)
-    for w in batch.withdrawals:
-        nonce = signed_at.get(w.id)
-        if nonce is not None and nonce != batch.safe_nonce:
+            signed_at.setdefault(t.id, (e.safe_nonce, t))
+    mine = transfers_of(batch, policy)
+    for t in mine:
+        if t.id not in signed_at:
+            continue
+        nonce, before = signed_at[t.id]
+        if nonce != batch.safe_nonce:
             raise WithdrawalAlreadySigned(
-                f"withdrawal {w.id} was signed before at Safe nonce {nonce}; signing it at nonce "
+                f"withdrawal {t.id} was signed before at Safe nonce {nonce}; signing it at nonce "
                 f"{batch.safe_nonce} would make two transactions that each pay it"
             )
-    mine = transfers_of(batch, policy)
+        if before != t:
+            raise WithdrawalChanged(
+                f"withdrawal {t.id} was signed before at this nonce as {before.amount} base units of {before.asset} "
+                f"to {before.destination}; a re-export must pay exactly that"
+            )
     ids = {t.id for t in mine}
     earlier = _distinct(t for e in history for t in e.transfers if t.id not in ids)
     times = _signed_times(history)

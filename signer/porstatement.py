@@ -204,6 +204,7 @@ def _claims(r: Reader, value: Any) -> dict[str, Any]:
         if w["kind"] not in ("hot", "safe"):
             raise StatementInvalid(f"{path}.kind: must be hot or safe")
         owners = [r.address(o, f"{path}.owners[{j}]") for j, o in enumerate(r.array(w["owners"], f"{path}.owners"))]
+        r.unique(owners, lambda o: o, f"{path}.owners", "owner")
         r.count(w["threshold"], f"{path}.threshold", 1, max(1, len(owners)))
         if w["kind"] == "hot" and (owners != [w["address"]] or w["threshold"] != 1):
             raise StatementInvalid(f"{path}: a hot wallet is its own single owner")

@@ -16,6 +16,7 @@ from policies.bundle import (
 )
 from policies.errors import (
     ActivationError,
+    AssetRemoved,
     BundleError,
     BundleSequenceError,
     BundleTimeError,
@@ -173,29 +174,32 @@ def test_an_assets_decimals_may_not_change():
 
 
 def test_a_contract_under_another_symbol_keeps_its_decimals():
-    others = {s: r for s, r in FIRST_POLICY.assets.items() if s != "USDC"}
-    renamed = replace(FIRST_POLICY, assets={**others, "USDX": replace(USDC, symbol="USDX", decimals=18)})
+    extra = replace(FIRST_POLICY, assets={**FIRST_POLICY.assets, "USDX": replace(USDC, symbol="USDX", decimals=18)})
     with pytest.raises(DecimalsChanged, match="as USDC it had 6"):
-        check_decimals(FIRST.head(), make_bundle(renamed, FIRST.head(), SECOND_AT))
-    # the same contract renamed with its own decimals is fine
-    check_decimals(
-        FIRST.head(),
-        make_bundle(replace(renamed, assets={**others, "USDX": replace(USDC, symbol="USDX")}), FIRST.head(), SECOND_AT),
-    )
+        check_decimals(FIRST.head(), make_bundle(extra, FIRST.head(), SECOND_AT))
 
 
 def test_the_native_coin_keeps_its_decimals_under_any_symbol():
     eth = FIRST_POLICY.assets["ETH"]
-    native = replace(FIRST_POLICY, assets={"USDC": USDC, "WEI": replace(eth, symbol="WEI", decimals=0)})
+    native = replace(FIRST_POLICY, assets={**FIRST_POLICY.assets, "WEI": replace(eth, symbol="WEI", decimals=0)})
     with pytest.raises(DecimalsChanged, match="the native coin"):
         check_decimals(FIRST.head(), make_bundle(native, FIRST.head(), SECOND_AT))
 
 
-def test_a_symbol_moved_to_another_contract_may_have_other_decimals_and_genesis_has_none():
+def test_an_asset_is_never_dropped_nor_moved_and_genesis_has_none():
+    """Dropped for one bundle, a contract could come back in the next with other decimals."""
+    others = {s: r for s, r in FIRST_POLICY.assets.items() if s != "USDC"}
+    with pytest.raises(AssetRemoved, match="USDC is removed"):
+        check_decimals(FIRST.head(), make_bundle(replace(FIRST_POLICY, assets=others), FIRST.head(), SECOND_AT))
+    renamed = replace(FIRST_POLICY, assets={**others, "USDX": replace(USDC, symbol="USDX")})
+    with pytest.raises(AssetRemoved):
+        check_decimals(FIRST.head(), make_bundle(renamed, FIRST.head(), SECOND_AT))
     moved = with_assets(USDC=replace(USDC, contract="0x6B175474E89094C44Da98b954EedeAC495271d0F", decimals=18))
-    check_decimals(FIRST.head(), make_bundle(moved, FIRST.head(), SECOND_AT))
+    with pytest.raises(AssetRemoved, match="moved to another contract"):
+        check_decimals(FIRST.head(), make_bundle(moved, FIRST.head(), SECOND_AT))
     check_decimals(GENESIS, make_bundle(moved, GENESIS, NOW))
-    check_decimals(FIRST.head(), make_bundle(FIRST_POLICY, FIRST.head(), SECOND_AT))
+    disabled = with_assets(USDC=replace(USDC, enabled=False))
+    check_decimals(FIRST.head(), make_bundle(disabled, FIRST.head(), SECOND_AT))
 
 
 # -- a bundle's date against the checker's clock ------------------------------------------------------------

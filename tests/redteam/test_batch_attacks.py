@@ -201,3 +201,48 @@ def test_a_batch_under_an_older_policy_is_refused_after_a_newer_one(ceremony):
     assert "newest policy" in refused(ceremony.sign(ceremony.write(old)), "batch_policy_refused")
     v1_sig = ceremony.file(sign_bundle(ceremony.bundle.hash, ceremony.operators[0].approval).to_bytes())
     refused(ceremony.run("policy", "accept", ceremony.file(ceremony.bundle.raw), v1_sig), "bundle_rollback")
+
+
+# -- found by the red-team review -------------------------------------------------------------------------------
+def test_a_re_export_at_the_same_nonce_must_pay_exactly_what_was_signed(ceremony):
+    """A 1-wei "anchor" re-exported at its nonce as a 40 ETH top-up would be counted at 1 wei for ever."""
+    anchor = ceremony.withdrawal("ETH", 1, HOT)
+    signed(ceremony.sign(ceremony.write(ceremony.batch([anchor], nonce=0))))
+    big = ceremony.withdrawal("ETH", 40 * ETH, HOT, wid=anchor.id)
+    refused(ceremony.sign(ceremony.write(ceremony.batch([big], nonce=0))), "withdrawal_changed")
+    elsewhere = ceremony.withdrawal("ETH", 1, MAKER, wid=anchor.id)
+    refused(ceremony.sign(ceremony.write(ceremony.batch([elsewhere], nonce=0))), "withdrawal_changed")
+
+
+def test_the_same_safetx_relabelled_binds_its_new_withdrawal_ids(ceremony):
+    x = ceremony.withdrawal("ETH", 3 * ETH, MAKER)
+    signed(ceremony.sign(ceremony.write(ceremony.batch([x], nonce=7))))
+    y = ceremony.withdrawal("ETH", 3 * ETH, MAKER)
+    relabelled = ceremony.batch([y], nonce=7)
+    signed(ceremony.sign(ceremony.write(relabelled)))  # the same transaction: harmless, but y is now bound to 7
+    refused(ceremony.sign(ceremony.write(ceremony.batch([y], nonce=8))), "withdrawal_already_signed")
+
+
+CRAFTED = {
+    "deep nesting": b"[" * 100_000 + b"]" * 100_000,
+    "a 5000-digit number": b'{"format":' + b"1" * 5000 + b"}",
+    "a lone surrogate": b'{"format":1,"kind":"\\ud800"}',
+}
+
+
+def test_crafted_json_is_refused_with_a_code_not_a_traceback(ceremony):
+    for name, raw in CRAFTED.items():
+        path = ceremony.file(raw)
+        for command in (("review",), ("policy", "review"), ("policy", "pin", "--yes"), ("cold", "pin", "--yes")):
+            result = (
+                ceremony.run(*command[:2], path, *command[2:]) if len(command) > 1 else ceremony.run("review", path)
+            )
+            assert result.exit_code == 1 and "error [" in result.output, (name, command, result.output)
+
+
+def test_text_quoted_from_a_file_in_an_error_is_escaped(ceremony):
+    batch = ceremony.batch([ceremony.withdrawal("ETH", ETH)])
+    message = refused(
+        ceremony.review(ceremony.edited(batch, lambda b: b.update({"omni\u202ebus": 1}))), "batch_invalid"
+    )
+    assert "\u202e" not in message and "\\u202e" in message

@@ -8,12 +8,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from nacl.signing import SigningKey
 
 from custody import policy as policy_service
 from custody.store.db import Store
 from policies.bundle import Bundle, Head, make_bundle, parse_genesis, sign_bundle, verify_successor
-from policies.errors import BundleTimeError
+from policies.errors import BundleTimeError, PolicyFileError
 from policies.loader import load_policy_toml
 from policies.model import Admin, DenyEntry, Governance, Policy
 from tests.conftest import ADMINS, DENIED, OMNIBUS, governance_for_tests, policy_toml
@@ -234,3 +235,27 @@ def test_a_first_bundle_that_replaces_the_admins_shows_it_and_needs_the_genesis_
     forged = [ceremony.file(sign_bundle(bundle.hash, k).to_bytes(), f"mallory{i}.sig") for i, k in enumerate(mallory)]
     accepted = ceremony.run("policy", "accept", bundle_file(ceremony, bundle), *forged, who=who)
     assert "not in the current admin set" in refused(accepted, "quorum_not_met")
+
+
+def test_decimals_cannot_be_laundered_through_a_bundle_without_the_asset(ceremony):
+    """v2 drops USDC so that v3 could bring its contract back with 18 decimals: dropping is refused."""
+    created = int(time.time()) - 10
+    v1_text = text(ceremony, active_from=created)  # entries re-dated: the activation rule is not what refuses
+    usdc = v1_text[v1_text.index("[assets.USDC]") : v1_text.index("[[whitelist]]")]
+    dropped = v1_text.replace(usdc, "").replace('assets = ["ETH", "USDC"]', 'assets = ["ETH"]')
+    v2 = make_bundle(load_policy_toml(dropped), ceremony.bundle.head(), created)
+    shown = review(ceremony, v2)
+    assert "SIGNING WILL BE REFUSED [asset_removed]" in shown.output
+    refused(sign(ceremony, v2)[0], "asset_removed")
+    refused(ceremony.run("policy", "accept", bundle_file(ceremony, v2), *quorum(ceremony, v2)), "asset_removed")
+    disabled = v1_text.replace(usdc, usdc + "enabled = false\n")
+    v2 = make_bundle(load_policy_toml(disabled), ceremony.bundle.head(), created)
+    ceremony.run("policy", "accept", bundle_file(ceremony, v2), *quorum(ceremony, v2), ok=True)
+
+
+def test_labels_that_draw_nothing_are_refused():
+    """A Hangul filler after "omnibus" looks exactly like "omnibus" on a review screen."""
+    for blank in ("\u3164", "\u115f", "\u1160", "\uffa0", "\u2800"):
+        toml = policy_toml(int(time.time())).replace('label = "omnibus"', f'label = "omnibus{blank}"')
+        with pytest.raises(PolicyFileError, match="not allowed"):
+            load_policy_toml(toml)

@@ -160,3 +160,11 @@ def test_an_owner_with_no_verified_policy_signs_nothing(ceremony):
     (ceremony.states[1] / "policy.json").unlink()
     message = refused(por_sign(ceremony, honest(ceremony), who=1), "statement_policy_mismatch")
     assert "has verified no policy bundle yet" in message
+
+
+def test_a_statement_listing_an_owner_twice_is_refused(ceremony):
+    """[o1, o2, o3, o1] would pass a set comparison and show the 2-of-3 Safe as "2 of 4"."""
+    c = honest(ceremony)
+    safe = next(w for w in c["wallets"] if w["kind"] == "safe")
+    safe["owners"] = safe["owners"] + [safe["owners"][0]]
+    assert "duplicate owner" in refused(por_sign(ceremony, c), "statement_invalid")
