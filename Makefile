@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test bench lint typecheck clean
+.PHONY: demo test chaos bench lint typecheck clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ test: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
+
+# The long fault tests (a few minutes): PostgreSQL down 20 s and a worker frozen 30 s, as in a real incident
+# (`make test` runs the same tests with shorter outages), replicas killed at random under load, and the node
+# restarted without its mempool again and again, or rolled back under live workers.
+chaos: $(STAMP) $(NODE_STAMP)
+	CUSTODY_CHAOS_LONG=1 $(PY) -m pytest -s tests/integration/test_db_outages.py tests/integration/test_chaos.py \
+		tests/integration/test_node_faults.py
 
 demo: $(STAMP) $(NODE_STAMP)
 	$(PY) -m custody.demo

@@ -18,6 +18,7 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
+from custody import failpoints
 from custody.store.models import AuditEntry, AuditHead
 from policies.canonical import canonical_bytes
 
@@ -64,6 +65,7 @@ def append_all(session: Session, at: int, entries: list[tuple[str, str, dict[str
             insert(cast(Table, AuditEntry.__table__)), rows
         )  # one executemany, no ORM bookkeeping per entry
     head.seq, head.hash = seq, prev
+    failpoints.reached("audit.appended")  # fault tests: stop here, inside the transaction, holding the head
 
 
 @dataclass(frozen=True)

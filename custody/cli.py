@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from nacl.signing import SigningKey
 
-from custody import apikeys, audit, logs
+from custody import apikeys, audit, logs, outage
 from custody import policy as policy_service
 from custody.clicommon import PASS_ENV, _open, config_option, hot_worker, passphrase_file_option
 from custody.clock import SystemClock
@@ -126,16 +126,15 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
     app = create_app(settings, store, clock)
     stop = threading.Event()
 
-    def scheduler() -> None:
-        while not stop.wait(1.0):
-            logs.REQUEST_ID.set(logs.new_id("s-"))
-            try:
-                app.state.withdrawals.promote_due()
-                app.state.auth.prune(clock.now())
-            except Exception:  # keep serving; the next tick retries
-                log.exception("scheduler pass failed")
+    def tick() -> bool:
+        logs.REQUEST_ID.set(logs.new_id("s-"))
+        app.state.withdrawals.promote_due()
+        app.state.auth.prune(clock.now())
+        return False  # once a second, whatever it did
 
-    threading.Thread(target=scheduler, name="scheduler", daemon=True).start()
+    # A failed tick is retried with backoff; a database outage is logged once, when it begins and when it ends.
+    ticks = outage.Loop("scheduler", log, idle=1.0)
+    threading.Thread(target=ticks.forever, args=(tick, stop), name="scheduler", daemon=True).start()
     # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal to the handler that was
     # there before it; with these no-op handlers in place the process then ends normally, with exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -33,7 +33,7 @@ passphrase_file_option = click.option(
 def _open(config_path: Path) -> tuple[Settings, Store]:
     """The settings and a store whose connections close when the command ends."""
     settings = load_settings(config_path)
-    store = Store(settings.database_url)
+    store = Store(settings.database_url, timeouts=settings.database_timeouts)
     click.get_current_context().call_on_close(store.dispose)
     return settings, store
 
@@ -57,7 +57,11 @@ def hot_worker(
         EthereumNode(settings.rpc_url, settings.chain_id),
         account,
         WorkerSettings(
-            settings.chain_id, settings.confirmations, settings.max_fee_per_gas, settings.stuck_after_seconds
+            settings.chain_id,
+            settings.confirmations,
+            settings.max_fee_per_gas,
+            settings.stuck_after_seconds,
+            settings.settled_watch_blocks,
         ),
         SystemClock(),
     )

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from custody.errors import ConfigError
+from custody.store.db import Timeouts
 from policies.errors import AmountError
 from policies.units import parse_amount
 
 DATABASE_ENV = "CUSTODY_DATABASE_URL"
-SECTIONS = {"daemon", "api", "chain", "webhooks"}
+SECTIONS = {"daemon", "database", "api", "chain", "webhooks"}
+TIMEOUT_KEYS = {  # [database] key -> Timeouts field
+    "idle_in_transaction_timeout_seconds": "idle_in_transaction",
+    "lock_timeout_seconds": "lock",
+    "statement_timeout_seconds": "statement",
+    "connect_timeout_seconds": "connect",
+}
 
 TEMPLATE = """\
 # Configuration of the custody daemon, written by `custody init`. Edit freely; unknown keys are refused.
@@ -29,6 +36,19 @@ database_url = {database_url}
 listen_host = "127.0.0.1"
 listen_port = 8700
 
+[database]
+# PostgreSQL only: limits the server enforces on each of the daemon's sessions, in seconds (0 turns one off).
+# A session idle inside a transaction this long is ended and its transaction rolled back, so a stalled
+# process (paused, swapping) cannot hold the row locks every replica's intake needs for longer than this.
+idle_in_transaction_timeout_seconds = 5
+# A statement waiting this long for a lock fails; the API answers 503 database_unavailable and the client
+# retries.
+lock_timeout_seconds = 5
+# Any one statement running this long is cancelled (migrations are exempt).
+statement_timeout_seconds = 30
+# Giving up on connecting to an unreachable database.
+connect_timeout_seconds = 5
+
 [api]
 # A signed request's timestamp must be within this many seconds of the daemon's clock.
 max_clock_skew_seconds = 30
@@ -43,12 +63,16 @@ max_body_bytes = 65536
 # Leave rpc_url empty to run without a chain (intake only; nothing is paid).
 rpc_url = {rpc_url}
 chain_id = {chain_id}
-# Blocks on top of the one including a payment before it counts as confirmed.
+# Blocks, the one including a payment counted, before it counts as confirmed (1 = once it is in a block). A
+# rollback of fewer blocks cannot undo a confirmed payment; one that does freezes payments (see the README).
 confirmations = {confirmations}
 # Fee cap per gas, in gwei: the hot wallet never bids more, not even to replace a stuck transaction.
 max_fee_per_gas_gwei = "200"
 # A payment not mined after this many seconds is replaced at the same nonce with fees at least 12.5 % higher.
 stuck_after_seconds = 120
+# After confirmation, blocks during which the worker keeps checking that a payment's block is still canonical
+# (64 is two epochs, when Ethereum finalises). The wallet's nonce on chain is checked against every payment.
+settled_watch_blocks = 64
 
 [webhooks]
 # Every state change of a withdrawal or batch is POSTed to each URL, in order, signed with the daemon's
@@ -73,7 +97,9 @@ class Settings:
     confirmations: int = 3
     max_fee_per_gas: int = 200 * 10**9
     stuck_after_seconds: int = 120
+    settled_watch_blocks: int = 64
     webhook_urls: tuple[str, ...] = ()
+    database_timeouts: Timeouts = field(default_factory=Timeouts)
 
 
 def _toml_string(value: str) -> str:
@@ -106,9 +132,19 @@ def load_settings(path: Path) -> Settings:
     daemon = _table(data, "daemon", {"data_dir", "database_url", "listen_host", "listen_port"})
     api = _table(data, "api", {"max_clock_skew_seconds", "rate_limit_per_second", "rate_limit_burst", "max_body_bytes"})
     chain = _table(
-        data, "chain", {"rpc_url", "chain_id", "confirmations", "max_fee_per_gas_gwei", "stuck_after_seconds"}
+        data,
+        "chain",
+        {
+            "rpc_url",
+            "chain_id",
+            "confirmations",
+            "max_fee_per_gas_gwei",
+            "stuck_after_seconds",
+            "settled_watch_blocks",
+        },
     )
     hooks = _table(data, "webhooks", {"urls"})
+    database = _table(data, "database", set(TIMEOUT_KEYS))
     if set(data) - SECTIONS:
         raise ConfigError(f"{path}: unknown section {sorted(set(data) - SECTIONS)[0]!r}")
     urls = hooks.get("urls", [])
@@ -131,11 +167,22 @@ def load_settings(path: Path) -> Settings:
             confirmations=int(chain.get("confirmations", 3)),
             max_fee_per_gas=parse_amount(str(chain.get("max_fee_per_gas_gwei", "200")), 9),
             stuck_after_seconds=int(chain.get("stuck_after_seconds", 120)),
+            settled_watch_blocks=int(chain.get("settled_watch_blocks", 64)),
             webhook_urls=tuple(urls),
+            database_timeouts=Timeouts(
+                **{name: _seconds(database, key, getattr(Timeouts(), name)) for key, name in TIMEOUT_KEYS.items()}
+            ),
         )
     except (KeyError, TypeError, ValueError, AmountError) as exc:
         raise ConfigError(f"{path}: invalid value ({exc})") from None
     return settings
+
+
+def _seconds(table: dict[str, Any], key: str, default: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86400:
+        raise ValueError(f"[database] {key} must be a number of seconds from 0 to 86400")
+    return float(value)
 
 
 def _table(data: dict[str, Any], name: str, keys: set[str]) -> dict[str, Any]:

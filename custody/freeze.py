@@ -1,10 +1,15 @@
 """Freezing: stop every outgoing payment at once; only a quorum can resume them.
 
 Anyone who can run the daemon's commands can freeze (``custody freeze``), and the hot worker freezes by itself
-when an asset's hot outflow would pass the policy's ``auto_freeze`` limit. While frozen, intake goes on, but the
-hot worker signs and broadcasts nothing new, batches are not exported, and quorum batches are not executed.
-The freeze is lifted only by applying a quorum-signed policy bundle whose ``unfreeze`` names its id, so one
-compromised operator (or online host) cannot undo it.
+when an asset's hot outflow would pass the policy's ``auto_freeze`` limit, and when the chain contradicts a
+payment it had settled (``ROLLBACK``: a rollback deeper than the confirmation depth). While frozen, intake goes
+on, but the hot worker signs and broadcasts nothing new, batches are not exported, and quorum batches are not
+executed. A freeze is lifted only by applying a quorum-signed policy bundle whose ``unfreeze`` names its id, so
+one compromised operator (or online host) cannot undo it.
+
+Usually one freeze is in force at a time and freezing again finds it. A rollback freeze is the exception: it is
+made even while another freeze is in force, because lifting it is a decision of its own (the worker then sends
+the rolled-back transactions again), which lifting an unrelated freeze must not take by accident.
 """
 
 from __future__ import annotations
@@ -28,13 +33,34 @@ class Frozen(Conflict):
     code, status = "frozen", 409
 
 
+# ``by`` of the freeze the hot worker makes when the chain no longer has what it settled.
+ROLLBACK = "auto:chain-rollback"
+
+
+def all_active(s: Session) -> list[Freeze]:
+    """Every freeze in force, oldest first."""
+    return list(
+        s.execute(select(Freeze).where(Freeze.lifted_at.is_(None)).order_by(Freeze.frozen_at, Freeze.id)).scalars()
+    )
+
+
 def active(s: Session) -> Freeze | None:
-    return s.execute(select(Freeze).where(Freeze.lifted_at.is_(None)).limit(1)).scalar_one_or_none()
+    """The oldest freeze in force, if any: payments are frozen while there is one."""
+    return s.execute(
+        select(Freeze).where(Freeze.lifted_at.is_(None)).order_by(Freeze.frozen_at, Freeze.id).limit(1)
+    ).scalar_one_or_none()
 
 
-def freeze(s: Session, now: int, reason: str, by: str) -> tuple[Freeze, bool]:
-    """Freeze (or find the freeze already in force). Returns the freeze and whether this call made it."""
-    current = active(s)
+def freeze(s: Session, now: int, reason: str, by: str, *, own: bool = False) -> tuple[Freeze, bool]:
+    """Freeze (or find the freeze already in force). Returns the freeze and whether this call made it.
+    ``own``: find only a freeze in force made by the same ``by``, and otherwise make one even if another
+    freeze is in force (see the module's docstring)."""
+    if own:
+        current = s.execute(
+            select(Freeze).where(Freeze.lifted_at.is_(None), Freeze.by == by).order_by(Freeze.frozen_at).limit(1)
+        ).scalar_one_or_none()
+    else:
+        current = active(s)
     if current is not None:
         return current, False
     row = Freeze(id=secrets.token_hex(8), frozen_at=now, reason=reason, by=by)
@@ -50,9 +76,12 @@ def refuse_if_frozen(s: Session, what: str) -> None:
 
 
 def on_apply(s: Session, bundle: Bundle, now: int) -> str | None:
-    """Called in the transaction that applies a (quorum-verified) bundle: lift the freeze it names."""
-    current = active(s)
-    if current is None or bundle.policy.unfreeze != current.id:
+    """Called in the transaction that applies a (quorum-verified) bundle: lift the freeze it names, if that
+    one is in force."""
+    if bundle.policy.unfreeze is None:
+        return None
+    current = s.get(Freeze, bundle.policy.unfreeze, with_for_update=True)
+    if current is None or current.lifted_at is not None:
         return None
     current.lifted_at, current.lifted_by_bundle = now, bundle.version
     audit.append(s, now, "freeze.off", current.id, {"bundle": bundle.version, "hash": bundle.hash})

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
+from custody.store.db import unavailable
+
 T = TypeVar("T")
 R = TypeVar("R")
 log = logging.getLogger("custody.groupcommit")
@@ -75,7 +77,8 @@ class GroupCommit(Generic[T, R]):
         try:
             results = self.run_many([item for item, _ in batch])
         except Exception as exc:  # the whole transaction failed: every item hears why
-            log.warning("%s: a batch of %d failed: %s", self.name, len(batch), type(exc).__name__)
+            if not unavailable(exc):  # a database outage is logged once, by the API (custody.outage)
+                log.warning("%s: a batch of %d failed: %s", self.name, len(batch), type(exc).__name__)
             results = [exc] * len(batch)
         for (_, future), result in zip(batch, results, strict=True):
             if isinstance(result, Exception):

@@ -40,11 +40,14 @@ def hot_reading(session: Session, asset: str) -> tuple[int, int] | None:
 
 def reserving(asset: str, block: int | None) -> ColumnElement[bool]:
     """The hot-routed withdrawals of ``asset`` that a reading at ``block`` does not show as paid: those
-    still to be paid, and those mined in a later block."""
+    still to be paid, those mined in a later block, and those whose transaction a deep rollback orphaned (it
+    is to be sent again)."""
     W = Withdrawal
     pending = W.state.in_(RESERVING)
     if block is not None:
-        mined_later = select(HotTransaction.tx_hash).where(HotTransaction.mined_block > block)
+        mined_later = select(HotTransaction.tx_hash).where(
+            (HotTransaction.mined_block > block) | (HotTransaction.state == "orphaned")
+        )
         pending = pending | ((W.state == states.CONFIRMED) & W.tx_hash.in_(mined_later))
     return (W.asset == asset) & (W.route == "hot") & pending
 

@@ -13,7 +13,7 @@ from custody import policy as policy_service
 from custody.errors import NoActivePolicy
 from custody.reserves import cold_balance, hot_position, hot_share
 from custody.store.db import Store
-from custody.store.models import Withdrawal
+from custody.store.models import HotTransaction, Withdrawal
 from policies.units import format_amount
 
 
@@ -25,12 +25,22 @@ class Status:
     withdrawals: dict[str, dict[str, int]]  # state -> asset -> count
     balances: list[dict[str, Any]] = field(default_factory=list)
     batches_waiting: list[dict[str, Any]] = field(default_factory=list)
+    freezes: list[dict[str, Any]] = field(default_factory=list)  # every freeze in force, oldest first
+    # Settled hot-wallet transactions whose block left the chain (a rollback deeper than the confirmation
+    # depth), by nonce: their withdrawals stay confirmed; they wait for a quorum to lift the rollback freeze.
+    orphaned: list[dict[str, Any]] = field(default_factory=list)
 
 
 def gather(store: Store) -> Status:
     with store.read() as s:
         head, _ = policy_service.head(s)
-        current = freeze.active(s)
+        freezes = [{"id": f.id, "since": f.frozen_at, "reason": f.reason, "by": f.by} for f in freeze.all_active(s)]
+        orphaned = [
+            {"nonce": t.nonce, "tx_hash": t.tx_hash, "withdrawal": t.withdrawal_id, "batch": t.batch_id}
+            for t in s.execute(
+                select(HotTransaction).where(HotTransaction.state == "orphaned").order_by(HotTransaction.nonce)
+            ).scalars()
+        ]
         counts: dict[str, dict[str, int]] = {}
         for state, asset, n in s.execute(
             select(Withdrawal.state, Withdrawal.asset, func.count()).group_by(Withdrawal.state, Withdrawal.asset)
@@ -50,12 +60,8 @@ def gather(store: Store) -> Status:
         for b in batches.list_batches(store)
         if b.state == batches.EXPORTED
     ]
-    frozen = (
-        None
-        if current is None
-        else {"id": current.id, "since": current.frozen_at, "reason": current.reason, "by": current.by}
-    )
-    return Status(head.version, head.hash, frozen, counts, balances, waiting)
+    frozen = freezes[0] if freezes else None
+    return Status(head.version, head.hash, frozen, counts, balances, waiting, freezes, orphaned)
 
 
 def _balances(s: Session) -> list[dict[str, Any]]:
@@ -82,15 +88,19 @@ def _balances(s: Session) -> list[dict[str, Any]]:
 
 def render(st: Status) -> list[str]:
     lines = []
-    if st.frozen:
-        f = st.frozen
+    for f in st.freezes or ([st.frozen] if st.frozen else []):
         lines += [
             f"FROZEN since {f['since']} by {f['by']} (freeze {f['id']}): {f['reason']}",
             f'  payments resume only with a quorum-signed bundle that has unfreeze = "{f["id"]}"',
-            "",
         ]
-    else:
-        lines += ["payments: running (not frozen)", ""]
+    if st.orphaned:
+        nonces = [o["nonce"] for o in st.orphaned]
+        lines.append(
+            f"CHAIN ROLLBACK: {len(nonces)} settled hot-wallet transaction(s) left the chain (nonce "
+            f"{nonces[0]}{'' if len(nonces) == 1 else f'..{nonces[-1]}'}); their withdrawals stay confirmed and "
+            "they are sent again, same bytes, only once no freeze is in force (audit: chain.rollback_detected)"
+        )
+    lines += [""] if st.freezes or st.frozen or st.orphaned else ["payments: running (not frozen)", ""]
     lines.append(f"policy       version {st.policy_version} ({st.policy_hash[:16]}…)")
     lines.append(
         "withdrawals  "

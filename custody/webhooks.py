@@ -31,13 +31,13 @@ import httpx
 from nacl.signing import SigningKey
 from sqlalchemy import func, or_, select, update
 
-from custody import logs
+from custody import logs, outage
 from custody.store.db import Store
 from custody.store.models import AuditEntry, AuditHead, WebhookEndpoint
 
 log = logging.getLogger("custody.webhooks")
 DOMAIN = b"custody-webhook-v1"
-KINDS = ("withdrawal.", "batch.")
+KINDS = ("withdrawal.", "batch.", "chain.")  # chain.rollback_detected: see custody.hotwallet
 LEASE = 30.0
 MAX_BACKOFF = 300.0
 
@@ -114,6 +114,9 @@ class Dispatcher:
 
     def __post_init__(self) -> None:
         self.client = httpx.Client(timeout=self.timeout)
+        # The leases this dispatcher took and has not released: a database outage can stop it from releasing
+        # one, and it may then take it back at once instead of waiting out LEASE like any other dispatcher.
+        self.held: dict[str, float] = {}
 
     def close(self) -> None:
         self.client.close()
@@ -130,6 +133,7 @@ class Dispatcher:
                 finally:
                     with self.store.transaction() as s:
                         s.execute(update(WebhookEndpoint).where(WebhookEndpoint.url == url).values(lease_until=0.0))
+                    self.held.pop(url, None)
         return delivered
 
     def _lease(self, url: str, now: float) -> bool:
@@ -138,12 +142,14 @@ class Dispatcher:
                 update(WebhookEndpoint)
                 .where(
                     WebhookEndpoint.url == url,
-                    WebhookEndpoint.lease_until < now,
+                    or_(WebhookEndpoint.lease_until < now, WebhookEndpoint.lease_until == self.held.get(url, -1.0)),
                     WebhookEndpoint.next_attempt_at <= now,
                 )
                 .values(lease_until=now + LEASE)
             )
-            return bool(taken.rowcount)
+        if taken.rowcount:
+            self.held[url] = now + LEASE
+        return bool(taken.rowcount)
 
     def _deliver(self, url: str) -> int:
         with self.store.read() as s:
@@ -176,15 +182,14 @@ class Dispatcher:
         return None if 200 <= answer.status_code < 300 else f"HTTP {answer.status_code}"
 
     def run(self, stop: threading.Event, idle: float = 0.5) -> None:
-        while not stop.is_set():
+        """Deliver until ``stop``. A failed pass is retried with backoff; a database outage is logged once,
+        when it begins and when it ends (``custody.outage``), not at every pass."""
+
+        def one_pass() -> bool:
             logs.REQUEST_ID.set(logs.new_id("h-"))
-            try:
-                busy = self.step()
-            except Exception:  # a database hiccup must not end deliveries: log, wait, go on
-                log.exception("webhook pass failed")
-                busy = 0
-            if not busy:
-                stop.wait(idle)
+            return self.step() > 0
+
+        outage.Loop("webhooks", log, idle=idle).forever(one_pass, stop)
 
 
 def send_test(key: SigningKey, url: str, now: int) -> int:

@@ -12,13 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from custody import logs
+from custody import logs, outage
 from custody.api.schemas import (
     AssetBalance,
     Balances,
@@ -36,7 +36,7 @@ from custody.groupcommit import GroupCommit
 from custody.metrics import Metrics
 from custody.policy import PolicyCache
 from custody.reserves import cold_balance, hot_position
-from custody.store.db import Store
+from custody.store.db import Store, unavailable
 from custody.withdrawals import Created, Intake, NewWithdrawal, Withdrawals
 from policies.errors import AddressError, AmountError, BundleError, CustodyError
 from policies.units import format_amount
@@ -66,6 +66,7 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
     service = Withdrawals(store, cache, clock, auth.remember)
     intake: GroupCommit[Intake, Created] = GroupCommit("intake", service.create_many)
     metrics = Metrics(settings, store)
+    database = outage.Loop("api", access)  # one line when requests start failing on the database, one when back
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -77,7 +78,7 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
         title="custody", version="1", summary="Withdrawal intake for an exchange's treasury", lifespan=lifespan
     )
     app.state.withdrawals, app.state.auth = service, auth
-    app.add_middleware(RequestLog, metrics=metrics)
+    app.add_middleware(RequestLog, metrics=metrics, database=database)
 
     @app.exception_handler(CustodyError)
     async def _custody_error(_: Request, exc: CustodyError) -> JSONResponse:
@@ -85,12 +86,15 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
         return problem(status, exc.code, exc.message, headers)
 
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(InterfaceError)
+    @app.exception_handler(DBAPIError)
     async def _database_down(_: Request, exc: Exception) -> JSONResponse:
-        """The connection broke (the database restarted, or cut it mid-transaction): the transaction rolled
-        back whole, so nothing was written; the client retries with the same Idempotency-Key."""
-        access.warning("database unavailable: %s", type(exc).__name__)
+        """The connection broke (the database restarted, or cut it mid-transaction), or the server ended the
+        work (a lock, statement or idle-in-transaction timeout; see ``custody.store.db.Timeouts``): the
+        transaction rolled back whole, so nothing was written; the client retries with the same
+        Idempotency-Key. Any other database error is a bug, answered 500 with its traceback logged."""
+        if not unavailable(exc):
+            raise exc
+        database.failed(exc, "answering 503")  # once per outage; each request's access line says 503 too
         return problem(503, "database_unavailable", "the database is unavailable; retry", {"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
@@ -257,8 +261,8 @@ class RequestLog:
     body (an endpoint may add fields through ``request.state.log``: intake names the withdrawal it made and
     its state). Plain ASGI, so it adds no task or stream of its own to each request."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: ASGIApp, metrics: Metrics, database: outage.Loop) -> None:
+        self.app, self.metrics, self.database = app, metrics, database
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -285,6 +289,8 @@ class RequestLog:
             method, path = scope["method"], scope["path"]
             if method == "POST" and path == "/v1/withdrawals":
                 self.metrics.observe_intake(status, elapsed)
+            if status in (200, 201) and path.startswith("/v1/"):  # a signed request's nonce was recorded
+                self.database.succeeded()
             access.info(
                 "%s %s %s",
                 method,

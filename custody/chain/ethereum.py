@@ -8,7 +8,7 @@ from typing import Any
 from eth_abi import encode as abi_encode
 from eth_utils.crypto import keccak
 from web3 import Web3
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.exceptions import BlockNotFound, ContractLogicError, TransactionNotFound, Web3RPCError
 
 from custody.errors import DaemonError
 
@@ -33,6 +33,10 @@ class CallReverted(DaemonError):
     code, status = "call_reverted", 502
 
 
+# What ``send_raw`` found: the node took the bytes now, had them already, or that nonce is used on chain.
+SENT, ALREADY_KNOWN, NONCE_USED = "sent", "known", "nonce_used"
+
+
 @dataclass(frozen=True)
 class Receipt:
     block_number: int
@@ -48,7 +52,7 @@ class EthereumNode:
     def _call(self, fn: Any, *args: Any) -> Any:
         try:
             return fn(*args)
-        except (Web3RPCError, TransactionNotFound, ValueError, ContractLogicError):
+        except (Web3RPCError, TransactionNotFound, BlockNotFound, ValueError, ContractLogicError):
             raise
         except Exception as exc:  # connection refused, timeouts, bad gateway: the node is not there
             raise NodeUnavailable(f"the node at {self.url} is unreachable: {type(exc).__name__}") from None
@@ -62,11 +66,21 @@ class EthereumNode:
         return int(self._call(lambda: self.w3.eth.block_number))
 
     def block_hash(self, number: int) -> str | None:
+        """The hash of the canonical block at ``number``; None only when the node has no block there (the chain
+        is shorter). A node that answers with an error raises ``NodeUnavailable``: a missing answer is not
+        evidence that a block left the chain."""
         try:
             block = self._call(self.w3.eth.get_block, number)
-        except (Web3RPCError, ValueError):
+        except BlockNotFound:
             return None
+        except (Web3RPCError, ValueError) as exc:
+            raise NodeUnavailable(f"the node at {self.url} could not give block {number}: {str(exc)[:160]}") from None
         return "0x" + bytes(block["hash"]).hex()
+
+    def head(self) -> tuple[int, str]:
+        """The latest block's number and hash."""
+        block = self._call(self.w3.eth.get_block, "latest")
+        return int(block["number"]), "0x" + bytes(block["hash"]).hex()
 
     def fees(self, cap: int) -> tuple[int, int]:
         """(max fee, priority fee) per gas for the next block: twice the next base fee plus the median
@@ -91,16 +105,29 @@ class EthereumNode:
     def transaction_count(self, address: str) -> int:
         return int(self._call(self.w3.eth.get_transaction_count, address, "latest"))
 
-    def send_raw(self, raw: bytes) -> None:
+    def send_raw(self, raw: bytes) -> str:
         """Broadcast; a node that already has it, or has already mined that nonce, is not an error here:
-        the receipt decides what happened."""
+        the receipt decides what happened. Returns SENT, ALREADY_KNOWN or NONCE_USED."""
         try:
             self._call(self.w3.eth.send_raw_transaction, raw)
         except (Web3RPCError, ValueError) as exc:
             text = str(exc).lower()
-            if "already known" in text or "nonce too low" in text or "already imported" in text:
-                return
+            if "already known" in text or "already imported" in text:
+                return ALREADY_KNOWN
+            if "nonce too low" in text:
+                return NONCE_USED
             raise BroadcastRefused(f"the node refused the transaction: {str(exc)[:200]}") from None
+        return SENT
+
+    def knows(self, tx_hash: str) -> bool:
+        """Whether the node has this transaction at all, in its mempool or in a block
+        (eth_getTransactionByHash is not null). A node restarted without its mempool has forgotten what was
+        waiting there."""
+        try:
+            found = self._call(self.w3.eth.get_transaction, tx_hash)
+        except TransactionNotFound:
+            return False
+        return found is not None
 
     def receipt(self, tx_hash: str) -> Receipt | None:
         try:

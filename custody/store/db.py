@@ -1,7 +1,8 @@
 """The engine, the unit of work, and migrations.
 
 SQLite: WAL, a busy timeout, and every transaction opened with BEGIN IMMEDIATE, so two writers queue for
-the lock instead of failing when a reader upgrades. PostgreSQL: READ COMMITTED with explicit row locks.
+the lock instead of failing when a reader upgrades. PostgreSQL: READ COMMITTED with explicit row locks, and
+server-side timeouts on every connection (``Timeouts``) so a stalled process cannot hold locks for long.
 Services own transactions (``Store.transaction``); repositories never commit.
 """
 
@@ -11,20 +12,65 @@ import hashlib
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str, *, immediate: bool = True) -> Engine:
-    """``immediate`` (SQLite): open transactions with BEGIN IMMEDIATE; off for read-only sessions."""
+@dataclass(frozen=True)
+class Timeouts:
+    """What PostgreSQL enforces on each of the daemon's connections, in seconds (0 turns one off).
+
+    Every service transaction is short: a few statements and at most one quick call to the node, never a wait
+    for a person. So a session idle inside a transaction for 5 s is a stalled process (paused, swapping, or
+    stuck on a node that does not answer) that may hold the audit head's or a wallet's row lock, which every
+    replica's intake needs: the server ends that session (it rolls back whole, and the work is done again)
+    instead of letting it stop intake everywhere. A
+    statement waits at most 5 s for a lock, then fails with a clean 503 the client retries, so a long lock
+    wait never ties up a request and its connection. 30 s per statement is far above any query the daemon
+    makes (the largest, audit verification, reads in pages) yet ends a runaway one. Connecting gives up after
+    5 s, so an unreachable host fails fast instead of after the kernel's TCP timeouts. Migrations run without
+    the statement timeout (an index on a large table may take longer). SQLite has none of these: one process
+    holds its write lock, and its busy timeout (30 s) bounds the wait for it.
+    """
+
+    idle_in_transaction: float = 5.0
+    lock: float = 5.0
+    statement: float = 30.0
+    connect: float = 5.0
+
+    def options(self) -> str:
+        """libpq's ``options``: settings the server applies when the session starts (no extra round trip)."""
+        values = {
+            "idle_in_transaction_session_timeout": self.idle_in_transaction,
+            "lock_timeout": self.lock,
+            "statement_timeout": self.statement,
+        }
+        return " ".join(f"-c {name}={round(seconds * 1000)}" for name, seconds in values.items())
+
+
+def unavailable(exc: BaseException) -> bool:
+    """True if ``exc`` says the database could not do the work now, not that the work was wrong: the
+    connection failed or was ended (the server restarted, or ended a session idle in its transaction), a
+    lock or statement timeout fired, a deadlock was broken, the disk is full, SQLite is busy. The transaction
+    rolled back whole, so the same work can simply be tried again."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def make_engine(url: str, *, immediate: bool = True, timeouts: Timeouts | None = None) -> Engine:
+    """``immediate`` (SQLite): open transactions with BEGIN IMMEDIATE; off for read-only sessions.
+    ``timeouts`` (PostgreSQL): the session settings above, ``Timeouts()`` if not given."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8)
 
@@ -43,13 +89,20 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    timeouts = timeouts or Timeouts()
+    connect_args: dict[str, Any] = {}
+    if make_url(url).get_backend_name() == "postgresql":
+        given = make_url(url).query.get("options", "")  # an operator's own options in the URL come last and win
+        connect_args["options"] = " ".join([timeouts.options(), *([given] if isinstance(given, str) else given)])
+        if timeouts.connect:
+            connect_args["connect_timeout"] = max(1, round(timeouts.connect))
+    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, connect_args=connect_args)
 
 
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, timeouts: Timeouts | None = None) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, timeouts=timeouts)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite: reads need no write lock and no fsync, so they get an engine of their own.
         self._read_engine = make_engine(url, immediate=False) if url.startswith("sqlite") else self.engine
@@ -78,6 +131,8 @@ class Store:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as conn:
+            if self.is_postgres:
+                conn.exec_driver_sql("SET LOCAL statement_timeout = 0")  # see Timeouts
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 

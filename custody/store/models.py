@@ -170,7 +170,7 @@ class HotTransaction(Base):
     raw: Mapped[str] = mapped_column(Text)
     max_fee: Mapped[int] = mapped_column(Amount)
     priority_fee: Mapped[int] = mapped_column(Amount)
-    state: Mapped[str] = mapped_column(String(12))  # signed, broadcast, mined, replaced
+    state: Mapped[str] = mapped_column(String(12))  # signed, broadcast, mined, replaced, orphaned
     created_at: Mapped[int] = mapped_column(BigInteger)
     broadcast_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     mined_block: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
