@@ -22,6 +22,7 @@ $(NODE_STAMP): package.json package-lock.json
 test: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 # The long fault tests (a few minutes): PostgreSQL down 20 s and a worker frozen 30 s, as in a real incident

@@ -375,7 +375,8 @@ def run_client(url: str, private_key: str, anvil: Anvil) -> None:
                 break
             time.sleep(0.1)
         w3 = Web3(Web3.HTTPProvider(anvil.url))
-        print(f"   states seen: {' -> '.join(seen)}; the omnibus now holds {w3.eth.get_balance(OMNIBUS) / 10**18} ETH")
+        held = w3.eth.get_balance(Web3.to_checksum_address(OMNIBUS)) / 10**18
+        print(f"   states seen: {' -> '.join(seen)}; the omnibus now holds {held} ETH")
         if seen[-1] != "confirmed":
             sys.exit("the hot withdrawal was not confirmed")
         rows = []

@@ -40,7 +40,8 @@ import threading
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
-from eth_account.typed_transactions import TypedTransaction
+from eth_account.typed_transactions.typed_transaction import TypedTransaction
+from eth_typing import HexStr
 from hexbytes import HexBytes
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -692,7 +693,7 @@ class HotWorker:
                 "type": 2,
                 "chainId": self.settings.chain_id,
                 "nonce": nonce,
-                "to": to,
+                "to": HexStr(to),
                 "value": value,
                 "data": data,
                 "gas": gas,

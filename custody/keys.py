@@ -43,4 +43,5 @@ def _write_secret(path: Path, data: bytes) -> None:
 def load_hot_account(data_dir: Path, passphrase: str) -> LocalAccount:
     """The hot wallet's key, derived (BIP-44 m/44'/60'/0'/0/0) from the sealed seed, in memory only."""
     seed = open_sealed((data_dir / "hot-seed.sealed").read_bytes(), passphrase, HOT_SEED_LABEL)
-    return Account.from_key(UnlockedKey(seed).owner_private_key())
+    account: LocalAccount = Account.from_key(UnlockedKey(seed).owner_private_key())
+    return account

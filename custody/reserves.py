@@ -43,7 +43,7 @@ def reserving(asset: str, block: int | None) -> ColumnElement[bool]:
     still to be paid, those mined in a later block, and those whose transaction a deep rollback orphaned (it
     is to be sent again)."""
     W = Withdrawal
-    pending = W.state.in_(RESERVING)
+    pending: ColumnElement[bool] = W.state.in_(RESERVING)
     if block is not None:
         mined_later = select(HotTransaction.tx_hash).where(
             (HotTransaction.mined_block > block) | (HotTransaction.state == "orphaned")

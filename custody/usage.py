@@ -54,7 +54,7 @@ def add(s: Session, changes: Iterable[Change]) -> None:
         if existing is None:
             s.add(WindowUsage(**row))
         else:
-            existing.amount += row["amount"]
+            existing.amount += cast(int, row["amount"])
 
 
 def totals(

@@ -25,11 +25,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from nacl.signing import SigningKey
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import CursorResult, func, or_, select, update
 
 from custody import logs, outage
 from custody.store.db import Store
@@ -138,14 +138,17 @@ class Dispatcher:
 
     def _lease(self, url: str, now: float) -> bool:
         with self.store.transaction() as s:
-            taken = s.execute(
-                update(WebhookEndpoint)
-                .where(
-                    WebhookEndpoint.url == url,
-                    or_(WebhookEndpoint.lease_until < now, WebhookEndpoint.lease_until == self.held.get(url, -1.0)),
-                    WebhookEndpoint.next_attempt_at <= now,
-                )
-                .values(lease_until=now + LEASE)
+            taken = cast(
+                "CursorResult[Any]",
+                s.execute(
+                    update(WebhookEndpoint)
+                    .where(
+                        WebhookEndpoint.url == url,
+                        or_(WebhookEndpoint.lease_until < now, WebhookEndpoint.lease_until == self.held.get(url, -1.0)),
+                        WebhookEndpoint.next_attempt_at <= now,
+                    )
+                    .values(lease_until=now + LEASE)
+                ),
             )
         if taken.rowcount:
             self.held[url] = now + LEASE

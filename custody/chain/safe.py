@@ -9,8 +9,8 @@ through the Safe singleton factory); a chain without them is refused, never serv
 
 from __future__ import annotations
 
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 

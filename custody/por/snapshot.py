@@ -13,6 +13,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
@@ -160,7 +161,7 @@ def _wallet(
     assets: list[str],
     rules: Mapping[str, AssetRule],
     block: int,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     return {
         "address": address,
         "kind": kind,

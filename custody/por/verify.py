@@ -15,7 +15,7 @@ bundle the contracts cannot be checked and the verification fails rather than pa
 
 from __future__ import annotations
 
-from eth_abi import encode as abi_encode
+from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils.crypto import keccak
