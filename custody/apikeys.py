@@ -19,7 +19,21 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from custody import audit
-from custody.errors import Conflict, Forbidden, InvalidRequest, NotFound, RateLimited, Unauthorized
+from custody.errors import (
+    BadSignature,
+    ExpiredTimestamp,
+    Forbidden,
+    InvalidKeyName,
+    InvalidPublicKey,
+    InvalidScopes,
+    KeyExists,
+    MissingSignature,
+    NotFound,
+    RateLimited,
+    ReplayedRequest,
+    Unauthorized,
+    UnknownKey,
+)
 from custody.groupcommit import GroupCommit
 from custody.signing import request_message
 from custody.store.db import Store
@@ -49,26 +63,24 @@ def parse_scopes(text: str) -> frozenset[str]:
     scopes = frozenset(s.strip() for s in text.split(",") if s.strip())
     unknown = sorted(scopes - SCOPES)
     if unknown or not scopes:
-        raise InvalidRequest(f"scopes must be a comma-separated subset of {sorted(SCOPES)}", code="invalid_scopes")
+        raise InvalidScopes(f"scopes must be a comma-separated subset of {sorted(SCOPES)}")
     return scopes
 
 
 def add_key(store: Store, name: str, public_key_hex: str, scopes: frozenset[str], now: int) -> None:
     if _NAME.fullmatch(name) is None:
-        raise InvalidRequest("key names are lowercase letters, digits, '.', '_' or '-'", code="invalid_name")
+        raise InvalidKeyName("key names are lowercase letters, digits, '.', '_' or '-'")
     try:
         VerifyKey(bytes.fromhex(public_key_hex))
     except (ValueError, NaclValueError):
-        raise InvalidRequest(
-            "the public key must be 64 hex digits of an Ed25519 key", code="invalid_public_key"
-        ) from None
+        raise InvalidPublicKey("the public key must be 64 hex digits of an Ed25519 key") from None
     try:
         with store.transaction() as s:
             s.add(ApiKey(name=name, public_key=public_key_hex.lower(), scopes=",".join(sorted(scopes)), created_at=now))
             s.flush()
             audit.append(s, now, "apikey.added", name, {"public_key": public_key_hex.lower(), "scopes": sorted(scopes)})
     except IntegrityError:
-        raise Conflict(f"an API key named {name!r} exists already", code="key_exists") from None
+        raise KeyExists(f"an API key named {name!r} exists already") from None
 
 
 def revoke_key(store: Store, name: str, now: int) -> None:
@@ -106,11 +118,11 @@ class RateLimiter:
 
 
 def unknown_key() -> Unauthorized:
-    return Unauthorized("unknown or revoked API key", code="unknown_key")
+    return UnknownKey("unknown or revoked API key")
 
 
 def replayed() -> Unauthorized:
-    return Unauthorized("this signed request was already accepted once", code="replayed_request")
+    return ReplayedRequest("this signed request was already accepted once")
 
 
 @dataclass(frozen=True)
@@ -160,15 +172,12 @@ class Authenticator:
         name, stamp, signature = headers.get("key"), headers.get("timestamp"), headers.get("signature")
         nonce = headers.get("nonce")
         if not name or not stamp or not signature or not nonce:
-            raise Unauthorized(
-                "the request is not signed (X-Custody-Key, -Timestamp, -Nonce and -Signature)", code="missing_signature"
-            )
+            raise MissingSignature("the request is not signed (X-Custody-Key, -Timestamp, -Nonce and -Signature)")
         if _NONCE.fullmatch(nonce) is None:
-            raise Unauthorized("X-Custody-Nonce must be 16 to 64 hex digits", code="bad_signature")
+            raise BadSignature("X-Custody-Nonce must be 16 to 64 hex digits")
         if not stamp.isdigit() or abs(int(stamp) - now) > self.max_skew:
-            raise Unauthorized(
+            raise ExpiredTimestamp(
                 f"the request's timestamp is more than {self.max_skew} s from the daemon's clock",
-                code="expired_timestamp",
             )
         return name
 
@@ -202,7 +211,7 @@ class Authenticator:
                 signed,
             )
         except (BadSignatureError, ValueError, NaclValueError):
-            raise Unauthorized("the request's signature does not verify", code="bad_signature") from None
+            raise BadSignature("the request's signature does not verify") from None
         self.limiter.take(key.name)
         return Seen(Principal(key.name, frozenset(key.scopes.split(","))), hashlib.sha256(signed).hexdigest(), now)
 

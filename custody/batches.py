@@ -10,7 +10,9 @@ A batch's life (``Batch.state``), beside its withdrawals' own (``custody.states`
 Safe nonces: a batch takes the lowest nonce at or above the Safe's on-chain nonce that no open batch holds. An
 expired or cancelled batch frees its nonce, so the next batch reuses it: only one of the two can ever execute.
 When nothing is left to pay, the next export is an empty batch (a no-op call to the Safe itself) that uses
-the freed nonce up, so old signatures can never be replayed.
+the freed nonce up, so old signatures can never be replayed. A withdrawal once exported goes out again only at
+the nonce it had (``Withdrawal.cold_nonce``): signers refuse it at any other (``signer.ledger``). If another
+transaction used that nonce, it is cancelled with that reason, for the backend to request it again.
 """
 
 from __future__ import annotations
@@ -29,8 +31,17 @@ from sqlalchemy.orm import Session
 
 from custody import audit, freeze, states
 from custody.chain import safe as safe_contract
-from custody.chain.ethereum import CallReverted, EthereumNode
-from custody.errors import Conflict, DaemonError, NotFound
+from custody.chain.ethereum import EthereumNode
+from custody.errors import (
+    BatchRefused,
+    BatchWaitingForNonce,
+    CallReverted,
+    NoColdWallet,
+    NotAnOwner,
+    NotFound,
+    NothingToExport,
+    SignatureForAnotherBatch,
+)
 from custody.policy import PolicyCache
 from custody.store.db import Store
 from custody.store.models import Batch, BatchSignature, ColdWallet, Withdrawal
@@ -52,18 +63,6 @@ MAX_PER_BATCH = 100
 EXECUTION_SUCCESS = "0x" + keccak(text="ExecutionSuccess(bytes32,uint256)").hex()
 
 
-class BatchRefused(DaemonError):
-    code, status = "batch_refused", 409
-
-
-class NotAnOwner(DaemonError):
-    code, status = "not_a_safe_owner", 403
-
-
-class SignatureForAnotherBatch(DaemonError):
-    code, status = "signature_for_another_batch", 409
-
-
 # -- the cold wallet ---------------------------------------------------------------------------------------
 def cold_wallet(s: Session, *, lock: bool = False) -> ColdWallet:
     """The cold wallet; with ``lock``, its row is held until the transaction ends, so that two exports on
@@ -71,7 +70,7 @@ def cold_wallet(s: Session, *, lock: bool = False) -> ColdWallet:
     query = select(ColdWallet).limit(1)
     row = s.execute(query.with_for_update() if lock else query).scalar_one_or_none()
     if row is None or row.owners is None or row.multisend is None:
-        raise Conflict("there is no cold wallet yet: create one with `custody cold create`", code="no_cold_wallet")
+        raise NoColdWallet("there is no cold wallet yet: create one with `custody cold create`")
     return row
 
 
@@ -133,6 +132,20 @@ def export(
         for w in s.execute(query).scalars():
             if len(chosen) == limit:
                 break
+            if w.cold_nonce is not None and w.cold_nonce != nonce:
+                if w.cold_nonce < onchain:
+                    # Exported at a nonce another transaction has used: signers who signed it there refuse it
+                    # at any other nonce (withdrawal_already_signed), so it can never be paid as it is.
+                    move(
+                        s,
+                        w,
+                        states.CANCELLED,
+                        now,
+                        by="batch-export",
+                        reason=f"its batch's Safe nonce {w.cold_nonce} was used by another transaction; signers "
+                        "will not sign it at another nonce: request it again",
+                    )
+                continue  # it waits for the batch at its own nonce
             entry = active.policy.whitelist.get(w.destination)
             rule = active.policy.assets.get(w.asset)
             item = BatchWithdrawal(
@@ -150,10 +163,9 @@ def export(
             else:
                 skipped.append((w.id, why))
         if not chosen and not _nonce_to_cancel(s, nonce):
-            raise BatchRefused(
+            raise NothingToExport(
                 "nothing to export: no queued cold withdrawal that the policy allows"
                 + (f" ({len(skipped)} skipped)" if skipped else ""),
-                code="nothing_to_export",
             )
         doc = assemble(
             batch_id=str(uuid.uuid4()),
@@ -189,7 +201,7 @@ def export(
         )
         s.flush()
         for w, _ in chosen:
-            w.batch_id = doc.id
+            w.batch_id, w.cold_nonce = doc.id, nonce
             move(s, w, states.BATCHED, now, by="batch-export", batch=doc.id, safe_nonce=nonce)
         audit.append(
             s,
@@ -395,10 +407,9 @@ def execute_if_ready(store: Store, node: EthereumNode, worker: HotWorker, batch_
         return None
     onchain = safe_contract.nonce(node, doc.safe)
     if onchain < doc.safe_nonce:
-        raise BatchRefused(
+        raise BatchWaitingForNonce(
             f"batch {batch_id} has Safe nonce {doc.safe_nonce}, the Safe is at {onchain}: the batch holding nonce "
             f"{onchain} must execute (or be cancelled by a newer batch) first",
-            code="batch_waiting_for_nonce",
         )
     if onchain > doc.safe_nonce:
         reconcile(store, node, now)

@@ -15,8 +15,7 @@ from custody import coldwallet as cold_service
 from custody.chain.ethereum import EthereumNode
 from custody.clicommon import PASS_ENV, _open, config_option, hot_worker, passphrase_file_option
 from custody.clock import SystemClock
-from custody.errors import ConfigError
-from custody.freeze import Frozen
+from custody.errors import ConfigError, Frozen
 from custody.keys import load_identity
 from custody.store.db import Store
 from custody.store.models import Batch

@@ -22,7 +22,13 @@ from sqlalchemy import select
 from custody import audit
 from custody.chain import safe as safe_contract
 from custody.chain.ethereum import EthereumNode
-from custody.errors import Conflict, InvalidRequest
+from custody.errors import (
+    ColdWalletExists,
+    ColdWalletFailed,
+    ColdWalletMismatch,
+    ColdWalletPending,
+    InvalidRequest,
+)
 from custody.store.db import Store
 from custody.store.models import ColdWallet, HotTransaction
 from signer.coldwallet import ColdWallet as ColdWalletDoc
@@ -61,29 +67,27 @@ def create(
     with store.read() as s:
         existing = s.execute(select(ColdWallet.address)).scalar_one_or_none()
     if existing is not None:
-        raise Conflict(f"a cold wallet already exists: {existing}", code="cold_wallet_exists")
+        raise ColdWalletExists(f"a cold wallet already exists: {existing}")
     safe_contract.check_contracts(node)
     worker.ensure_wallet()
     data = create_proxy_data(owners, threshold, salt_nonce)
     derived = safe_address(owners, threshold, salt_nonce)
     address = safe_contract.predict_address(node, worker.address, data)
     if address != derived:
-        raise Conflict(
+        raise ColdWalletMismatch(
             f"the proxy factory on chain {node.chain_id} would create {address}, not {derived}, the address the "
             "signers derive for these owners, threshold and salt nonce; refusing to create it",
-            code="cold_wallet_mismatch",
         )
     if not node.code(address):  # else an earlier attempt's call was mined before the process stopped
         version = worker.sign_call(PROXY_FACTORY, 0, data)
         _wait_mined(store, worker, version.tx_hash, timeout)
     if not node.code(address):
-        raise Conflict(f"creating the Safe failed: no contract at {address}", code="cold_wallet_failed")
+        raise ColdWalletFailed(f"creating the Safe failed: no contract at {address}")
     found = safe_contract.owners(node, address)
     found_threshold = safe_contract.threshold(node, address)
     if found != owners or found_threshold != threshold:
-        raise Conflict(
+        raise ColdWalletMismatch(
             f"the Safe at {address} has owners {found} and threshold {found_threshold}, not what was asked",
-            code="cold_wallet_mismatch",
         )
     doc = ColdWalletDoc(
         chain_id=node.chain_id,
@@ -128,8 +132,7 @@ def _wait_mined(store: Store, worker: HotWorker, tx_hash: str, timeout: float) -
         if state == "mined":
             return
         time.sleep(0.2)
-    raise Conflict(
+    raise ColdWalletPending(
         f"the Safe creation {tx_hash} was not confirmed within {timeout:.0f} s; the worker keeps following it, "
         "run `custody cold create` again once it is mined",
-        code="cold_wallet_pending",
     )

@@ -1,25 +1,63 @@
-"""Errors of the daemon, each with a stable ``code`` and the HTTP status the API answers with.
+"""Errors of the daemon, each with a stable ``code`` as a class attribute.
 
-    CustodyError (policies.errors)          the API turns any of these into problem details
-    └── DaemonError              500 daemon_error
-        ├── ConfigError          400 config_invalid
-        ├── DataDirExists        400 data_dir_exists
-        ├── Unauthorized         401 (missing_signature, unknown_key, bad_signature, expired_timestamp,
-        │                             replayed_request)
-        ├── Forbidden            403 missing_scope
-        ├── NotFound             404 not_found
-        ├── Conflict             409 (idempotency_conflict, not_cancellable, illegal_transition)
-        ├── BodyTooLarge         413 body_too_large
-        ├── InvalidRequest       400/422 (malformed_json, unknown_field, missing_field, invalid_field,
-        │                             missing_idempotency_key, unknown_asset, asset_disabled)
-        ├── RateLimited          429 rate_limited
-        ├── NoActivePolicy       503 no_active_policy
-        ├── AuditBroken          500 audit_broken: the audit chain does not verify
-        ├── LiabilitiesInvalid   400 liabilities_invalid: a liabilities CSV row refused (with its line)
-        └── ProofInvalid         400 proof_invalid: a proof of reserves that does not verify
+Raise sites never override the code: a new code is a new class here. The HTTP status each one is answered
+with is decided in one place, ``custody.api.problems``; the CLI prints any of them as one line.
 
-Policy-side errors (invalid_amount, invalid_address, bundle errors) keep their own codes; the API maps
-them to 422 (amounts, addresses) or 409 (bundles).
+    CustodyError (policies.errors)
+    └── DaemonError                  daemon_error
+        ├── ConfigError              config_invalid
+        ├── DataDirExists            data_dir_exists
+        ├── Unauthorized             unauthorized
+        │   ├── MissingSignature     missing_signature
+        │   ├── UnknownKey           unknown_key
+        │   ├── BadSignature         bad_signature
+        │   ├── ExpiredTimestamp     expired_timestamp
+        │   └── ReplayedRequest      replayed_request
+        ├── Forbidden                missing_scope
+        ├── NotAnOwner               not_a_safe_owner: a batch signature by someone not an owner of the Safe
+        ├── NotFound                 not_found
+        ├── Conflict                 conflict
+        │   ├── IdempotencyConflict  idempotency_conflict: the Idempotency-Key was used for another request
+        │   ├── IdempotencyBusy      idempotency_busy: the Idempotency-Key is being used concurrently
+        │   ├── NotCancellable       not_cancellable
+        │   ├── IllegalTransition    illegal_transition
+        │   ├── KeyExists            key_exists: an API key of that name exists already
+        │   ├── Frozen               frozen: payments are frozen until a quorum unfreezes them
+        │   ├── NoColdWallet         no_cold_wallet
+        │   ├── ColdWalletExists     cold_wallet_exists
+        │   ├── ColdWalletMismatch   cold_wallet_mismatch: the Safe on chain is not the one the signers derive
+        │   ├── ColdWalletFailed     cold_wallet_failed: no contract where the Safe was to be created
+        │   └── ColdWalletPending    cold_wallet_pending: the Safe creation is not mined yet
+        ├── BatchRefused             batch_refused
+        │   ├── NothingToExport      nothing_to_export
+        │   └── BatchWaitingForNonce batch_waiting_for_nonce: an earlier Safe nonce must execute first
+        ├── SignatureForAnotherBatch signature_for_another_batch
+        ├── BodyTooLarge             body_too_large
+        ├── InvalidRequest           invalid_request
+        │   ├── MalformedJson        malformed_json
+        │   ├── UnknownField         unknown_field
+        │   ├── MissingField         missing_field
+        │   ├── InvalidField         invalid_field
+        │   ├── InvalidCursor        invalid_cursor
+        │   ├── MissingIdempotencyKey missing_idempotency_key
+        │   ├── UnknownAsset         unknown_asset
+        │   ├── AssetDisabled        asset_disabled
+        │   ├── InvalidScopes        invalid_scopes
+        │   ├── InvalidKeyName       invalid_name
+        │   └── InvalidPublicKey     invalid_public_key
+        ├── RateLimited              rate_limited
+        ├── NoActivePolicy           no_active_policy
+        ├── NodeUnavailable          node_unavailable: the Ethereum node is unreachable or did not answer
+        ├── ChainMismatch            chain_mismatch: the node is on another chain than configured
+        ├── BroadcastRefused         broadcast_refused: the node refused a transaction
+        ├── CallReverted             call_reverted: an eth_call reverted
+        ├── SafeError                safe_error: the canonical Safe contracts are missing or answer wrongly
+        ├── AuditBroken              audit_broken: the audit chain does not verify
+        ├── LiabilitiesInvalid       liabilities_invalid: a liabilities CSV row refused (with its line)
+        └── ProofInvalid             proof_invalid: a proof of reserves that does not verify
+
+Policy-side errors (invalid_amount, invalid_address, bundle errors) keep their own codes, in
+``policies.errors``.
 """
 
 from __future__ import annotations
@@ -29,50 +67,170 @@ from policies.errors import CustodyError
 
 class DaemonError(CustodyError):
     code = "daemon_error"
-    status = 500
-
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
-        if status is not None:
-            self.status = status
 
 
 class ConfigError(DaemonError):
-    code, status = "config_invalid", 400
+    code = "config_invalid"
 
 
 class DataDirExists(DaemonError):
-    code, status = "data_dir_exists", 400
+    code = "data_dir_exists"
 
 
 class Unauthorized(DaemonError):
-    code, status = "unauthorized", 401
+    code = "unauthorized"
+
+
+class MissingSignature(Unauthorized):
+    code = "missing_signature"
+
+
+class UnknownKey(Unauthorized):
+    code = "unknown_key"
+
+
+class BadSignature(Unauthorized):
+    code = "bad_signature"
+
+
+class ExpiredTimestamp(Unauthorized):
+    code = "expired_timestamp"
+
+
+class ReplayedRequest(Unauthorized):
+    code = "replayed_request"
 
 
 class Forbidden(DaemonError):
-    code, status = "missing_scope", 403
+    code = "missing_scope"
+
+
+class NotAnOwner(DaemonError):
+    code = "not_a_safe_owner"
 
 
 class NotFound(DaemonError):
-    code, status = "not_found", 404
+    code = "not_found"
 
 
 class Conflict(DaemonError):
-    code, status = "conflict", 409
+    code = "conflict"
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+
+
+class IdempotencyBusy(Conflict):
+    code = "idempotency_busy"
+
+
+class NotCancellable(Conflict):
+    code = "not_cancellable"
+
+
+class IllegalTransition(Conflict):
+    code = "illegal_transition"
+
+
+class KeyExists(Conflict):
+    code = "key_exists"
+
+
+class Frozen(Conflict):
+    code = "frozen"
+
+
+class NoColdWallet(Conflict):
+    code = "no_cold_wallet"
+
+
+class ColdWalletExists(Conflict):
+    code = "cold_wallet_exists"
+
+
+class ColdWalletMismatch(Conflict):
+    code = "cold_wallet_mismatch"
+
+
+class ColdWalletFailed(Conflict):
+    code = "cold_wallet_failed"
+
+
+class ColdWalletPending(Conflict):
+    code = "cold_wallet_pending"
+
+
+class BatchRefused(DaemonError):
+    code = "batch_refused"
+
+
+class NothingToExport(BatchRefused):
+    code = "nothing_to_export"
+
+
+class BatchWaitingForNonce(BatchRefused):
+    code = "batch_waiting_for_nonce"
+
+
+class SignatureForAnotherBatch(DaemonError):
+    code = "signature_for_another_batch"
 
 
 class BodyTooLarge(DaemonError):
-    code, status = "body_too_large", 413
+    code = "body_too_large"
 
 
 class InvalidRequest(DaemonError):
-    code, status = "invalid_request", 422
+    code = "invalid_request"
+
+
+class MalformedJson(InvalidRequest):
+    code = "malformed_json"
+
+
+class UnknownField(InvalidRequest):
+    code = "unknown_field"
+
+
+class MissingField(InvalidRequest):
+    code = "missing_field"
+
+
+class InvalidField(InvalidRequest):
+    code = "invalid_field"
+
+
+class InvalidCursor(InvalidRequest):
+    code = "invalid_cursor"
+
+
+class MissingIdempotencyKey(InvalidRequest):
+    code = "missing_idempotency_key"
+
+
+class UnknownAsset(InvalidRequest):
+    code = "unknown_asset"
+
+
+class AssetDisabled(InvalidRequest):
+    code = "asset_disabled"
+
+
+class InvalidScopes(InvalidRequest):
+    code = "invalid_scopes"
+
+
+class InvalidKeyName(InvalidRequest):
+    code = "invalid_name"
+
+
+class InvalidPublicKey(InvalidRequest):
+    code = "invalid_public_key"
 
 
 class RateLimited(DaemonError):
-    code, status = "rate_limited", 429
+    code = "rate_limited"
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
@@ -80,16 +238,36 @@ class RateLimited(DaemonError):
 
 
 class NoActivePolicy(DaemonError):
-    code, status = "no_active_policy", 503
+    code = "no_active_policy"
+
+
+class NodeUnavailable(DaemonError):
+    code = "node_unavailable"
+
+
+class ChainMismatch(DaemonError):
+    code = "chain_mismatch"
+
+
+class BroadcastRefused(DaemonError):
+    code = "broadcast_refused"
+
+
+class CallReverted(DaemonError):
+    code = "call_reverted"
+
+
+class SafeError(DaemonError):
+    code = "safe_error"
 
 
 class AuditBroken(DaemonError):
-    code, status = "audit_broken", 500
+    code = "audit_broken"
 
 
 class LiabilitiesInvalid(DaemonError):
-    code, status = "liabilities_invalid", 400
+    code = "liabilities_invalid"
 
 
 class ProofInvalid(DaemonError):
-    code, status = "proof_invalid", 400
+    code = "proof_invalid"

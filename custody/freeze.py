@@ -21,17 +21,12 @@ from sqlalchemy.orm import Session
 
 from custody import audit, states
 from custody.apikeys import REBALANCER
-from custody.errors import Conflict
+from custody.errors import Frozen
 from custody.store.models import Freeze, HotTransaction, Withdrawal
 from policies.bundle import Bundle
 from policies.loader import format_period
 from policies.model import Policy
 from policies.units import format_amount
-
-
-class Frozen(Conflict):
-    code, status = "frozen", 409
-
 
 # ``by`` of the freeze the hot worker makes when the chain no longer has what it settled.
 ROLLBACK = "auto:chain-rollback"

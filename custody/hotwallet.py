@@ -48,9 +48,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from custody import audit, batches, freeze, logs, outage, states
-from custody.chain.ethereum import NONCE_USED, SENT, BroadcastRefused, EthereumNode, Receipt
+from custody.chain.ethereum import NONCE_USED, SENT, EthereumNode, Receipt
 from custody.clock import Clock
-from custody.errors import ConfigError
+from custody.errors import BroadcastRefused, ConfigError
 from custody.policy import PolicyCache
 from custody.rebalance import rebalance
 from custody.store.db import Store

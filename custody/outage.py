@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from custody.chain.ethereum import NodeUnavailable
+from custody.errors import NodeUnavailable
 from custody.store.db import unavailable
 
 DATABASE, NODE = "database", "node"

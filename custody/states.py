@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from custody.errors import Conflict
+from custody.errors import IllegalTransition
 
 RECEIVED, REJECTED, DELAYED = "received", "rejected", "delayed"
 QUEUED_HOT, QUEUED_COLD, BATCHED = "queued_hot", "queued_cold", "batched"
@@ -34,4 +34,4 @@ NOT_SPENDING = frozenset({REJECTED, CANCELLED, FAILED})
 
 def check_transition(current: str, target: str) -> None:
     if target not in TRANSITIONS.get(current, frozenset()):
-        raise Conflict(f"a withdrawal cannot go from {current} to {target}", code="illegal_transition")
+        raise IllegalTransition(f"a withdrawal cannot go from {current} to {target}")

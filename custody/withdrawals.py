@@ -15,7 +15,18 @@ from sqlalchemy.orm import Session
 from custody import audit, states, usage
 from custody.apikeys import Principal, Seen
 from custody.clock import Clock
-from custody.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+from custody.errors import (
+    AssetDisabled,
+    Conflict,
+    IdempotencyBusy,
+    IdempotencyConflict,
+    InvalidCursor,
+    InvalidField,
+    NotCancellable,
+    NotFound,
+    Unauthorized,
+    UnknownAsset,
+)
 from custody.policy import Active, PolicyCache
 from custody.reserves import RESERVING, hot_reading, reserved
 from custody.store.db import Store, advisory_lock
@@ -169,9 +180,9 @@ def _check(active: Active, item: Intake, digest: str) -> _Checked:
     req = item.request
     rule = active.policy.assets.get(req.asset)
     if rule is None:
-        raise InvalidRequest(f"asset {req.asset[:16]!r} is not known to the active policy", code="unknown_asset")
+        raise UnknownAsset(f"asset {req.asset[:16]!r} is not known to the active policy")
     if not rule.enabled:
-        raise InvalidRequest(f"asset {req.asset} is disabled by the active policy", code="asset_disabled")
+        raise AssetDisabled(f"asset {req.asset} is disabled by the active policy")
     amount = parse_amount(req.amount, rule.decimals)
     return _Checked(item, digest, rule.decimals, amount, checksum_address(req.destination))
 
@@ -232,7 +243,7 @@ class Withdrawals:
                 if len(items) > 1:
                     return [result for item in items for result in self.create_many([item])]
                 continue  # another replica inserted this key first: read it on the next pass
-        return [Conflict("the idempotency key is being used concurrently; retry", code="idempotency_busy")]
+        return [IdempotencyBusy("the idempotency key is being used concurrently; retry")]
 
     def _intake(self, s: Session, items: list[Intake]) -> list[Created | CustodyError]:
         """Check what needs no lock first (replays, the asset, the amount, the address), then take the
@@ -331,7 +342,7 @@ class Withdrawals:
     @staticmethod
     def _same_request(existing: Withdrawal, digest: str) -> Withdrawal:
         if existing.request_hash != digest:
-            raise Conflict("this Idempotency-Key was used for a different request", code="idempotency_conflict")
+            raise IdempotencyConflict("this Idempotency-Key was used for a different request")
         return existing
 
     def _context(
@@ -364,13 +375,13 @@ class Withdrawals:
     ) -> tuple[list[Withdrawal], str | None]:
         """Oldest first, in a stable order; the cursor is the position after the last item returned."""
         if state is not None and state not in states.ALL_STATES:
-            raise InvalidRequest(f"unknown state {state[:20]!r}", code="invalid_field")
+            raise InvalidField(f"unknown state {state[:20]!r}")
         if not 1 <= limit <= MAX_PAGE:
-            raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}", code="invalid_field")
+            raise InvalidField(f"limit must be between 1 and {MAX_PAGE}")
         after = 0
         if cursor:
             if not cursor.isdigit() or len(cursor) > 19:
-                raise InvalidRequest("invalid cursor", code="invalid_cursor")
+                raise InvalidCursor("invalid cursor")
             after = int(cursor)
         query = select(Withdrawal).where(Withdrawal.api_key == who.name, Withdrawal.seq > after)
         if state is not None:
@@ -385,7 +396,7 @@ class Withdrawals:
         with self.store.transaction() as s:
             w = self._owned(s, who, withdrawal_id, lock=True)
             if w.state not in states.CLIENT_CANCELLABLE:
-                raise Conflict(f"a withdrawal that is {w.state} can no longer be cancelled", code="not_cancellable")
+                raise NotCancellable(f"a withdrawal that is {w.state} can no longer be cancelled")
             move(s, w, states.CANCELLED, self.clock.now(), by=who.name)
             return w
 

@@ -22,7 +22,6 @@ what keep a compromised online host from loosening the policy by itself.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -47,6 +46,7 @@ from policies.errors import (
 )
 from policies.loader import FORMAT, Reader, policy_from_canonical, policy_to_canonical
 from policies.model import AssetRule, Governance, Policy, WhitelistEntry
+from policies.text import when
 
 SIGNATURE_DOMAIN = b"custody-policy-bundle-v1:"
 # How far a bundle's created_at may be from the clock of whoever checks it. An admin's signer refuses a bundle
@@ -298,22 +298,18 @@ def check_created_at(created_at: int, now: int, *, max_age: int | None = MAX_AGE
     make the activation delay of its new whitelist entries run out before anyone approved them. The daemon
     checks only the future side when it applies a bundle: one dated ahead would block every later bundle,
     whose dates may not go back."""
-    clock = f"this computer's clock ({_when(now)})"
+    clock = f"this computer's clock ({when(now)})"
     if created_at - now > max_future:
         raise BundleTimeError(
-            f"the bundle is dated {_when(created_at)}, {describe_duration(created_at - now)} after {clock}; "
+            f"the bundle is dated {when(created_at)}, {describe_duration(created_at - now)} after {clock}; "
             f"at most {describe_duration(max_future)} ahead is accepted: check both clocks"
         )
     if max_age is not None and now - created_at > max_age:
         raise BundleTimeError(
-            f"the bundle is dated {_when(created_at)}, {describe_duration(now - created_at)} before {clock}; "
+            f"the bundle is dated {when(created_at)}, {describe_duration(now - created_at)} before {clock}; "
             f"at most {describe_duration(max_age)} is accepted, because whitelist activation delays run from "
             "that date: ask for a freshly proposed bundle (or check this computer's clock)"
         )
-
-
-def _when(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def describe_duration(seconds: int) -> str:

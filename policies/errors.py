@@ -1,6 +1,6 @@
 """Errors of the policy engine, each with a stable ``code``.
 
-    CustodyError                  (code: "error")
+    CustodyError                  error: the root; a refusal with no more specific code
     ├── AmountError               invalid_amount: not a decimal, zero, negative, too many decimals
     ├── AddressError              invalid_address: not 20 bytes of hex, or a bad EIP-55 checksum
     ├── PolicyFileError           policy_invalid: a mistake in a policy file, with its location
@@ -15,7 +15,8 @@
         └── BundleTimeError       bundle_time_invalid: dated too far from the checking clock
 
 ``CustodyError`` is the root of every error the project raises on purpose; the daemon and the signer
-subclass it for their own errors, so the edges translate one hierarchy.
+subclass it for their own errors, so the edges translate one hierarchy. The engine is pure: which HTTP
+status an error is answered with is the daemon's API's business (``custody.api.problems``), not its own.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 class CustodyError(Exception):
     code: str = "error"
-    status: int = 400
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

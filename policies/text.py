@@ -12,6 +12,7 @@ cursor or reorder text; a refused character shows as ``\\u202e`` (for example).
 
 from __future__ import annotations
 
+import datetime as dt
 import unicodedata
 
 _ALLOWED_CATEGORIES = frozenset("LNPS")
@@ -52,3 +53,8 @@ def escape(text: str) -> str:
         else:
             out.append(f"\\U{ord(char):08x}")
     return "".join(out)
+
+
+def when(ts: int) -> str:
+    """A unix time as people read it, in UTC (every instant the parsers accept can be shown)."""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import secrets
@@ -27,7 +26,7 @@ from policies.bundle import (
 )
 from policies.errors import BundleError, RollbackError
 from policies.loader import format_period
-from policies.text import escape
+from policies.text import escape, when
 from signer import coldwallet, ledger, policystate
 from signer.batchfile import Batch, OwnerSignature
 from signer.cliutil import Group, passphrase, read_file
@@ -80,10 +79,6 @@ def signing_options(command: F) -> F:
 
 def _state(state: Path | None) -> Path:
     return state or policystate.default_state_dir()
-
-
-def _when(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @click.group(cls=Group)
@@ -248,7 +243,7 @@ def policy_pin(genesis: Path, yes: bool, state: Path | None) -> None:
     raw = read_file(genesis)
     head = parse_genesis(raw)
     click.echo(f"genesis file hash  {head.hash}")
-    click.echo(f"created            {_when(head.created_at)}")
+    click.echo(f"created            {when(head.created_at)}")
     click.echo(
         f"admins             quorum {head.governance.quorum} of {len(head.governance.admins)}, "
         f"activation delay {format_period(head.governance.activation_delay)}"
@@ -398,7 +393,7 @@ def _show_cold(w: coldwallet.ColdWallet) -> None:
     click.echo(f"daemon key    {w.daemon_key}")
 
 
-def _review_batch(raw: bytes, st: Path) -> tuple[Batch, list[str]]:
+def _review_batch(raw: bytes, st: Path) -> tuple[Batch, Bundle, list[str]]:
     cold_wallet = coldwallet.pinned(st)
     _, bundle = policystate.newest(st)
     if bundle is None:
@@ -410,7 +405,7 @@ def _review_batch(raw: bytes, st: Path) -> tuple[Batch, list[str]]:
     except SignerError as exc:
         policystate.record(st, "batch-review", "?", "?", f"refused: {exc.code}")
         raise
-    return batch, describe(batch, bundle.policy, bundle.version)
+    return batch, bundle, describe(batch, bundle.policy, bundle.version)
 
 
 @main.command("review")
@@ -419,7 +414,7 @@ def _review_batch(raw: bytes, st: Path) -> tuple[Batch, list[str]]:
 def review_cmd(batch_file: Path, state: Path | None) -> None:
     """Check a batch file against the pinned cold wallet and the newest verified policy, and show it."""
     st = _state(state)
-    batch, lines = _review_batch(read_file(batch_file), st)
+    batch, _, lines = _review_batch(read_file(batch_file), st)
     for line in lines:
         click.echo(line)
     policystate.record(st, "batch-review", batch.id, "0x" + batch.safe_tx_hash.hex(), "passed")
@@ -433,19 +428,19 @@ def sign_cmd(
 ) -> None:
     """Review the batch, confirm, and write this owner's signature over its SafeTx hash."""
     st = _state(state)
-    batch, lines = _review_batch(read_file(batch_file), st)
+    batch, bundle, lines = _review_batch(read_file(batch_file), st)
     for line in lines:
         click.echo(line)
     digest = "0x" + batch.safe_tx_hash.hex()
     ks, key = _owner_key(st, keystore, yes, passphrase_file, ("batch-sign", batch.id, digest), digest[2:10])
-    # Recorded before the signature exists: a crash in between leaves a ledger entry that only tightens limits,
-    # never a signature the ledger does not know.
-    _, bundle = policystate.newest(st)
-    assert bundle is not None  # _review_batch refused otherwise
-    now = int(time.time())
-    entries = ledger.read(st)
-    ledger.check(batch, bundle.policy, entries, now)
-    ledger.append(st, entries, batch, bundle.policy, now)
+    # Checked again at the moment of signing (the operator may have taken a while: expiry, and another signing
+    # process on this state), under the ledger's lock, and recorded before the signature exists: a crash in
+    # between leaves an entry that only tightens limits, never a signature the ledger does not know.
+    try:
+        ledger.record(st, batch, bundle.policy, int(time.time()))
+    except SignerError as exc:
+        policystate.record(st, "batch-sign", batch.id, digest, f"refused: {exc.code}")
+        raise
     signature = OwnerSignature(
         batch_id=batch.id,
         chain_id=batch.chain_id,

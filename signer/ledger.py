@@ -14,8 +14,8 @@ paying a withdrawal twice, stockpiling signatures for far-future nonces, or drai
 ``check`` refuses, before anything is signed (policy rules from the newest verified bundle, times from this
 machine's clock):
 
-- a batch dated more than ``batches.max_future`` ahead of the clock, valid for longer than
-  ``batches.max_lifetime``, or expiring before it was created (``batch_time_invalid``);
+- an expired batch (``batch_expired``); a batch dated more than ``batches.max_future`` ahead of the clock,
+  valid for longer than ``batches.max_lifetime``, or expiring before it was created (``batch_time_invalid``);
 - a Safe nonce more than ``batches.max_nonce_gap`` above the highest nonce signed, or above that gap from 0 when
   nothing was signed yet (``batch_nonce_too_far``);
 - a withdrawal id already signed at another Safe nonce (``withdrawal_already_signed``): two executable
@@ -33,6 +33,7 @@ once; the same SafeTx listed under other withdrawal ids is recorded again, so th
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -43,9 +44,11 @@ from typing import Any
 
 from policies.canonical import canonical_bytes
 from policies.model import Policy, Window
+from policies.text import when
 from policies.units import format_amount
 from signer.batchfile import Batch, BatchWithdrawal
 from signer.errors import (
+    BatchExpired,
     BatchNonceTooFar,
     BatchOverWindow,
     BatchTimeInvalid,
@@ -66,6 +69,11 @@ class Transfer:
     amount: int
     destination: str
     hot: bool
+
+    @property
+    def payment(self) -> tuple[str, int, str]:
+        """What moves: a re-export must repeat it exactly (``hot`` follows the policy of the day)."""
+        return self.asset, self.amount, self.destination
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +159,11 @@ def append(state: Path, entries: Sequence[Entry], batch: Batch, policy: Policy, 
     """Record ``batch`` as signed (before its signature file is written); None if it was recorded already."""
     tx_hash = "0x" + batch.safe_tx_hash.hex()
     transfers = transfers_of(batch, policy)
-    if any(e.safe_tx_hash == tx_hash and e.safe == batch.safe and e.transfers == transfers for e in entries):
+    ids = [(t.id, t.payment) for t in transfers]
+    if any(
+        e.safe_tx_hash == tx_hash and e.safe == batch.safe and [(t.id, t.payment) for t in e.transfers] == ids
+        for e in entries
+    ):
         return None
     entry = Entry(
         seq=len(entries) + 1,
@@ -171,8 +183,22 @@ def append(state: Path, entries: Sequence[Entry], batch: Batch, policy: Policy, 
     return entry
 
 
+def record(state: Path, batch: Batch, policy: Policy, now: int) -> Entry | None:
+    """Check ``batch`` once more at the moment of signing and record it, under an exclusive lock on the ledger,
+    so two signing processes on one state directory cannot both pass the checks on the same history."""
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / (FILE + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries = read(state)
+        check(batch, policy, entries, now)
+        return append(state, entries, batch, policy, now)
+
+
 # -- the rules -----------------------------------------------------------------------------------------
 def check_times(batch: Batch, policy: Policy, now: int) -> None:
+    """The batch's dates against this machine's clock: not expired, not from the future, not long-lived."""
+    if now >= batch.expires_at:
+        raise BatchExpired(f"the batch expired at {when(batch.expires_at)}; ask for a new export")
     rules = policy.batches
     if batch.created_at > now + rules.max_future:
         raise BatchTimeInvalid(
@@ -216,7 +242,7 @@ def check(batch: Batch, policy: Policy, entries: Sequence[Entry], now: int) -> N
                 f"withdrawal {t.id} was signed before at Safe nonce {nonce}; signing it at nonce "
                 f"{batch.safe_nonce} would make two transactions that each pay it"
             )
-        if before != t:
+        if before.payment != t.payment:
             raise WithdrawalChanged(
                 f"withdrawal {t.id} was signed before at this nonce as {before.amount} base units of {before.asset} "
                 f"to {before.destination}; a re-export must pay exactly that"

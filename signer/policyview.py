@@ -14,20 +14,15 @@ fields that are unset have no line, so setting one shows ``+`` and removing one 
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping, Sequence
 
 from policies.bundle import Bundle, describe_duration
 from policies.loader import format_period
 from policies.model import AssetRule, BatchRules, DenyEntry, Governance, KeyRule, Policy, WhitelistEntry, Window
-from policies.text import escape
+from policies.text import escape, when
 from policies.units import format_amount
 
 Field = tuple[str, str]
-
-
-def _when(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _quoted(text: str) -> str:
@@ -95,7 +90,7 @@ def _whitelisted(address: str, e: WhitelistEntry) -> list[Field]:
     out = [
         (f"{p}.assets", ", ".join(escape(a) for a in e.assets)),
         (f"{p}.label", _quoted(e.label)),
-        (f"{p}.active_from", _when(e.active_from)),
+        (f"{p}.active_from", when(e.active_from)),
     ]
     return out + ([(f"{p}.hot", "true (the hot wallet: cold payments to it are top-ups)")] if e.hot else [])
 
@@ -163,7 +158,7 @@ def describe_bundle(bundle: Bundle, previous: Policy | Governance | None, now: i
     verified policy, or for version 1 the genesis admin set (a Governance), or None to list the whole policy.
     ``now`` (the reader's clock) adds the bundle's age to the header."""
     p = bundle.policy
-    created = _when(bundle.created_at)
+    created = when(bundle.created_at)
     if now is not None:
         created += f" ({_age(now - bundle.created_at)} by this computer's clock)"
     lines = [

@@ -19,18 +19,17 @@ checked next by ``signer.ledger.check``, before anything is signed.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
 
 from policies.bundle import Bundle
 from policies.evaluate import static_failures
 from policies.model import Policy
-from policies.text import escape
+from policies.text import escape, when
 from policies.units import format_amount
 from signer.batchfile import Batch, BatchWithdrawal, parse_batch_file
 from signer.coldwallet import ColdWallet
-from signer.errors import BatchExpired, BatchMismatch, BatchPolicyRefused, BatchWrongWallet
+from signer.errors import BatchMismatch, BatchPolicyRefused, BatchWrongWallet
 from signer.ledger import check_times
 from signer.safetx import (
     CALL,
@@ -63,8 +62,6 @@ def review(raw: bytes, cold: ColdWallet, bundle: Bundle, now: int) -> Batch:
     parsed.verify_daemon_signature(cold.daemon_key)
     batch = parsed.batch
     check_wallet(batch, cold)
-    if now >= batch.expires_at:
-        raise BatchExpired(f"the batch expired at {_when(batch.expires_at)}; ask for a new export")
     check_times(batch, bundle.policy, now)
     check_policy(batch, bundle, now)
     check_transaction(batch, cold, bundle.policy)
@@ -175,8 +172,8 @@ def describe(batch: Batch, policy: Policy, policy_version: int) -> list[str]:
         f"batch        {batch.id}",
         f"cold wallet  Safe {batch.safe} on chain {batch.chain_id}, Safe nonce {batch.safe_nonce}",
         f"policy       v{policy_version} ({batch.policy_hash})",
-        f"created      {_when(batch.created_at)}",
-        f"expires      {_when(batch.expires_at)}",
+        f"created      {when(batch.created_at)}",
+        f"expires      {when(batch.expires_at)}",
         "",
     ]
     hot = policy.hot_entry
@@ -240,7 +237,3 @@ def describe_transaction(batch: Batch, policy: Policy) -> list[str]:
             what = f"to {call.to}, value {call.value}, data 0x{call.data.hex()[:64]}… (NOT A PLAIN TRANSFER)"
         lines.append(f"  call {i:>3}   {op} {what}")
     return lines
-
-
-def _when(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

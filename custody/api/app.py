@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from custody import logs, outage
+from custody.api.problems import DATABASE_UNAVAILABLE, HTTP_CODES, HTTP_ERROR, status_of
 from custody.api.schemas import (
     AssetBalance,
     Balances,
@@ -31,19 +32,26 @@ from custody.api.schemas import (
 from custody.apikeys import Authenticator, Principal, RateLimiter, Seen
 from custody.clock import Clock
 from custody.config import Settings
-from custody.errors import BodyTooLarge, InvalidRequest, RateLimited
+from custody.errors import (
+    BodyTooLarge,
+    InvalidField,
+    MalformedJson,
+    MissingField,
+    MissingIdempotencyKey,
+    RateLimited,
+    UnknownField,
+)
 from custody.groupcommit import GroupCommit
 from custody.metrics import Metrics
 from custody.policy import PolicyCache
 from custody.reserves import cold_balance, hot_position
 from custody.store.db import Store, unavailable
 from custody.withdrawals import Created, Intake, NewWithdrawal, Withdrawals
-from policies.errors import AddressError, AmountError, BundleError, CustodyError
+from policies.errors import CustodyError
 from policies.units import format_amount
 
 PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 ERRORS: dict[int | str, dict[str, Any]] = {code: PROBLEM for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
-_STATUS = {AmountError: 422, AddressError: 422, BundleError: 409}
 access = logging.getLogger("custody.api")
 
 
@@ -82,9 +90,8 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
 
     @app.exception_handler(CustodyError)
     async def _custody_error(_: Request, exc: CustodyError) -> JSONResponse:
-        status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), exc.status)
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-        return problem(status, exc.code, exc.message, headers)
+        return problem(status_of(exc), exc.code, exc.message, headers)
 
     @app.exception_handler(DBAPIError)
     async def _database_down(_: Request, exc: Exception) -> JSONResponse:
@@ -95,7 +102,7 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
         if not unavailable(exc):
             raise exc
         database.failed(exc, "answering 503")  # once per outage; each request's access line says 503 too
-        return problem(503, "database_unavailable", "the database is unavailable; retry", {"Retry-After": "1"})
+        return problem(503, DATABASE_UNAVAILABLE, "the database is unavailable; retry", {"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -105,7 +112,7 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = HTTP_CODES.get(exc.status_code, HTTP_ERROR)
         return problem(exc.status_code, code, str(exc.detail))
 
     async def body(request: Request) -> bytes:
@@ -196,9 +203,7 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None,
     ) -> Any:
         if not idempotency_key or not idempotency_key.isprintable():
-            raise InvalidRequest(
-                "an Idempotency-Key header (1 to 128 printable characters) is required", code="missing_idempotency_key"
-            )
+            raise MissingIdempotencyKey("an Idempotency-Key header (1 to 128 printable characters) is required")
         req = parse_withdrawal(raw)
         # the request's nonce is recorded in the intake's own transaction: consumed exactly when it commits
         w, created = await intake.run(Intake(seen.principal, idempotency_key, req, logs.REQUEST_ID.get(), seen))
@@ -310,14 +315,14 @@ def parse_withdrawal(raw: bytes) -> NewWithdrawal:
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidRequest("the body is not valid JSON", code="malformed_json", status=400) from None
+        raise MalformedJson("the body is not valid JSON") from None
     if not isinstance(data, dict):
-        raise InvalidRequest("the body must be a JSON object", code="malformed_json", status=400)
+        raise MalformedJson("the body must be a JSON object")
     try:
         parsed = WithdrawalIn.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "body"
-        code = {"extra_forbidden": "unknown_field", "missing": "missing_field"}.get(first["type"], "invalid_field")
-        raise InvalidRequest(f"{field}: {first['msg']}", code=code) from None
+        error = {"extra_forbidden": UnknownField, "missing": MissingField}.get(first["type"], InvalidField)
+        raise error(f"{field}: {first['msg']}") from None
     return NewWithdrawal(parsed.asset, parsed.amount, parsed.destination, parsed.client_reference)

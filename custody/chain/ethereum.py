@@ -10,27 +10,11 @@ from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.exceptions import BlockNotFound, ContractLogicError, TransactionNotFound, Web3RPCError
 
-from custody.errors import DaemonError
+from custody.errors import BroadcastRefused, CallReverted, ChainMismatch, NodeUnavailable
 
 GWEI = 10**9
 FALLBACK_GAS = 120_000
 BALANCE_OF_SELECTOR = keccak(text="balanceOf(address)")[:4]
-
-
-class NodeUnavailable(DaemonError):
-    code, status = "node_unavailable", 503
-
-
-class ChainMismatch(DaemonError):
-    code, status = "chain_mismatch", 500
-
-
-class BroadcastRefused(DaemonError):
-    code, status = "broadcast_refused", 502
-
-
-class CallReverted(DaemonError):
-    code, status = "call_reverted", 502
 
 
 # What ``send_raw`` found: the node took the bytes now, had them already, or that nonce is used on chain.

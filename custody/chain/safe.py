@@ -15,14 +15,9 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from custody.chain.ethereum import EthereumNode
-from custody.errors import DaemonError
+from custody.errors import SafeError
 from signer.safecontracts import FALLBACK_HANDLER, MULTISEND_CALL_ONLY, PROXY_FACTORY, SINGLETON
 from signer.safetx import SafeTx
-
-
-class SafeError(DaemonError):
-    code, status = "safe_error", 502
-
 
 # What a cold wallet needs on its chain, by role.
 CONTRACTS = {

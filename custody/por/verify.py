@@ -21,8 +21,8 @@ from eth_account.messages import encode_defunct
 from eth_utils.crypto import keccak
 
 from custody.chain import safe as safe_contract
-from custody.chain.ethereum import CallReverted, EthereumNode
-from custody.errors import ProofInvalid
+from custody.chain.ethereum import EthereumNode
+from custody.errors import CallReverted, ProofInvalid
 from custody.por.proofs import parse_proof
 from custody.por.tree import TreeError, account_hash, leaf_hash, walk
 from policies.bundle import parse_bundle

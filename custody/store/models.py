@@ -102,6 +102,9 @@ class Withdrawal(Base):
     tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)  # the payment that settled it
     failure: Mapped[str | None] = mapped_column(Text, nullable=True)
     batch_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)  # while in a cold batch
+    # The Safe nonce it was last exported at: once signed there, signers refuse it at any other nonce
+    # (signer.ledger), so it may only go out again at that nonce.
+    cold_nonce: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("api_key", "idempotency_key", name="uq_withdrawals_idempotency"),

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from custody import states
+from custody.api.problems import status_of
 from custody.apikeys import Principal, RateLimiter
 from custody.clock import FixedClock
 from custody.errors import Conflict, RateLimited
@@ -69,7 +70,7 @@ def test_rate_limiter_refuses_past_the_burst():
         limiter.take("k")
     with pytest.raises(RateLimited) as info:
         limiter.take("k")
-    assert info.value.status == 429 and info.value.code == "rate_limited"
+    assert status_of(info.value) == 429 and info.value.code == "rate_limited"
     limiter.take("other")  # buckets are per key
 
 

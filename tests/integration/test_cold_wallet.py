@@ -215,3 +215,30 @@ def test_concurrent_exports_take_different_nonces_and_different_withdrawals(tmp_
     assert sorted(r.safe_nonce for r in results) == [0, 1, 2]
     ids = [w.id for r in results for w in parse_batch_file(r.path.read_bytes()).batch.withdrawals]
     assert len(ids) == len(set(ids)) == 6
+
+
+def test_a_released_withdrawal_goes_out_again_only_at_its_own_nonce(tmp_path, chain, cold_setup):
+    """Signers refuse a withdrawal at any nonce but the one they signed it at, so the exporter must not move it."""
+    daemon, ops, _, cfg, _ = cold_setup
+    pw = daemon.passphrase_file
+    a, b = daemon.recipients[:2]
+    queue_cold(daemon, tmp_path, [("ETH", "7", a)])
+    custody("batch", "export", "--out", tmp_path / "n0", *cfg)
+    queue_cold(daemon, tmp_path, [("ETH", "8", b)])
+    custody("batch", "export", "--out", tmp_path / "n1", *cfg)
+    (n0,) = (tmp_path / "n0").glob("*.json")
+    (n1,) = (tmp_path / "n1").glob("*.json")
+    first, second = (parse_batch_file(f.read_bytes()).batch for f in (n0, n1))
+    assert (first.safe_nonce, second.safe_nonce) == (0, 1)
+    sign_as(ops[0], n1, tmp_path / "n1.0.json", pw)  # operator 0 has signed b's withdrawal at nonce 1
+    for doc in (first, second):
+        custody("batch", "cancel", doc.id, "--reason", "new tickets", *cfg[:2])
+    custody("batch", "export", "--out", tmp_path / "again0", *cfg)
+    (again0,) = (tmp_path / "again0").glob("*.json")
+    redo = parse_batch_file(again0.read_bytes()).batch
+    assert redo.safe_nonce == 0 and [w.id for w in redo.withdrawals] == [w.id for w in first.withdrawals]
+    custody("batch", "export", "--out", tmp_path / "again1", *cfg)
+    (again1,) = (tmp_path / "again1").glob("*.json")
+    redo1 = parse_batch_file(again1.read_bytes()).batch
+    assert redo1.safe_nonce == 1 and [w.id for w in redo1.withdrawals] == [w.id for w in second.withdrawals]
+    sign_as(ops[0], again1, tmp_path / "again1.0.json", pw)  # the same nonce: operator 0's ledger agrees

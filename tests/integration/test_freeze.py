@@ -14,7 +14,7 @@ from custody import batches, freeze
 from custody import policy as policy_service
 from custody.chain.ethereum import EthereumNode
 from custody.client import CustodyClient
-from custody.freeze import Frozen
+from custody.errors import Frozen
 from custody.store.models import Freeze, HotTransaction, Withdrawal
 from policies.bundle import make_bundle, parse_bundle, sign_bundle
 from policies.errors import QuorumError

@@ -37,7 +37,7 @@ def batch(amounts: list[tuple[int, str]], nonce: int, ids: list[str] | None = No
         policy_version=1,
         policy_hash="00" * 32,
         created_at=NOW,
-        expires_at=NOW + DAY,
+        expires_at=NOW + 7 * DAY,
         withdrawals=items,
         policy=POLICY,
     )
@@ -102,3 +102,14 @@ def test_the_exporters_room_is_what_a_fresh_signer_accepts():
     room = ledger.BatchRoom(POLICY)
     assert room.take(hot[0]) is None
     assert "top-ups" in (room.take(hot[1]) or "")
+
+
+def test_a_re_export_after_the_policy_unmarks_the_hot_wallet_is_the_same_payment(tmp_path):
+    from dataclasses import replace
+
+    ids = [str(uuid.uuid4())]
+    sign(tmp_path, batch([(10 * ETH, HOT)], 0, ids), NOW)
+    unmarked = replace(POLICY, whitelist={a: replace(e, hot=False) for a, e in POLICY.whitelist.items()})
+    again = batch([(10 * ETH, HOT)], 0, ids)
+    ledger.check(again, unmarked, ledger.read(tmp_path), NOW + 1)
+    assert ledger.append(tmp_path, ledger.read(tmp_path), again, unmarked, NOW + 1) is None  # recorded once
