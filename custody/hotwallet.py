@@ -233,7 +233,9 @@ class HotWorker:
 
     def _check_settled(self, head: tuple[int, str], top: int, recent: list[_Settled]) -> bool:
         """Compare what was settled with the chain now; on any contradiction, freeze (``_rolled_back``)."""
-        count = self.node.transaction_count(self.address)
+        # at the head the watch compares against, not "latest": a node answering from another height must not
+        # look like a rollback
+        count = self.node.transaction_count(self.address, head[0])
         why: dict[int, str] = {}  # row id -> what contradicts it
         if count <= top:
             with self.store.read() as s:
@@ -551,9 +553,9 @@ class HotWorker:
         ``stuck_after_seconds`` (then it is the fee that keeps it out of blocks, not a nonce before it)."""
         if tx.state != BROADCAST or tx.mined_block is not None or frozen:
             return  # not sent yet (the loop sends it), reorged out just now (sent again), or held by a freeze
-        if not self.node.knows(tx.tx_hash):
-            self.rebroadcast(tx)
+        if not self.node.knows(tx.tx_hash) and self.rebroadcast(tx):
             return
+        # the node has it, or refuses its bytes again (a fee too low for its mempool now): a bump is the way out
         waited = None if tx.broadcast_at is None else self.clock.now() - tx.broadcast_at
         if lowest and waited is not None and waited >= self.settings.stuck_after_seconds:
             self.replace(tx)
@@ -584,25 +586,26 @@ class HotWorker:
             else:
                 audit.append(s, now, "hottx.broadcast", _subject(row), {"tx_hash": row.tx_hash, "attempt": row.attempt})
 
-    def rebroadcast(self, tx: HotTransaction) -> None:
+    def rebroadcast(self, tx: HotTransaction) -> bool:
         """The node does not know a version it was sent (it restarted without its mempool, or dropped it): the
         same stored bytes again, at once. Its wait for ``stuck_after_seconds`` starts again from now, since
-        the node has had it only from now."""
+        the node has had it only from now. False if the node refuses the bytes (then only a replacement with
+        higher fees can move the nonce)."""
         try:
             outcome = self.node.send_raw(bytes.fromhex(tx.raw))
         except BroadcastRefused as exc:
             self._tell(tx, "nonce %s attempt %s: the node lost it and refuses it again: %s", tx.nonce, tx.attempt, exc)
-            return
+            return False
         if outcome == NONCE_USED:  # another version is mined (its receipt settles it) or the nonce went elsewhere
             self._tell(tx, "nonce %s attempt %s: the node says the nonce is used", tx.nonce, tx.attempt)
-            return
+            return True
         if outcome != SENT:
-            return  # another replica sent it a moment ago
+            return True  # another replica sent it a moment ago
         now = self.clock.now()
         with self.store.transaction() as s:
             row = s.get_one(HotTransaction, tx.id, with_for_update=True)
             if row.state != BROADCAST or row.broadcast_at != tx.broadcast_at:
-                return  # settled, or another replica re-sent it and recorded so
+                return True  # settled, or another replica re-sent it and recorded so
             row.broadcast_at = now
             audit.append(
                 s,
@@ -612,6 +615,7 @@ class HotWorker:
                 {"tx_hash": row.tx_hash, "nonce": row.nonce, "attempt": row.attempt, "why": "unknown to the node"},
             )
         log.info("nonce %s attempt %s was unknown to the node: sent the stored bytes again", tx.nonce, tx.attempt)
+        return True
 
     def replace(self, tx: HotTransaction) -> HotTransaction | None:
         """Sign and store a fee-bumped version at ``tx``'s nonce, unless another pass or replica has already

@@ -86,8 +86,8 @@ class EthereumNode:
         except (Web3RPCError, ValueError, ContractLogicError):
             return FALLBACK_GAS if data else 21_000
 
-    def transaction_count(self, address: str) -> int:
-        return int(self._call(self.w3.eth.get_transaction_count, address, "latest"))
+    def transaction_count(self, address: str, block: int | str = "latest") -> int:
+        return int(self._call(self.w3.eth.get_transaction_count, address, block))
 
     def send_raw(self, raw: bytes) -> str:
         """Broadcast; a node that already has it, or has already mined that nonce, is not an error here:
