@@ -63,9 +63,14 @@ def unavailable(exc: BaseException) -> bool:
     connection failed or was ended (the server restarted, or ended a session idle in its transaction), a
     lock or statement timeout fired, a deadlock was broken, the disk is full, SQLite is busy. The transaction
     rolled back whole, so the same work can simply be tried again."""
+    if isinstance(exc, OperationalError) and any(m in str(exc.orig) for m in _SQLITE_MISTAKES):
+        return False  # SQLite reports a wrong schema or statement as an OperationalError too: a bug, not an outage
     if isinstance(exc, OperationalError | InterfaceError):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+_SQLITE_MISTAKES = ("no such table", "no such column", "has no column named", "syntax error")
 
 
 def make_engine(url: str, *, immediate: bool = True, timeouts: Timeouts | None = None) -> Engine:

@@ -192,3 +192,21 @@ def test_intake_behind_a_held_lock_answers_503_then_the_client_gets_through(db_u
     finally:
         store.dispose()
         holder.dispose()
+
+
+def test_a_wrong_schema_on_sqlite_is_a_bug_not_an_outage(tmp_path):
+    """SQLite raises OperationalError for a missing table as for a busy database: only the latter is retried."""
+    import sqlite3
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    from custody.store.db import unavailable
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.connect() as conn, pytest.raises(OperationalError) as info:
+        conn.execute(text("SELECT * FROM no_such_table"))
+    assert not unavailable(info.value)
+    busy = OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked"))
+    assert unavailable(busy)
+    engine.dispose()
