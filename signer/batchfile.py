@@ -144,7 +144,11 @@ class BatchFile:
 
 
 def write_batch_file(batch: Batch, key: SigningKey) -> bytes:
-    body = batch.body()
+    return sign_batch_body(batch.body(), key)
+
+
+def sign_batch_body(body: dict[str, Any], key: SigningKey) -> bytes:
+    """The batch file for ``body`` as given, signed by the daemon key (tests use it to sign edited bodies)."""
     signature = key.sign(SIGNING_DOMAIN + canonical_bytes(body)).signature.hex()
     return canonical_bytes(
         {

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import shutil
 import time
 import uuid
@@ -27,9 +28,8 @@ from click.testing import Result
 from nacl.signing import SigningKey
 
 from policies.bundle import Bundle, genesis_bytes, make_bundle, parse_genesis, sign_bundle
-from policies.canonical import canonical_bytes
 from policies.loader import Reader, load_policy_toml
-from signer.batchfile import BATCH_KIND, SIGNING_DOMAIN, Batch, BatchWithdrawal, write_batch_file
+from signer.batchfile import Batch, BatchWithdrawal, sign_batch_body, write_batch_file
 from signer.coldwallet import ColdWallet
 from signer.keystore import load_keystore, unlock
 from signer.review import assemble
@@ -182,15 +182,7 @@ class Ceremony:
         """The batch's body edited by the attacker, then signed again with the daemon key the attacker holds."""
         body = copy.deepcopy(batch.body())
         edit(body)
-        return canonical_bytes(
-            {
-                "kind": BATCH_KIND,
-                "format": 1,
-                "batch": body,
-                "daemon_key": DAEMON.verify_key.encode().hex(),
-                "signature": DAEMON.sign(SIGNING_DOMAIN + canonical_bytes(body)).signature.hex(),
-            }
-        )
+        return sign_batch_body(body, DAEMON)
 
     def file(self, raw: bytes, name: str | None = None) -> Path:
         path = self.tmp / (name or f"file-{uuid.uuid4().hex[:8]}.json")
@@ -255,8 +247,6 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
             root / "keys",
         )
         signer("key", "card", ks, "--out", card)
-        import json
-
         unlocked = unlock(load_keystore(ks.read_bytes()), PASSPHRASE)
         operators.append(
             Operator(f"op{i}", ks, json.loads(card.read_text()), unlocked.approval_key(), unlocked.owner_private_key())

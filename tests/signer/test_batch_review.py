@@ -13,14 +13,13 @@ from eth_account.messages import _hash_eip191_message, encode_typed_data
 from nacl.signing import SigningKey
 
 from policies.bundle import make_bundle, parse_genesis
-from policies.canonical import canonical_bytes
 from policies.loader import load_policy_toml
 from signer.batchfile import (
-    BATCH_KIND,
     BatchWithdrawal,
     OwnerSignature,
     parse_batch_file,
     parse_signature_file,
+    sign_batch_body,
     write_batch_file,
 )
 from signer.coldwallet import ColdWallet, parse_cold_wallet
@@ -150,17 +149,7 @@ def test_malleable_or_malformed_owner_signatures_are_refused(setup):
 
 
 def _resign(body: dict, key: SigningKey = DAEMON) -> bytes:
-    from signer.batchfile import SIGNING_DOMAIN
-
-    return canonical_bytes(
-        {
-            "kind": BATCH_KIND,
-            "format": 1,
-            "batch": body,
-            "daemon_key": key.verify_key.encode().hex(),
-            "signature": key.sign(SIGNING_DOMAIN + canonical_bytes(body)).signature.hex(),
-        }
-    )
+    return sign_batch_body(body, key)
 
 
 def _swap_in_calldata(body: dict) -> None:
