@@ -332,13 +332,7 @@ class HotWorker:
         moved = False
         for orphan in orphans:
             with self.store.read() as s:
-                versions = list(
-                    s.execute(
-                        select(HotTransaction).where(
-                            HotTransaction.wallet == orphan.wallet, HotTransaction.nonce == orphan.nonce
-                        )
-                    ).scalars()
-                )
+                versions = _versions(s, orphan)
             landed = None
             for version in versions:
                 receipt = self._canonical_receipt(version.tx_hash)
@@ -379,13 +373,7 @@ class HotWorker:
         stays confirmed; if the version now reverted, the payment did not happen after all: freeze."""
         now = self.clock.now()
         with self.store.transaction() as s:
-            rows = list(
-                s.execute(
-                    select(HotTransaction)
-                    .where(HotTransaction.wallet == orphan.wallet, HotTransaction.nonce == orphan.nonce)
-                    .with_for_update()
-                ).scalars()
-            )
+            rows = _versions(s, orphan, lock=True)
             if not any(r.state == ORPHANED for r in rows):
                 return
             for r in rows:
@@ -631,11 +619,7 @@ class HotWorker:
         now = self.clock.now()
         with self.store.transaction() as s:
             s.execute(select(HotWallet).where(HotWallet.address == self.address).with_for_update()).scalar_one()
-            versions = list(
-                s.execute(
-                    select(HotTransaction).where(HotTransaction.wallet == tx.wallet, HotTransaction.nonce == tx.nonce)
-                ).scalars()
-            )
+            versions = _versions(s, tx)
             newest = max(versions, key=lambda v: v.attempt)
             if newest.id != tx.id or newest.state != BROADCAST or any(v.state != BROADCAST for v in versions):
                 return None  # replaced already, or settled, since this pass read it
@@ -748,13 +732,7 @@ class HotWorker:
     def settle(self, tx: HotTransaction, receipt: Receipt) -> None:
         now, block = self.clock.now(), receipt.block_number
         with self.store.transaction() as s:
-            versions = list(
-                s.execute(
-                    select(HotTransaction)
-                    .where(HotTransaction.wallet == tx.wallet, HotTransaction.nonce == tx.nonce)
-                    .with_for_update()
-                ).scalars()
-            )
+            versions = _versions(s, tx, lock=True)
             if any(v.state in (MINED, ORPHANED) for v in versions):
                 return  # settled already (by another pass or replica)
             for other in versions:
@@ -778,6 +756,12 @@ class HotWorker:
             else:
                 w.failure = f"reverted in block {block}"
                 move(s, w, states.FAILED, now, by="hot-worker", tx_hash=tx.tx_hash, block=block, reason=w.failure)
+
+
+def _versions(s: Session, tx: HotTransaction, *, lock: bool = False) -> list[HotTransaction]:
+    """Every version signed at ``tx``'s nonce (the original and its fee replacements), row-locked if asked."""
+    query = select(HotTransaction).where(HotTransaction.wallet == tx.wallet, HotTransaction.nonce == tx.nonce)
+    return list(s.execute(query.with_for_update() if lock else query).scalars())
 
 
 def _subject(tx: HotTransaction) -> str:
