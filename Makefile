@@ -33,7 +33,7 @@ chaos: $(STAMP) $(NODE_STAMP)
 		tests/integration/test_node_faults.py
 
 demo: $(STAMP) $(NODE_STAMP)
-	$(PY) -m custody.demo
+	$(PY) scripts/demo.py
 
 bench: $(STAMP) $(NODE_STAMP)
 	$(PY) bench/run.py

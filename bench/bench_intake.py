@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 from nacl.signing import SigningKey
 
-from custody import apikeys
 from custody.config import render_config
+from custody.intake import apikeys
 from custody.store.db import Store
 from tests.conftest import drop_postgres_db, free_port, make_postgres_db, postgres_available, seed_policy
 

@@ -19,14 +19,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import NamedTuple
 
 from policies.loader import format_period
 from policies.model import Policy, Window
 from policies.units import format_amount
 
-ALLOW, DELAY, REJECT = "allow", "delay", "reject"
-HOT, COLD = "hot", "cold"
+
+class Outcome(StrEnum):
+    """What the policy decided for a withdrawal."""
+
+    ALLOW = "allow"
+    DELAY = "delay"
+    REJECT = "reject"
+
+
+class Route(StrEnum):
+    """Which wallet pays a withdrawal."""
+
+    HOT = "hot"
+    COLD = "cold"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +90,8 @@ class Reason(NamedTuple):
 
 
 class Decision(NamedTuple):
-    outcome: str
-    route: str | None
+    outcome: Outcome
+    route: Route | None
     eligible_at: int | None
     reasons: tuple[Reason, ...]
 
@@ -109,7 +122,7 @@ def evaluate(policy: Policy, request: Request, context: Context) -> Decision:
                 "asset", False, "asset {} is {} in the policy", (asset, "not declared" if rule is None else "disabled")
             )
         )
-        return Decision(REJECT, None, None, tuple(reasons))
+        return Decision(Outcome.REJECT, None, None, tuple(reasons))
     add(Reason("asset", True, "asset {} is enabled", (asset,)))
     decimals = rule.decimals
 
@@ -174,7 +187,7 @@ def evaluate(policy: Policy, request: Request, context: Context) -> Decision:
         )
 
     if amount <= rule.hot_limit and amount <= context.hot_free_balance:
-        route = HOT
+        route = Route.HOT
         add(
             Reason(
                 "route",
@@ -184,12 +197,12 @@ def evaluate(policy: Policy, request: Request, context: Context) -> Decision:
             )
         )
     else:
-        route = COLD
+        route = Route.COLD
         add(_COLD_OVER_LIMIT if amount > rule.hot_limit else _COLD_NO_BALANCE)
 
     if not ok:
-        return Decision(REJECT, None, None, tuple(reasons))
-    return Decision(DELAY if delay else ALLOW, route, now + delay, tuple(reasons))
+        return Decision(Outcome.REJECT, None, None, tuple(reasons))
+    return Decision(Outcome.DELAY if delay else Outcome.ALLOW, route, now + delay, tuple(reasons))
 
 
 _NOT_DENIED = Reason("deny_list", True, "destination is not on the deny list")

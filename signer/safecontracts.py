@@ -77,12 +77,7 @@ def create_proxy_data(owners: Sequence[str], threshold: int, salt_nonce: int) ->
     initializer = setup_data(owners, threshold)
     padded = initializer + bytes(-len(initializer) % 32)
     return (
-        CREATE_PROXY_SELECTOR
-        + address_word(SINGLETON)
-        + word(96)
-        + word(salt_nonce)
-        + word(len(initializer))
-        + padded
+        CREATE_PROXY_SELECTOR + address_word(SINGLETON) + word(96) + word(salt_nonce) + word(len(initializer)) + padded
     )
 
 

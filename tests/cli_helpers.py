@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from custody.cli import main as custody_main
+from custody.cli.main import main as custody_main
 from signer.cli import main as signer_main
 from tests.conftest import policy_toml
 

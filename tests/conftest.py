@@ -128,7 +128,7 @@ def governance_for_tests():
 
 def apply_policy(store, policy, now: int) -> None:
     """Genesis four days ago (the ADMINS, quorum 2), then ``policy`` as bundle 1 three days ago, signed by two."""
-    from custody import policy as policy_service
+    from custody.ledger import policy as policy_service
     from policies.bundle import make_bundle, parse_genesis, sign_bundle
 
     with store.transaction() as s:
@@ -217,7 +217,7 @@ class ClientKey:
 
 
 def add_client(store, name: str = "backend", scopes: str = "withdraw,read,cancel") -> ClientKey:
-    from custody import apikeys
+    from custody.intake import apikeys
 
     key = SigningKey.generate()
     apikeys.add_key(store, name, key.verify_key.encode().hex(), apikeys.parse_scopes(scopes), int(time.time()))

@@ -29,7 +29,6 @@ from custody.api.schemas import (
     WithdrawalPage,
     withdrawal_out,
 )
-from custody.apikeys import Authenticator, Principal, RateLimiter, Seen
 from custody.clock import Clock
 from custody.config import Settings
 from custody.errors import (
@@ -41,12 +40,13 @@ from custody.errors import (
     RateLimited,
     UnknownField,
 )
-from custody.groupcommit import GroupCommit
-from custody.metrics import Metrics
-from custody.policy import PolicyCache
-from custody.reserves import cold_balance, hot_position
+from custody.intake.apikeys import Authenticator, Principal, RateLimiter, Seen
+from custody.intake.groupcommit import GroupCommit
+from custody.intake.withdrawals import Created, Intake, NewWithdrawal, Withdrawals
+from custody.ledger.policy import PolicyCache
+from custody.ledger.positions import cold_balance, hot_position
+from custody.ops.metrics import Metrics
 from custody.store.db import Store, unavailable
-from custody.withdrawals import Created, Intake, NewWithdrawal, Withdrawals
 from policies.errors import CustodyError
 from policies.units import format_amount
 

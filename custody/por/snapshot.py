@@ -20,11 +20,11 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import select
 
-from custody import audit
 from custody.chain import safe as safe_contract
 from custody.chain.ethereum import EthereumNode
 from custody.errors import ConfigError, NoActivePolicy, ProofInvalid
-from custody.policy import head
+from custody.ledger import audit
+from custody.ledger.policy import head
 from custody.por.liabilities import read_liabilities
 from custody.por.proofs import ProofsFile
 from custody.por.report import write_report

@@ -69,7 +69,7 @@ class RequestNonce(Base):
 
 class WindowUsage(Base):
     """Per asset, API key and second: the sum of the withdrawals made then that count against velocity
-    windows (``custody.usage``)."""
+    windows (``custody.ledger.usage``)."""
 
     __tablename__ = "window_usage"
     asset: Mapped[str] = mapped_column(String(16), primary_key=True)

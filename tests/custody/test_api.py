@@ -13,8 +13,8 @@ import pytest
 from nacl.signing import SigningKey
 from sqlalchemy import func, select
 
-from custody.client import CustodyAPIError, CustodyClient
-from custody.signing import sign_request
+from custody.api.client import CustodyAPIError, CustodyClient
+from custody.api.signatures import sign_request
 from custody.store.models import AuditEntry, Withdrawal
 from tests.conftest import DENIED, MAKER, OMNIBUS, add_client, running_server
 
@@ -181,7 +181,7 @@ def test_the_signed_path_is_percent_decoded_and_the_query_is_signed_as_sent(serv
 
 
 def test_revoked_keys_are_refused(server):
-    from custody import apikeys
+    from custody.intake import apikeys
 
     ck = add_client(server.store)
     assert raw(server, ck, "GET", "/v1/ping").status_code == 200

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import delete, select, update
 
-from custody import audit
+from custody.ledger import audit
 from custody.store.models import AuditEntry
 from policies.canonical import canonical_bytes
 

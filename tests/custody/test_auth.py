@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from custody.apikeys import Authenticator, RateLimiter
+from custody.api.signatures import sign_request
 from custody.errors import Unauthorized
-from custody.signing import sign_request
+from custody.intake.apikeys import Authenticator, RateLimiter
 from tests.conftest import add_client
 
 

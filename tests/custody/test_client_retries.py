@@ -9,7 +9,7 @@ import httpx
 import pytest
 from nacl.signing import SigningKey
 
-from custody.client import MAX_WAIT, RETRY_BUDGET, CustodyAPIError, CustodyClient, backoff
+from custody.api.client import MAX_WAIT, RETRY_BUDGET, CustodyAPIError, CustodyClient, backoff
 from tests.conftest import OMNIBUS
 
 UNAVAILABLE = {"code": "database_unavailable", "detail": "the database is unavailable; retry"}

@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from custody import audit
-from custody.client import CustodyClient
+from custody.api.client import CustodyClient
+from custody.api.signatures import sign_request
 from custody.config import load_settings, render_config
 from custody.errors import ConfigError
-from custody.signing import sign_request
+from custody.ledger import audit
 from custody.store.db import Store, Timeouts, unavailable
 from custody.store.models import AuditEntry, AuditHead, Withdrawal
 from tests.conftest import OMNIBUS, PG_HOST, add_client, running_server, seed_policy

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from custody.errors import InvalidRequest
-from custody.groupcommit import GroupCommit
+from custody.intake.groupcommit import GroupCommit
 
 
 def test_items_that_queue_during_a_commit_share_the_next_batch_in_order():

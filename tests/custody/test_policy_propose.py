@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from custody import policy as policy_service
+from custody.ledger import policy as policy_service
 from custody.store.db import Store
 from custody.store.models import HotWallet
 from policies.bundle import make_bundle, sign_bundle

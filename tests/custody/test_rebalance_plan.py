@@ -1,4 +1,4 @@
-from custody.rebalance import effective_band, plan
+from custody.hot.rebalance import effective_band, plan
 from policies.model import AssetRule
 
 

@@ -10,13 +10,13 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import select
 
-from custody import usage
-from custody.apikeys import Principal
 from custody.clock import FixedClock
-from custody.policy import PolicyCache
+from custody.intake.apikeys import Principal
+from custody.intake.withdrawals import Intake, NewWithdrawal, Withdrawals
+from custody.ledger import usage
+from custody.ledger.policy import PolicyCache
 from custody.store.db import MIGRATIONS, Store
 from custody.store.models import WindowUsage, Withdrawal
-from custody.withdrawals import Intake, NewWithdrawal, Withdrawals
 from policies.evaluate import window_totals
 from tests.conftest import OMNIBUS, add_client, seed_policy
 

@@ -7,13 +7,14 @@ import time
 
 import pytest
 
-from custody import states
 from custody.api.problems import status_of
-from custody.apikeys import Principal, RateLimiter
 from custody.clock import FixedClock
 from custody.errors import Conflict, RateLimited
-from custody.policy import PolicyCache
-from custody.withdrawals import NewWithdrawal, Withdrawals
+from custody.intake.apikeys import Principal, RateLimiter
+from custody.intake.withdrawals import NewWithdrawal, Withdrawals
+from custody.ledger import states
+from custody.ledger.policy import PolicyCache
+from custody.ledger.states import State
 from policies.errors import CustodyError
 from tests.conftest import OMNIBUS
 
@@ -30,34 +31,34 @@ def service(seeded):
 
 def test_delayed_withdrawals_are_released_when_due(service):
     w, _ = service.create(WHO, "k1", NewWithdrawal("ETH", "10", OMNIBUS))
-    assert w.state == states.DELAYED and w.eligible_at == service.clock.now() + 3600
+    assert w.state == State.DELAYED and w.eligible_at == service.clock.now() + 3600
     service.clock.advance(3599)
     assert service.promote_due() == 0
     service.clock.advance(1)
     assert service.promote_due() == 1
-    assert service.get(WHO, w.id).state == states.QUEUED_COLD
+    assert service.get(WHO, w.id).state == State.QUEUED_COLD
 
 
 def test_velocity_counts_earlier_withdrawals_but_not_cancelled_ones(service):
     # the test policy allows 250 ETH per hour; 100 ETH is the per-transfer maximum
     made = [service.create(WHO, f"v{i}", NewWithdrawal("ETH", "100", OMNIBUS))[0] for i in range(2)]
     over, _ = service.create(WHO, "v2", NewWithdrawal("ETH", "51", OMNIBUS))
-    assert over.state == states.REJECTED and "window:1h" in over.reasons
+    assert over.state == State.REJECTED and "window:1h" in over.reasons
     service.cancel(WHO, made[0].id)
     ok, _ = service.create(WHO, "v3", NewWithdrawal("ETH", "51", OMNIBUS))
-    assert ok.state == states.DELAYED
+    assert ok.state == State.DELAYED
     service.clock.advance(3600)  # the first two leave the window
     fresh, _ = service.create(WHO, "v4", NewWithdrawal("ETH", "100", OMNIBUS))
-    assert fresh.state == states.DELAYED
+    assert fresh.state == State.DELAYED
 
 
 def test_illegal_transitions_are_errors():
-    states.check_transition(states.QUEUED_COLD, states.BATCHED)
+    states.check_transition(State.QUEUED_COLD, State.BATCHED)
     for current, target in [
-        (states.CONFIRMED, states.CANCELLED),
-        (states.REJECTED, states.QUEUED_HOT),
-        (states.QUEUED_HOT, states.BATCHED),
-        (states.BROADCAST, states.CANCELLED),
+        (State.CONFIRMED, State.CANCELLED),
+        (State.REJECTED, State.QUEUED_HOT),
+        (State.QUEUED_HOT, State.BATCHED),
+        (State.BROADCAST, State.CANCELLED),
     ]:
         with pytest.raises(Conflict) as info:
             states.check_transition(current, target)
@@ -86,9 +87,9 @@ def test_a_batch_decides_exactly_as_one_request_at_a_time(db_url):
     windows and the hot wallet's free balance as if every one before it had committed alone."""
     from sqlalchemy import delete
 
+    from custody.intake.withdrawals import Intake
     from custody.store.db import Store
     from custody.store.models import ChainBalance, HotWallet, WindowUsage, Withdrawal
-    from custody.withdrawals import Intake
     from policies.loader import load_policy_toml
     from tests.conftest import MAKER, add_client, apply_policy, policy_toml
 
@@ -138,17 +139,17 @@ def test_a_batch_decides_exactly_as_one_request_at_a_time(db_url):
         batch = service.create_many([Intake(who, k, NewWithdrawal(a, x, d)) for who, k, a, x, d in plan])
         assert [_outcome(r) for r in batch] == one_by_one
         assert [o[0] for o in one_by_one[:11]] == [
-            states.QUEUED_HOT,
-            states.QUEUED_HOT,
-            states.QUEUED_COLD,
-            states.QUEUED_HOT,
-            states.QUEUED_COLD,
-            states.DELAYED,
-            states.REJECTED,
-            states.DELAYED,
-            states.REJECTED,
-            states.DELAYED,
-            states.REJECTED,
+            State.QUEUED_HOT,
+            State.QUEUED_HOT,
+            State.QUEUED_COLD,
+            State.QUEUED_HOT,
+            State.QUEUED_COLD,
+            State.DELAYED,
+            State.REJECTED,
+            State.DELAYED,
+            State.REJECTED,
+            State.DELAYED,
+            State.REJECTED,
         ]
         assert [one_by_one[i][4] for i in (6, 8, 10)] == [
             ("key_window:1h",),
@@ -164,7 +165,7 @@ def test_a_batch_decides_exactly_as_one_request_at_a_time(db_url):
         with store.read() as s:
             assert s.query(Withdrawal).count() == 11  # the refused ones wrote nothing
         with store.transaction() as s:
-            from custody import audit
+            from custody.ledger import audit
 
             assert audit.verify(s).ok
     finally:

@@ -14,12 +14,12 @@ from eth_account import Account
 from sqlalchemy import select
 from web3 import Web3
 
+from custody.api.client import CustodyClient
 from custody.chain.devnode import FUNDER_KEY, Anvil, compile_contract, deploy_safe_contracts
 from custody.chain.ethereum import EthereumNode
-from custody.client import CustodyClient
 from custody.clock import SystemClock
 from custody.config import render_config
-from custody.hotwallet import HotWorker, WorkerSettings
+from custody.hot.worker import HotWorker, WorkerSettings
 from custody.keys import create_daemon_keys, load_hot_account
 from custody.store.db import Store
 from custody.store.models import PolicyBundleRow

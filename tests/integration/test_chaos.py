@@ -22,7 +22,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from custody.client import CustodyClient
+from custody.api.client import CustodyClient
 from custody.store.models import ChainBalance, HotTransaction, Withdrawal
 from tests.cli_helpers import custody
 from tests.conftest import free_port

@@ -8,10 +8,10 @@ import time
 from eth_account import Account
 from sqlalchemy import select
 
+from custody.api.client import CustodyClient
 from custody.chain import safe as safe_contract
 from custody.chain.devnode import deploy_safe_contracts
 from custody.chain.ethereum import EthereumNode
-from custody.client import CustodyClient
 from custody.store.models import Batch, Withdrawal
 from signer.batchfile import OwnerSignature, parse_batch_file, parse_signature_file
 from signer.coldwallet import parse_cold_wallet
@@ -186,7 +186,7 @@ def test_concurrent_exports_take_different_nonces_and_different_withdrawals(tmp_
     """Two exports at once (two replicas, or two operators) never share a Safe nonce or a withdrawal."""
     import threading
 
-    from custody import batches
+    from custody.cold import batches
     from custody.keys import load_identity
     from tests.integration.conftest import PASSPHRASE
 

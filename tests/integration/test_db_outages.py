@@ -40,11 +40,11 @@ import psycopg
 import pytest
 from sqlalchemy import select
 
-from custody.client import CustodyClient
+from custody.api.client import CustodyClient
+from custody.api.signatures import sign_request
 from custody.config import render_config
 from custody.failpoints import STOP_ENV
-from custody.hotwallet import FAILPOINT_ENV
-from custody.signing import sign_request
+from custody.hot.worker import FAILPOINT_ENV
 from custody.store.db import Store
 from custody.store.models import ChainBalance, HotTransaction, Withdrawal
 from tests.cli_helpers import custody

@@ -10,11 +10,12 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from custody import batches, freeze
-from custody import policy as policy_service
+from custody.api.client import CustodyClient
 from custody.chain.ethereum import EthereumNode
-from custody.client import CustodyClient
+from custody.cold import batches
 from custody.errors import Frozen
+from custody.ledger import freeze
+from custody.ledger import policy as policy_service
 from custody.store.models import Freeze, HotTransaction, Withdrawal
 from policies.bundle import make_bundle, parse_bundle, sign_bundle
 from policies.errors import QuorumError

@@ -14,13 +14,13 @@ import pytest
 from eth_account import Account
 from sqlalchemy import select
 
+from custody.api.client import CustodyClient
 from custody.chain.devnode import FUNDER_KEY, Anvil
-from custody.client import CustodyClient
 from custody.clock import SystemClock
-from custody.hotwallet import FAILPOINT_ENV
-from custody.policy import PolicyCache
+from custody.hot.worker import FAILPOINT_ENV
+from custody.intake.withdrawals import NewWithdrawal, Withdrawals
+from custody.ledger.policy import PolicyCache
 from custody.store.models import HotTransaction, Withdrawal
-from custody.withdrawals import NewWithdrawal, Withdrawals
 from tests.conftest import running_server
 from tests.integration.conftest import deploy_token, make_daemon
 from tests.integration.test_hot_wallet import assert_paid_once, states_of, wait_until
@@ -40,7 +40,7 @@ def drive(worker, done, timeout: float = 60) -> None:
 
 def submit(daemon, n: int) -> dict[str, tuple[str, int]]:
     """n hot withdrawals straight through the service, alternating ETH and the token."""
-    from custody.apikeys import Principal
+    from custody.intake.apikeys import Principal
 
     service = Withdrawals(daemon.store, PolicyCache(), SystemClock())
     who = Principal(daemon.client_key.name, frozenset({"withdraw"}))
@@ -207,7 +207,7 @@ def _node_down_then_back(tmp_path, chain, state) -> None:
 
 def test_a_reverted_payment_fails_with_its_reason_and_releases_the_reservation(tmp_path, chain):
     from custody.keys import load_hot_account
-    from custody.reserves import hot_position
+    from custody.ledger.positions import hot_position
     from tests.integration.conftest import PASSPHRASE
 
     daemon = make_daemon(tmp_path, f"sqlite:///{tmp_path / 'custody.db'}", chain, n_recipients=2, fund_tok=10**7)

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from custody.client import CustodyClient
+from custody.api.client import CustodyClient
 from custody.store.models import HotTransaction, Withdrawal
 from tests.conftest import running_server
 from tests.integration.conftest import make_daemon

@@ -16,9 +16,9 @@ import httpx
 import pytest
 from nacl.signing import SigningKey
 
-from custody.client import CustodyAPIError, CustodyClient
+from custody.api.client import CustodyAPIError, CustodyClient
+from custody.api.signatures import sign_request
 from custody.keys import load_hot_account, load_identity
-from custody.signing import sign_request
 from signer.sealed import open_sealed
 from tests.conftest import free_port
 from tests.integration.conftest import PASSPHRASE, make_daemon

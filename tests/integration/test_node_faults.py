@@ -25,13 +25,13 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from custody import freeze
 from custody.chain.devnode import Anvil
 from custody.config import Settings
 from custody.keys import load_identity
-from custody.metrics import Metrics
+from custody.ledger import freeze
+from custody.ops.metrics import Metrics
+from custody.ops.webhooks import Dispatcher, sync_endpoints
 from custody.store.models import AuditEntry, ChainBalance, HotTransaction, Withdrawal
-from custody.webhooks import Dispatcher, sync_endpoints
 from tests.cli_helpers import custody
 from tests.conftest import free_port
 from tests.integration.conftest import PASSPHRASE, deploy_token, make_daemon
@@ -149,10 +149,10 @@ def restart_without_mempool(tmp_path, db_url, token_artifact, *, workers: int, n
 
 def submit_range(daemon, start: int, k: int) -> dict[str, tuple[str, int]]:
     """Withdrawals ``start`` .. ``start + k - 1`` of ``submit``'s series (each to its own recipient)."""
-    from custody.apikeys import Principal
     from custody.clock import SystemClock
-    from custody.policy import PolicyCache
-    from custody.withdrawals import NewWithdrawal, Withdrawals
+    from custody.intake.apikeys import Principal
+    from custody.intake.withdrawals import NewWithdrawal, Withdrawals
+    from custody.ledger.policy import PolicyCache
 
     service = Withdrawals(daemon.store, PolicyCache(), SystemClock())
     who = Principal(daemon.client_key.name, frozenset({"withdraw"}))

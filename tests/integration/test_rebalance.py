@@ -8,7 +8,7 @@ from dataclasses import replace
 from eth_account import Account
 from sqlalchemy import select
 
-from custody import policy as policy_service
+from custody.ledger import policy as policy_service
 from custody.store.models import AuditEntry, ColdWallet, Withdrawal
 from policies.bundle import make_bundle, sign_bundle
 from tests.conftest import ADMINS

@@ -15,8 +15,8 @@ from nacl.signing import VerifyKey
 from sqlalchemy import or_, select
 
 from custody.keys import load_identity
+from custody.ops.webhooks import DOMAIN, Dispatcher, backlog, sync_endpoints
 from custody.store.models import AuditEntry, ChainBalance, WebhookEndpoint
-from custody.webhooks import DOMAIN, Dispatcher, backlog, sync_endpoints
 from tests.cli_helpers import custody
 from tests.conftest import free_port
 from tests.integration.conftest import PASSPHRASE, make_daemon

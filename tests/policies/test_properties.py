@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.evaluate import ALLOW, DELAY, HOT, Context, Request, evaluate
+from policies.evaluate import Context, Outcome, Request, Route, evaluate
 from tests.policies.helpers import DENIED, ETH, GOOD, LATER, NOW, policy
 
 P = policy()
@@ -24,7 +24,7 @@ contexts = st.builds(Context, st.integers(NOW - 10, NOW + 7200), totals, totals,
 @given(requests, contexts)
 def test_allowed_decisions_respect_every_limit(request, context):
     decision = evaluate(P, request, context)
-    if decision.outcome not in (ALLOW, DELAY):
+    if decision.outcome not in (Outcome.ALLOW, Outcome.DELAY):
         return
     assert request.asset == "ETH" and request.destination != DENIED
     assert request.amount <= RULE.max_per_transfer
@@ -33,7 +33,7 @@ def test_allowed_decisions_respect_every_limit(request, context):
     for w in P.api_keys["backend"].windows["ETH"] if request.api_key == "backend" else ():
         assert context.key_totals.get(w.seconds, 0) + request.amount <= w.limit
     assert P.whitelist[request.destination].active_from <= context.now
-    if decision.route == HOT:
+    if decision.route == Route.HOT:
         assert request.amount <= RULE.hot_limit and request.amount <= context.hot_free_balance
     assert decision == evaluate(P, request, context)
 
@@ -42,4 +42,4 @@ def test_allowed_decisions_respect_every_limit(request, context):
 @given(requests, contexts)
 def test_a_denied_address_is_never_allowed(request, context):
     denied = Request(request.asset, request.amount, DENIED, request.api_key)
-    assert evaluate(P, denied, context).outcome not in (ALLOW, DELAY)
+    assert evaluate(P, denied, context).outcome not in (Outcome.ALLOW, Outcome.DELAY)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from custody import policy as policy_service
+from custody.ledger import policy as policy_service
 from custody.store.db import Store
 from policies.bundle import Bundle, Head, make_bundle, parse_genesis, sign_bundle, verify_successor
 from policies.errors import BundleTimeError, PolicyFileError

@@ -12,7 +12,7 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-NOT_SPENDING = ("rejected", "cancelled", "failed")  # custody.states.NOT_SPENDING when this was written
+NOT_SPENDING = ("rejected", "cancelled", "failed")  # custody.ledger.states.NOT_SPENDING when this was written
 
 
 def upgrade() -> None:

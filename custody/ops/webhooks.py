@@ -37,7 +37,7 @@ from custody.store.models import AuditEntry, AuditHead, WebhookEndpoint
 
 log = logging.getLogger("custody.webhooks")
 DOMAIN = b"custody-webhook-v1"
-KINDS = ("withdrawal.", "batch.", "chain.")  # chain.rollback_detected: see custody.hotwallet
+KINDS = ("withdrawal.", "batch.", "chain.")  # chain.rollback_detected: see custody.hot.worker
 LEASE = 30.0
 MAX_BACKOFF = 300.0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from custody.chain.ethereum import EthereumNode
-from custody.clicommon import PASS_ENV, _open, config_option, passphrase_file_option
+from custody.cli.common import PASS_ENV, _open, config_option, passphrase_file_option
 from custody.clock import SystemClock
 from custody.errors import ConfigError
 from custody.keys import load_hot_account

@@ -7,13 +7,14 @@ import logging
 
 from sqlalchemy.orm import Session
 
-from custody import audit, states, usage
+from custody.ledger import audit, states, usage
+from custody.ledger.states import State
 from custody.store.models import Withdrawal
 
 log = logging.getLogger("custody.withdrawals")
 
 
-def move(s: Session, w: Withdrawal, target: str, now: int, by: str, **data: object) -> None:
+def move(s: Session, w: Withdrawal, target: State, now: int, by: str, **data: object) -> None:
     states.check_transition(w.state, target)
     if usage.counts(w.state) and not usage.counts(target):  # never paid now: out of the velocity windows
         usage.add(s, [(w.asset, w.api_key, w.created_at, -w.amount)])

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from custody import audit, freeze
 from custody.errors import NoActivePolicy
+from custody.ledger import audit, freeze
 from custody.store.db import Store
 from custody.store.models import HotWallet, PolicyBundleRow
 from policies.bundle import (

@@ -19,9 +19,10 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from custody import audit, states
-from custody.apikeys import REBALANCER
 from custody.errors import Frozen
+from custody.ledger import audit
+from custody.ledger.positions import REBALANCER
+from custody.ledger.states import State
 from custody.store.models import Freeze, HotTransaction, Withdrawal
 from policies.bundle import Bundle
 from policies.loader import format_period
@@ -97,7 +98,7 @@ def hot_outflow(s: Session, asset: str, since: int) -> int:
             Withdrawal.id.in_(first_versions),
             Withdrawal.asset == asset,
             Withdrawal.api_key != REBALANCER,
-            Withdrawal.state != states.FAILED,
+            Withdrawal.state != State.FAILED,
         )
     ).scalars()
     return sum(amounts)

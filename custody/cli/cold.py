@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from custody import batches
-from custody import coldwallet as cold_service
 from custody.chain.ethereum import EthereumNode
-from custody.clicommon import PASS_ENV, _open, config_option, hot_worker, passphrase_file_option
+from custody.cli.common import PASS_ENV, _open, config_option, hot_worker, passphrase_file_option
 from custody.clock import SystemClock
+from custody.cold import batches
+from custody.cold import safes as cold_service
 from custody.errors import ConfigError, Frozen
 from custody.keys import load_identity
 from custody.store.db import Store
@@ -25,7 +25,7 @@ from signer.cliutil import Group, passphrase, read_file
 from signer.keystore import parse_owner_card
 
 if TYPE_CHECKING:
-    from custody.hotwallet import HotWorker
+    from custody.hot.worker import HotWorker
 
 
 def _node(rpc_url: str, chain_id: int) -> EthereumNode:

@@ -14,13 +14,15 @@ from pathlib import Path
 import click
 from nacl.signing import SigningKey
 
-from custody import apikeys, audit, logs, outage
-from custody import policy as policy_service
-from custody.clicommon import PASS_ENV, _open, config_option, hot_worker, passphrase_file_option
+from custody import logs, outage
+from custody.cli.common import PASS_ENV, _open, config_option, hot_worker, passphrase_file_option
 from custody.clock import SystemClock
 from custody.config import default_database_url, render_config
 from custody.errors import AuditBroken, DataDirExists
+from custody.intake import apikeys
 from custody.keys import create_daemon_keys, load_identity
+from custody.ledger import audit
+from custody.ledger import policy as policy_service
 from custody.store.db import Store
 from policies.bundle import parse_genesis
 from policies.loader import Reader
@@ -159,7 +161,7 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
 @click.option("--passphrase-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None)
 def worker(config_path: Path, passphrase_file: Path | None) -> None:
     """Pay queued hot withdrawals from the hot wallet and follow them to confirmation."""
-    from custody.webhooks import Dispatcher
+    from custody.ops.webhooks import Dispatcher
 
     settings, store = _open(config_path)
     logs.setup("worker")
@@ -193,7 +195,7 @@ def webhooks() -> None:
 @passphrase_file_option
 def webhooks_test(url: str, config_path: Path, passphrase_file: Path | None) -> None:
     """Send one signed test event to URL and print the receiver's answer."""
-    from custody.webhooks import send_test
+    from custody.ops.webhooks import send_test
 
     settings, _ = _open(config_path)
     key = load_identity(settings.data_dir, passphrase(passphrase_file, PASS_ENV, "Passphrase for the daemon's keys"))
@@ -207,8 +209,8 @@ def webhooks_test(url: str, config_path: Path, passphrase_file: Path | None) -> 
 @config_option
 def webhooks_status(config_path: Path) -> None:
     """Each configured URL: events still to deliver, failures in a row, the last error."""
+    from custody.ops.webhooks import backlog
     from custody.store.models import WebhookEndpoint
-    from custody.webhooks import backlog
 
     settings, store = _open(config_path)
     waiting = backlog(store, settings.webhook_urls)
@@ -345,7 +347,7 @@ def status(as_json: bool, config_path: Path) -> None:
     batches waiting for signatures with who is missing."""
     from dataclasses import asdict
 
-    from custody.status import gather, render
+    from custody.ops.status import gather, render
 
     _, store = _open(config_path)
     current = gather(store)
@@ -361,7 +363,7 @@ def status(as_json: bool, config_path: Path) -> None:
 @config_option
 def freeze_cmd(reason: str, config_path: Path) -> None:
     """Stop every outgoing payment now. Intake goes on; only a quorum-signed bundle can unfreeze."""
-    from custody import freeze
+    from custody.ledger import freeze
 
     _, store = _open(config_path)
     with store.transaction() as s:
@@ -376,8 +378,8 @@ def freeze_cmd(reason: str, config_path: Path) -> None:
 
 
 def _register() -> None:
-    from custody.coldcli import batch, cold
-    from custody.porcli import main as por
+    from custody.cli.cold import batch, cold
+    from custody.cli.por import main as por
 
     main.add_command(cold)
     main.add_command(batch)

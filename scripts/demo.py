@@ -21,10 +21,10 @@ import httpx
 from eth_account import Account
 from web3 import Web3
 
+from custody.api.client import CustodyAPIError, CustodyClient
 from custody.chain.devnode import FUNDER_KEY, Anvil, deploy_safe_contracts
-from custody.client import CustodyAPIError, CustodyClient
 
-ROOT = Path.cwd() / "demo-data"
+ROOT = Path(__file__).resolve().parent.parent / "demo-data"  # beside the Makefile, wherever it is run from
 BIN = Path(sys.executable).parent
 OMNIBUS = "0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f"
 MAKER = "0x4bF5122f344554C53BdE2EbB8CD2b7E3D1600ad6"
@@ -356,7 +356,7 @@ def fund(anvil: Anvil, address: str, wei: int) -> None:
 
 
 def run_client(url: str, private_key: str, anvil: Anvil) -> None:
-    step("The backend submits withdrawals with custody.client.CustodyClient")
+    step("The backend submits withdrawals with custody.api.client.CustodyClient")
     with CustodyClient(url, "backend", private_key) as c:
         for _ in range(100):  # the worker reads the hot balance first; until then nothing can be routed hot
             if {b["asset"]: b for b in c.balances()["assets"]}["ETH"]["hot"] != "0":

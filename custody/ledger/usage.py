@@ -17,7 +17,7 @@ from sqlalchemy import Numeric, Table, and_, case, func, select, type_coerce
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from custody import states
+from custody.ledger import states
 from custody.store.models import WindowUsage
 from policies.evaluate import window_totals
 

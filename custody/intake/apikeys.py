@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from custody import audit
+from custody.api.signatures import request_message
 from custody.errors import (
     BadSignature,
     ExpiredTimestamp,
@@ -34,13 +34,11 @@ from custody.errors import (
     Unauthorized,
     UnknownKey,
 )
-from custody.groupcommit import GroupCommit
-from custody.signing import request_message
+from custody.intake.groupcommit import GroupCommit
+from custody.ledger import audit
 from custody.store.db import Store
 from custody.store.models import ApiKey, RequestNonce
 
-# The built-in key that owns rebalancing withdrawals (sweeps and top-ups); revoked from birth (migration 0003).
-REBALANCER = "custody-rebalancer"
 NONCES = cast(Table, RequestNonce.__table__)
 log = logging.getLogger("custody.apikeys")
 

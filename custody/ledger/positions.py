@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from custody import states
+from custody.ledger.states import State
 from custody.store.models import ChainBalance, ColdWallet, HotTransaction, HotWallet, Withdrawal
 
+# The built-in key that owns rebalancing withdrawals (sweeps and top-ups); revoked from birth (migration 0003).
+REBALANCER = "custody-rebalancer"
 # Hot-routed withdrawals in these states will still take their amount from the hot wallet.
-RESERVING = (states.DELAYED, states.QUEUED_HOT, states.SIGNED, states.BROADCAST)
+RESERVING = (State.DELAYED, State.QUEUED_HOT, State.SIGNED, State.BROADCAST)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ def reserving(asset: str, block: int | None) -> ColumnElement[bool]:
         mined_later = select(HotTransaction.tx_hash).where(
             (HotTransaction.mined_block > block) | (HotTransaction.state == "orphaned")
         )
-        pending = pending | ((W.state == states.CONFIRMED) & W.tx_hash.in_(mined_later))
+        pending = pending | ((W.state == State.CONFIRMED) & W.tx_hash.in_(mined_later))
     return (W.asset == asset) & (W.route == "hot") & pending
 
 

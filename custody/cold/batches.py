@@ -1,6 +1,6 @@
 """Cold batches on the online side: export, import owners' signatures, execute at quorum, settle, expire.
 
-A batch's life (``Batch.state``), beside its withdrawals' own (``custody.states``):
+A batch's life (``Batch.state``), beside its withdrawals' own (``custody.ledger.states``):
 
     exported  --quorum imported-->  executing  --mined-->  executed | failed
     exported  --expiry / cancel-->  expired | cancelled         (withdrawals back to queued_cold)
@@ -29,7 +29,6 @@ from nacl.signing import SigningKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from custody import audit, freeze, states
 from custody.chain import safe as safe_contract
 from custody.chain.ethereum import EthereumNode
 from custody.errors import (
@@ -42,10 +41,12 @@ from custody.errors import (
     NothingToExport,
     SignatureForAnotherBatch,
 )
-from custody.policy import PolicyCache
+from custody.ledger import audit, freeze
+from custody.ledger.policy import PolicyCache
+from custody.ledger.states import State
+from custody.ledger.transitions import move
 from custody.store.db import Store
 from custody.store.models import Batch, BatchSignature, ColdWallet, Withdrawal
-from custody.transitions import move
 from signer.batchfile import Batch as BatchDoc
 from signer.batchfile import BatchWithdrawal, OwnerSignature, parse_batch_file, write_batch_file
 from signer.ledger import BatchRoom
@@ -53,7 +54,7 @@ from signer.review import assemble, withdrawal_refusal
 from signer.safetx import pack_signatures
 
 if TYPE_CHECKING:
-    from custody.hotwallet import HotWorker
+    from custody.hot.worker import HotWorker
 
 EXPORTED, EXECUTING, EXECUTED, FAILED = "exported", "executing", "executed", "failed"
 EXPIRED, CANCELLED, STALE = "expired", "cancelled", "stale"
@@ -118,7 +119,7 @@ def export(
         nonce = onchain
         while nonce in held:
             nonce += 1
-        query = select(Withdrawal).where(Withdrawal.state == states.QUEUED_COLD).order_by(Withdrawal.seq)
+        query = select(Withdrawal).where(Withdrawal.state == State.QUEUED_COLD).order_by(Withdrawal.seq)
         if store.is_postgres:
             query = query.with_for_update(skip_locked=True)
         chosen: list[tuple[Withdrawal, BatchWithdrawal]] = []
@@ -139,7 +140,7 @@ def export(
                     move(
                         s,
                         w,
-                        states.CANCELLED,
+                        State.CANCELLED,
                         now,
                         by="batch-export",
                         reason=f"its batch's Safe nonce {w.cold_nonce} was used by another transaction; signers "
@@ -202,7 +203,7 @@ def export(
         s.flush()
         for w, _ in chosen:
             w.batch_id, w.cold_nonce = doc.id, nonce
-            move(s, w, states.BATCHED, now, by="batch-export", batch=doc.id, safe_nonce=nonce)
+            move(s, w, State.BATCHED, now, by="batch-export", batch=doc.id, safe_nonce=nonce)
         audit.append(
             s,
             now,
@@ -235,10 +236,10 @@ def _nonce_to_cancel(s: Session, nonce: int) -> bool:
 def release(s: Session, batch: Batch, state: str, now: int, reason: str) -> None:
     """Close an unexecuted batch and put its withdrawals back in the cold queue."""
     for w in s.execute(
-        select(Withdrawal).where(Withdrawal.batch_id == batch.id, Withdrawal.state == states.BATCHED).with_for_update()
+        select(Withdrawal).where(Withdrawal.batch_id == batch.id, Withdrawal.state == State.BATCHED).with_for_update()
     ).scalars():
         w.batch_id = None
-        move(s, w, states.QUEUED_COLD, now, by="batch-" + state, batch=batch.id, reason=reason)
+        move(s, w, State.QUEUED_COLD, now, by="batch-" + state, batch=batch.id, reason=reason)
     audit.append(s, now, f"batch.{state}", batch.id, {"from": batch.state, "reason": reason})
     batch.state, batch.updated_at = state, now
 
@@ -294,9 +295,9 @@ def reconcile(store: Store, node: EthereumNode, now: int) -> bool:
                 continue
             if blocks:
                 audit.append(s, now, "batch.executed_elsewhere", row.id, {"block": blocks[0]})
-                for w in _members(s, row.id, states.BATCHED):
-                    move(s, w, states.SIGNED, now, by="batch-reconcile", batch=row.id)
-                    move(s, w, states.BROADCAST, now, by="batch-reconcile", batch=row.id)
+                for w in _members(s, row.id, State.BATCHED):
+                    move(s, w, State.SIGNED, now, by="batch-reconcile", batch=row.id)
+                    move(s, w, State.BROADCAST, now, by="batch-reconcile", batch=row.id)
                 row.state = EXECUTING
                 settle(s, row.id, None, True, blocks[0], now)
             else:
@@ -430,8 +431,8 @@ def execute_if_ready(store: Store, node: EthereumNode, worker: HotWorker, batch_
         freeze.refuse_if_frozen(s, f"executing batch {batch_id}")
         version = worker.sign_at_next_nonce(s, doc.safe, 0, data, gas, fees, now, batch_id=batch_id)
         row.state, row.tx_hash, row.updated_at = EXECUTING, version.tx_hash, now
-        for w in _members(s, batch_id, states.BATCHED):
-            move(s, w, states.SIGNED, now, by="batch-execute", batch=batch_id, tx_hash=version.tx_hash)
+        for w in _members(s, batch_id, State.BATCHED):
+            move(s, w, State.SIGNED, now, by="batch-execute", batch=batch_id, tx_hash=version.tx_hash)
         audit.append(
             s,
             now,
@@ -444,8 +445,8 @@ def execute_if_ready(store: Store, node: EthereumNode, worker: HotWorker, batch_
 
 def broadcast(s: Session, batch_id: str, tx_hash: str, now: int) -> None:
     """The execution was sent: its withdrawals are broadcast (called by the hot worker)."""
-    for w in _members(s, batch_id, states.SIGNED):
-        move(s, w, states.BROADCAST, now, by="batch-execute", batch=batch_id, tx_hash=tx_hash)
+    for w in _members(s, batch_id, State.SIGNED):
+        move(s, w, State.BROADCAST, now, by="batch-execute", batch=batch_id, tx_hash=tx_hash)
 
 
 def settle(s: Session, batch_id: str, tx_hash: str | None, success: bool, block: int, now: int) -> None:
@@ -453,15 +454,15 @@ def settle(s: Session, batch_id: str, tx_hash: str | None, success: bool, block:
     batch = s.get_one(Batch, batch_id, with_for_update=True)
     if batch.state != EXECUTING:
         return
-    for w in _members(s, batch_id, states.SIGNED):  # sent by a replica that crashed before recording it
-        move(s, w, states.BROADCAST, now, by="batch-execute", batch=batch_id, tx_hash=tx_hash)
-    for w in _members(s, batch_id, states.BROADCAST):
+    for w in _members(s, batch_id, State.SIGNED):  # sent by a replica that crashed before recording it
+        move(s, w, State.BROADCAST, now, by="batch-execute", batch=batch_id, tx_hash=tx_hash)
+    for w in _members(s, batch_id, State.BROADCAST):
         w.tx_hash = tx_hash
         if success:
-            move(s, w, states.CONFIRMED, now, by="batch-execute", batch=batch_id, tx_hash=tx_hash, block=block)
+            move(s, w, State.CONFIRMED, now, by="batch-execute", batch=batch_id, tx_hash=tx_hash, block=block)
         else:
             w.failure = f"batch execution reverted in block {block}"
-            move(s, w, states.FAILED, now, by="batch-execute", batch=batch_id, reason=w.failure, block=block)
+            move(s, w, State.FAILED, now, by="batch-execute", batch=batch_id, reason=w.failure, block=block)
     batch.state, batch.updated_at = (EXECUTED if success else FAILED), now
     batch.tx_hash = tx_hash or batch.tx_hash
     audit.append(s, now, f"batch.{batch.state}", batch_id, {"tx_hash": tx_hash, "block": block})

@@ -8,10 +8,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from custody import batches, freeze
-from custody import policy as policy_service
+from custody.cold import batches
 from custody.errors import NoActivePolicy
-from custody.reserves import cold_balance, hot_position, hot_share
+from custody.ledger import freeze
+from custody.ledger import policy as policy_service
+from custody.ledger.positions import cold_balance, hot_position, hot_share
 from custody.store.db import Store
 from custody.store.models import HotTransaction, Withdrawal
 from policies.units import format_amount

@@ -26,7 +26,7 @@ Each payment goes through these steps, each its own database transaction:
 A withdrawal is never signed twice at two nonces: it is claimed only while `queued_hot`, and leaves that state
 in the same transaction that stores its first signed version.
 
-The hot wallet is also the executor of cold batches (``execTransaction`` on the Safe, see ``custody.batches``)
+The hot wallet is also the executor of cold batches (``execTransaction`` on the Safe, see ``custody.cold.batches``)
 and sends the call that creates the Safe. Those go through the same nonce allocation, storage and following;
 only what a mined version settles differs (a withdrawal, a batch's withdrawals, or nothing).
 """
@@ -47,15 +47,18 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from custody import audit, batches, freeze, logs, outage, states
+from custody import logs, outage
 from custody.chain.ethereum import NONCE_USED, SENT, EthereumNode, Receipt
 from custody.clock import Clock
+from custody.cold import batches
 from custody.errors import BroadcastRefused, ConfigError
-from custody.policy import PolicyCache
-from custody.rebalance import rebalance
+from custody.hot.rebalance import rebalance
+from custody.ledger import audit, freeze
+from custody.ledger.policy import PolicyCache
+from custody.ledger.states import State
+from custody.ledger.transitions import move
 from custody.store.db import Store
 from custody.store.models import ChainBalance, ColdWallet, HotTransaction, HotWallet, Withdrawal
-from custody.transitions import move
 from signer.safetx import transfer_call
 
 log = logging.getLogger("custody.hotwallet")
@@ -435,7 +438,7 @@ class HotWorker:
         with self.store.transaction() as s:
             if freeze.active(s) is not None:
                 return False
-            query = select(Withdrawal).where(Withdrawal.state == states.QUEUED_HOT).order_by(Withdrawal.seq).limit(1)
+            query = select(Withdrawal).where(Withdrawal.state == State.QUEUED_HOT).order_by(Withdrawal.seq).limit(1)
             if self.store.is_postgres:
                 query = query.with_for_update(skip_locked=True)
             w = s.execute(query).scalar_one_or_none()
@@ -447,12 +450,12 @@ class HotWorker:
                 return False
             rule = policy.assets.get(w.asset)
             if rule is None:
-                move(s, w, states.CANCELLED, now, by="hot-worker", reason=f"asset {w.asset} is no longer in the policy")
+                move(s, w, State.CANCELLED, now, by="hot-worker", reason=f"asset {w.asset} is no longer in the policy")
                 return True
             to, value, data = transfer_call(rule.contract, w.destination, w.amount)
             gas = self.node.estimate_gas(self.address, to, value, data)
             version = self.sign_at_next_nonce(s, to, value, data, gas, (max_fee, priority), now, withdrawal_id=w.id)
-            move(s, w, states.SIGNED, now, by="hot-worker", nonce=version.nonce, tx_hash=version.tx_hash)
+            move(s, w, State.SIGNED, now, by="hot-worker", nonce=version.nonce, tx_hash=version.tx_hash)
         failpoint("after_store")
         return True
 
@@ -569,8 +572,8 @@ class HotWorker:
                 w = s.execute(
                     select(Withdrawal).where(Withdrawal.id == row.withdrawal_id).with_for_update()
                 ).scalar_one()
-            if w is not None and w.state == states.SIGNED:
-                move(s, w, states.BROADCAST, now, by="hot-worker", tx_hash=row.tx_hash)
+            if w is not None and w.state == State.SIGNED:
+                move(s, w, State.BROADCAST, now, by="hot-worker", tx_hash=row.tx_hash)
             else:
                 audit.append(s, now, "hottx.broadcast", _subject(row), {"tx_hash": row.tx_hash, "attempt": row.attempt})
 
@@ -748,14 +751,14 @@ class HotWorker:
                 )
                 return
             w = s.execute(select(Withdrawal).where(Withdrawal.id == tx.withdrawal_id).with_for_update()).scalar_one()
-            if w.state != states.BROADCAST:
+            if w.state != State.BROADCAST:
                 return
             w.tx_hash = tx.tx_hash
             if receipt.success:
-                move(s, w, states.CONFIRMED, now, by="hot-worker", tx_hash=tx.tx_hash, block=block)
+                move(s, w, State.CONFIRMED, now, by="hot-worker", tx_hash=tx.tx_hash, block=block)
             else:
                 w.failure = f"reverted in block {block}"
-                move(s, w, states.FAILED, now, by="hot-worker", tx_hash=tx.tx_hash, block=block, reason=w.failure)
+                move(s, w, State.FAILED, now, by="hot-worker", tx_hash=tx.tx_hash, block=block, reason=w.failure)
 
 
 def _versions(s: Session, tx: HotTransaction, *, lock: bool = False) -> list[HotTransaction]:

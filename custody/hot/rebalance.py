@@ -14,15 +14,14 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from custody import states
-from custody.apikeys import REBALANCER
 from custody.clock import Clock
-from custody.policy import PolicyCache
-from custody.reserves import cold_balance, hot_position
+from custody.intake.withdrawals import new_withdrawal, record
+from custody.ledger import states
+from custody.ledger.policy import PolicyCache
+from custody.ledger.positions import REBALANCER, cold_balance, hot_position
 from custody.store.db import Store, advisory_lock
 from custody.store.models import ColdWallet, Withdrawal
-from custody.withdrawals import new_withdrawal, record
-from policies.evaluate import ALLOW, COLD, HOT, Decision, Quantity, Reason
+from policies.evaluate import Decision, Outcome, Quantity, Reason, Route
 from policies.model import AssetRule
 
 
@@ -91,10 +90,10 @@ def rebalance(store: Store, policies: PolicyCache, clock: Clock, hot_address: st
                 amount = min(amount, rule.hot_topup.limit)  # signers refuse more; the rest waits for a window
             if kind == "sweep":
                 why = "hot wallet holds {} free, above the band's maximum of {}: sweep to the cold wallet"
-                bound, route, destination = hot_max, HOT, cold
+                bound, route, destination = hot_max, Route.HOT, cold
             else:
                 why = "hot wallet holds {} free, below the band's minimum of {}: top-up from the cold wallet"
-                bound, route, destination = hot_min, COLD, hot_address
+                bound, route, destination = hot_min, Route.COLD, hot_address
             assert bound is not None
             reason = Reason(
                 "rebalance",
@@ -112,7 +111,7 @@ def rebalance(store: Store, policies: PolicyCache, clock: Clock, hot_address: st
                     amount=amount,
                     decimals=rule.decimals,
                     destination=destination,
-                    decision=Decision(ALLOW, route, now, (reason,)),
+                    decision=Decision(Outcome.ALLOW, route, now, (reason,)),
                     version=active.version,
                     policy_hash=active.hash,
                     now=now,

@@ -15,7 +15,7 @@ from custody.store.db import Store
 from signer.cliutil import passphrase
 
 if TYPE_CHECKING:
-    from custody.hotwallet import HotWorker
+    from custody.hot.worker import HotWorker
 
 PASS_ENV = "CUSTODY_PASSPHRASE"  # noqa: S105 (the name of a variable, not a secret)
 config_option = click.option(
@@ -44,7 +44,7 @@ def hot_worker(
     """The hot wallet's worker: it pays hot withdrawals, executes cold batches and creates the Safe. The
     passphrase comes from ``secret`` when the caller has already asked for it."""
     from custody.chain.ethereum import EthereumNode
-    from custody.hotwallet import HotWorker, WorkerSettings
+    from custody.hot.worker import HotWorker, WorkerSettings
     from custody.keys import load_hot_account
 
     if not settings.rpc_url:

@@ -20,15 +20,17 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from web3.exceptions import Web3RPCError
 
-from custody import batches, freeze, outage
+from custody import outage
 from custody.chain.ethereum import EthereumNode
+from custody.cold import batches
 from custody.config import Settings
 from custody.errors import DaemonError, NoActivePolicy
-from custody.policy import PolicyCache
-from custody.reserves import cold_balance, hot_position, hot_share
+from custody.ledger import freeze
+from custody.ledger.policy import PolicyCache
+from custody.ledger.positions import cold_balance, hot_position, hot_share
+from custody.ops.webhooks import backlog
 from custody.store.db import Store, unavailable
 from custody.store.models import Batch, HotTransaction, Withdrawal
-from custody.webhooks import backlog
 
 
 class Metrics:

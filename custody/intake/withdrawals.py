@@ -12,8 +12,6 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from custody import audit, states, usage
-from custody.apikeys import Principal, Seen
 from custody.clock import Clock
 from custody.errors import (
     AssetDisabled,
@@ -27,15 +25,18 @@ from custody.errors import (
     Unauthorized,
     UnknownAsset,
 )
-from custody.policy import Active, PolicyCache
-from custody.reserves import RESERVING, hot_reading, reserved
+from custody.intake.apikeys import Principal, Seen
+from custody.ledger import audit, states, usage
+from custody.ledger.policy import Active, PolicyCache
+from custody.ledger.positions import RESERVING, hot_reading, reserved
+from custody.ledger.states import State
+from custody.ledger.transitions import move
 from custody.store.db import Store, advisory_lock
 from custody.store.models import Withdrawal
-from custody.transitions import move
 from policies.addresses import checksum_address
 from policies.canonical import canonical_hash
 from policies.errors import CustodyError
-from policies.evaluate import DELAY, HOT, REJECT, Context, Decision, Request, evaluate
+from policies.evaluate import Context, Decision, Outcome, Request, Route, evaluate
 from policies.model import Policy
 from policies.units import parse_amount
 
@@ -65,11 +66,11 @@ class NewWithdrawal:
 
 
 def state_after(decision: Decision) -> str:
-    if decision.outcome == REJECT:
-        return states.REJECTED
-    if decision.outcome == DELAY:
-        return states.DELAYED
-    return states.QUEUED_HOT if decision.route == HOT else states.QUEUED_COLD
+    if decision.outcome == Outcome.REJECT:
+        return State.REJECTED
+    if decision.outcome == Outcome.DELAY:
+        return State.DELAYED
+    return State.QUEUED_HOT if decision.route == Route.HOT else State.QUEUED_COLD
 
 
 Entries = list[tuple[str, str, dict[str, Any]]]
@@ -128,7 +129,7 @@ def new_withdrawal(
             "withdrawal.received",
             w.id,
             {
-                "to": states.RECEIVED,
+                "to": State.RECEIVED,
                 "api_key": api_key,
                 "idempotency_key": idempotency_key,
                 "asset": asset,
@@ -141,7 +142,7 @@ def new_withdrawal(
             f"withdrawal.{state}",
             w.id,
             {
-                "from": states.RECEIVED,
+                "from": State.RECEIVED,
                 "to": state,
                 "route": decision.route,
                 "failed": [r.rule for r in decision.failed],
@@ -203,7 +204,7 @@ class _Running:
         self.asset_used[w.asset] = self.asset_used.get(w.asset, 0) + w.amount
         key = (w.asset, w.api_key)
         self.key_used[key] = self.key_used.get(key, 0) + w.amount
-        if w.route == HOT and w.state in RESERVING:
+        if w.route == Route.HOT and w.state in RESERVING:
             self.hot_reserved[w.asset] = self.hot_reserved.get(w.asset, 0) + w.amount
 
     def context(self, base: Context, asset: str, api_key: str) -> Context:
@@ -348,7 +349,7 @@ class Withdrawals:
     def _context(
         self, s: Session, policy: Policy, api_key: str, asset: str, now: int, reading: tuple[int, int] | None
     ) -> Context:
-        """What this asset and key used in each window (``custody.usage``) and the hot wallet's free balance,
+        """What this asset and key used in each window (``custody.ledger.usage``) and the hot wallet's free balance,
         given its last ``reading``."""
         periods = [w.seconds for w in policy.assets[asset].windows]
         key_rule = policy.api_keys.get(api_key)
@@ -397,7 +398,7 @@ class Withdrawals:
             w = self._owned(s, who, withdrawal_id, lock=True)
             if w.state not in states.CLIENT_CANCELLABLE:
                 raise NotCancellable(f"a withdrawal that is {w.state} can no longer be cancelled")
-            move(s, w, states.CANCELLED, self.clock.now(), by=who.name)
+            move(s, w, State.CANCELLED, self.clock.now(), by=who.name)
             return w
 
     def promote_due(self, limit: int = 100) -> int:
@@ -406,7 +407,7 @@ class Withdrawals:
         with self.store.transaction() as s:
             query = (
                 select(Withdrawal)
-                .where(Withdrawal.state == states.DELAYED, Withdrawal.eligible_at <= now)
+                .where(Withdrawal.state == State.DELAYED, Withdrawal.eligible_at <= now)
                 .order_by(Withdrawal.seq)
                 .limit(limit)
             )
@@ -414,5 +415,5 @@ class Withdrawals:
                 query = query.with_for_update(skip_locked=True)
             due = list(s.execute(query).scalars())
             for w in due:
-                move(s, w, states.QUEUED_HOT if w.route == HOT else states.QUEUED_COLD, now, by="scheduler")
+                move(s, w, State.QUEUED_HOT if w.route == Route.HOT else State.QUEUED_COLD, now, by="scheduler")
         return len(due)

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 from eth_utils.address import is_address, to_checksum_address
 from sqlalchemy import select
 
-from custody import audit
 from custody.chain import safe as safe_contract
 from custody.chain.ethereum import EthereumNode
 from custody.errors import (
@@ -29,6 +28,7 @@ from custody.errors import (
     ColdWalletPending,
     InvalidRequest,
 )
+from custody.ledger import audit
 from custody.store.db import Store
 from custody.store.models import ColdWallet, HotTransaction
 from signer.coldwallet import ColdWallet as ColdWalletDoc
@@ -36,7 +36,7 @@ from signer.coldwallet import parse_cold_wallet
 from signer.safecontracts import MULTISEND_CALL_ONLY, PROXY_FACTORY, create_proxy_data, safe_address
 
 if TYPE_CHECKING:
-    from custody.hotwallet import HotWorker
+    from custody.hot.worker import HotWorker
 
 COLD_WALLET_FILE = "cold-wallet.json"
 

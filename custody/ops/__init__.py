@@ -1,0 +1,1 @@
+"""What operators watch: status and metrics (from one shared read) and webhooks."""
