@@ -6,7 +6,7 @@ paused VM, a long GC pause or a swapped-out process would, holding whatever it h
     CUSTODY_STOP_AT=audit.appended            stop the first time it is reached
 
 The test sends SIGCONT when it has seen what it wanted. Unset (always, outside tests) a point costs one
-comparison. The hot worker's crash points (``custody.hot.worker.failpoint``, SIGKILL) are separate.
+comparison. The hot worker's crash points (``custody.hot.sender.failpoint``, SIGKILL) are separate.
 """
 
 from __future__ import annotations

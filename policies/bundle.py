@@ -206,17 +206,10 @@ def signature_is_valid(sig: BundleSignature) -> bool:
     return True
 
 
-def verify_successor(head: Head, bundle: Bundle, signatures: Sequence[BundleSignature]) -> tuple[str, ...]:
-    """Check that ``bundle`` may follow ``head``; return the admin keys whose signatures counted.
-
-    - its version is exactly head.version + 1 and its previous hash is head's hash;
-    - it was not created before head;
-    - every signature is over this bundle's hash and valid, by a key in head's admin set (so a change of
-      the admin set is approved by the current set, never by the new one alone);
-    - the distinct signing admins reach head's quorum;
-    - every whitelist entry that is new or changed becomes active no earlier than the bundle's creation
-      plus the activation delay (the larger of the old and new delay, so a bundle cannot shorten its own).
-    """
+def check_sequence(head: Head, bundle: Bundle) -> None:
+    """The order rule: ``bundle`` is exactly the next version after ``head``, names head's hash as its
+    previous one, and was not created before head. The daemon applies it with the signatures
+    (``verify_successor``); a signer applies it before any signature exists."""
     if bundle.version != head.version + 1:
         what = "repeats" if bundle.version <= head.version else "skips"
         raise BundleSequenceError(
@@ -228,6 +221,19 @@ def verify_successor(head: Head, bundle: Bundle, signatures: Sequence[BundleSign
         )
     if bundle.created_at < head.created_at:
         raise BundleSequenceError("bundle was created before the bundle it replaces")
+
+
+def verify_successor(head: Head, bundle: Bundle, signatures: Sequence[BundleSignature]) -> tuple[str, ...]:
+    """Check that ``bundle`` may follow ``head``; return the admin keys whose signatures counted.
+
+    - it follows head (``check_sequence``);
+    - every signature is over this bundle's hash and valid, by a key in head's admin set (so a change of
+      the admin set is approved by the current set, never by the new one alone);
+    - the distinct signing admins reach head's quorum;
+    - every whitelist entry that is new or changed becomes active no earlier than the bundle's creation
+      plus the activation delay (the larger of the old and new delay, so a bundle cannot shorten its own).
+    """
+    check_sequence(head, bundle)
     admins = head.governance.admin_keys
     counted: list[str] = []
     for sig in signatures:

@@ -15,7 +15,10 @@ from policies.text import escape
 
 
 class Group(click.Group):
-    """A click group that reports ``CustodyError`` as ``error [code]: message`` on stderr and exits 1."""
+    """A click group that reports ``CustodyError`` as ``error [code]: message`` on stderr and exits 1.
+
+    Only each tool's top group (``custody``, ``signer``) is one: an error raised by any command below it
+    propagates up to it, so errors are translated once, at the edge; sub-groups are plain click groups."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -1,4 +1,4 @@
-"""The Python client the exchange backend imports. Every request is signed (see ``custody.api.signatures``).
+"""The Python client the exchange backend imports. Every request is signed (see ``custody.intake.signatures``).
 
 Retries: creating a withdrawal and every read ride out an outage of the daemon or its database. A request
 whose answer never arrived, or that was answered 502, 503 (but ``no_active_policy``, which waiting does not
@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from nacl.signing import SigningKey
 
-from custody.api.signatures import sign_request
+from custody.intake.signatures import sign_request
 
 
 class CustodyAPIError(Exception):

@@ -1,8 +1,9 @@
-"""The one place where an error becomes an HTTP status: the API's exception handler asks ``status_of``.
+"""The one place where an error becomes an HTTP status: the API's exception handlers ask ``status_of``.
 
 Errors carry only a stable ``code`` (``custody.errors``, ``policies.errors``); which status a client sees
 is a property of the HTTP edge, so the table lives here. An error answers with the status of the nearest
-class in its MRO that the table lists; every ``CustodyError`` is at least a 400.
+class in its MRO that the table lists; every ``CustodyError`` is at least a 400. The few codes the API's
+own handlers answer with, which have no class, have their status in ``CODE_STATUS``.
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ DATABASE_UNAVAILABLE = "database_unavailable"
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 HTTP_ERROR = "http_error"
 API_CODES = (DATABASE_UNAVAILABLE, *HTTP_CODES.values(), HTTP_ERROR)
+# ``/readyz``'s answer while the database does not answer: for a load balancer's probe, not a client.
+DATABASE_UNREACHABLE = "database_unreachable"
+CODE_STATUS = {DATABASE_UNAVAILABLE: 503, DATABASE_UNREACHABLE: 503}
+
+# The statuses the OpenAPI document lists for the signed routes (each answered with a problem body).
+DOCUMENTED = (400, 401, 403, 404, 409, 413, 422, 429, 503)
 
 
 def status_for(error: type[CustodyError]) -> int:
@@ -79,3 +86,8 @@ def status_for(error: type[CustodyError]) -> int:
 def status_of(exc: CustodyError) -> int:
     """The HTTP status ``exc`` is answered with."""
     return status_for(type(exc))
+
+
+def status_of_code(code: str) -> int:
+    """The HTTP status of one of the API's own codes (``CODE_STATUS``)."""
+    return CODE_STATUS[code]

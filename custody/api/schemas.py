@@ -1,12 +1,18 @@
-"""The API's wire shapes. Amounts are decimal strings in the asset's units; times are ISO 8601 UTC."""
+"""The API's wire shapes, how a request body is parsed into a service's input and how a service's result is
+formatted. Amounts are decimal strings in the asset's units; times are ISO 8601 UTC."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from custody.api.problems import DOCUMENTED
+from custody.errors import InvalidField, MalformedJson, MissingField, UnknownField
+from custody.intake.withdrawals import NewWithdrawal
+from custody.ops.balances import AssetPosition
 from custody.store.models import Withdrawal
 from policies.units import format_amount
 
@@ -60,6 +66,29 @@ class Problem(BaseModel):
     detail: str
 
 
+# OpenAPI: how a route documents its problem answers.
+PROBLEM: dict[str, Any] = {"model": Problem, "content": {"application/problem+json": {}}}
+ERRORS: dict[int | str, dict[str, Any]] = {code: PROBLEM for code in DOCUMENTED}
+
+
+def parse_withdrawal(raw: bytes) -> NewWithdrawal:
+    """The body of ``POST /v1/withdrawals``, exactly as signed, or the first thing wrong with it."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise MalformedJson("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise MalformedJson("the body must be a JSON object")
+    try:
+        parsed = WithdrawalIn.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        error = {"extra_forbidden": UnknownField, "missing": MissingField}.get(first["type"], InvalidField)
+        raise error(f"{field}: {first['msg']}") from None
+    return NewWithdrawal(parsed.asset, parsed.amount, parsed.destination, parsed.client_reference)
+
+
 def iso(ts: int | None) -> str | None:
     return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
 
@@ -97,3 +126,19 @@ class AssetBalance(BaseModel):
 
 class Balances(BaseModel):
     assets: list[AssetBalance]
+
+
+def balances_out(positions: list[AssetPosition]) -> Balances:
+    return Balances(
+        assets=[
+            AssetBalance(
+                asset=p.asset,
+                hot=format_amount(p.hot.balance, p.decimals),
+                hot_block=p.hot.block,
+                reserved=format_amount(p.hot.reserved, p.decimals),
+                free=format_amount(p.hot.free, p.decimals),
+                cold=None if p.cold is None else format_amount(p.cold, p.decimals),
+            )
+            for p in positions
+        ]
+    )

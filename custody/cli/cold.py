@@ -10,31 +10,25 @@ from typing import TYPE_CHECKING
 
 import click
 
-from custody.chain.ethereum import EthereumNode
-from custody.cli.common import PASS_ENV, _open, config_option, hot_worker, passphrase_file_option
+from custody.cli.common import config_option, daemon_passphrase, hot_worker, node_for, open_store, passphrase_option
 from custody.clock import SystemClock
-from custody.cold import batches
+from custody.cold import batches, execution, views
 from custody.cold import safes as cold_service
-from custody.errors import ConfigError, Frozen
+from custody.errors import Frozen
 from custody.keys import load_identity
 from custody.store.db import Store
-from custody.store.models import Batch
 from policies.loader import Reader
 from signer.batchfile import parse_signature_file
-from signer.cliutil import Group, passphrase, read_file
+from signer.cliutil import read_file
 from signer.keystore import parse_owner_card
 
 if TYPE_CHECKING:
-    from custody.hot.worker import HotWorker
+    from custody.loops.worker import Worker
+
+NEED_NODE = "the cold wallet needs a node"
 
 
-def _node(rpc_url: str, chain_id: int) -> EthereumNode:
-    if not rpc_url:
-        raise ConfigError("[chain] rpc_url is empty: the cold wallet needs a node")
-    return EthereumNode(rpc_url, chain_id)
-
-
-@click.group(cls=Group)
+@click.group()
 def cold() -> None:
     """The cold wallet: a Safe 1.4.1 multisig owned by the treasury operators' keys."""
 
@@ -57,7 +51,7 @@ def cold() -> None:
     help="The factory's salt nonce: another value gives the same owners another Safe address.",
 )
 @config_option
-@passphrase_file_option
+@passphrase_option
 def cold_create(
     cards: tuple[Path, ...],
     threshold: int,
@@ -67,7 +61,7 @@ def cold_create(
 ) -> None:
     """Deploy the Safe with the canonical Safe 1.4.1 contracts, read back its owners and threshold, record
     it, and write the file signers pin. The owners are set up in the order given."""
-    settings, store = _open(config_path)
+    settings, store = open_store(config_path)
     owners = [parse_owner_card(read_file(card)).owner_address for card in cards]
     worker = hot_worker(settings, store, passphrase_file)
     daemon_key = (settings.data_dir / "identity.pub").read_text().strip()
@@ -84,7 +78,7 @@ def cold_create(
     click.echo(f"signers pin {path} with `signer cold pin`, after comparing this hash with what their signer shows")
 
 
-@click.group(cls=Group)
+@click.group()
 def batch() -> None:
     """Cold batches: export for signing, import signatures, list, cancel."""
 
@@ -94,17 +88,15 @@ def batch() -> None:
 @click.option("--max", "limit", default=batches.MAX_PER_BATCH, show_default=True, type=int)
 @click.option("--expires-in", default="24h", show_default=True, help="How long signers have, e.g. 4h or 2d.")
 @config_option
-@passphrase_file_option
+@passphrase_option
 def batch_export(out_dir: Path, limit: int, expires_in: str, config_path: Path, passphrase_file: Path | None) -> None:
     """Gather queued cold withdrawals into one Safe transaction and write the batch file for the signers."""
-    settings, store = _open(config_path)
+    settings, store = open_store(config_path)
     lifetime = Reader(human=True).period(expires_in, "--expires-in")
-    identity = load_identity(
-        settings.data_dir, passphrase(passphrase_file, PASS_ENV, "Passphrase for the daemon's keys")
-    )
+    identity = load_identity(settings.data_dir, daemon_passphrase(passphrase_file))
     result = batches.export(
         store,
-        _node(settings.rpc_url, settings.chain_id),
+        node_for(settings, NEED_NODE),
         identity,
         out_dir,
         SystemClock().now(),
@@ -123,24 +115,24 @@ def batch_export(out_dir: Path, limit: int, expires_in: str, config_path: Path, 
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--wait", default=120.0, show_default=True, help="Seconds to follow an execution to confirmation.")
 @config_option
-@passphrase_file_option
+@passphrase_option
 def batch_import(files: tuple[Path, ...], wait: float, config_path: Path, passphrase_file: Path | None) -> None:
     """Store owners' signatures; at quorum, execute the batch from the hot wallet and follow it."""
-    settings, store = _open(config_path)
-    node = _node(settings.rpc_url, settings.chain_id)
+    settings, store = open_store(config_path)
+    node = node_for(settings, NEED_NODE)
     clock = SystemClock()
     signatures = [parse_signature_file(read_file(f)) for f in files]
-    results = batches.import_signatures(store, node, signatures, clock.now())
-    worker: HotWorker | None = None
+    results = execution.import_signatures(store, node, signatures, clock.now())
+    worker: Worker | None = None
     for r in results:
         added = ", ".join(r.added) or "none new"
         click.echo(f"batch {r.batch_id}: signatures {r.signatures} of {r.threshold} ({added})")
-        if r.signatures < r.threshold or r.state != batches.EXPORTED:
+        if not r.ready:
             continue
         worker = worker or hot_worker(settings, store, passphrase_file)
         worker.ensure_wallet()
         try:
-            tx_hash = batches.execute_if_ready(store, node, worker, r.batch_id, clock.now())
+            tx_hash = execution.execute_if_ready(store, node, worker, r.batch_id, clock.now())
         except Frozen as exc:
             click.echo(f"batch {r.batch_id}: signatures stored, not executed: {exc.message}")
             continue
@@ -149,13 +141,12 @@ def batch_import(files: tuple[Path, ...], wait: float, config_path: Path, passph
             click.echo(f"batch {r.batch_id}: {_follow(store, worker, r.batch_id, wait)}")
 
 
-def _follow(store: Store, worker: HotWorker, batch_id: str, wait: float) -> str:
+def _follow(store: Store, worker: Worker, batch_id: str, wait: float) -> str:
     deadline = time.monotonic() + wait
     while True:
         worker.follow()
-        with store.read() as s:
-            state = s.get_one(Batch, batch_id).state
-        if state in (batches.EXECUTED, batches.FAILED):
+        state = views.batch_state(store, batch_id)
+        if state in (batches.BatchState.EXECUTED, batches.BatchState.FAILED):
             return state
         if time.monotonic() > deadline:
             return f"still {state}; the worker will settle it"
@@ -166,17 +157,17 @@ def _follow(store: Store, worker: HotWorker, batch_id: str, wait: float) -> str:
 @config_option
 def batch_list(config_path: Path) -> None:
     """Each batch, its signatures so far and who is still missing."""
-    _, store = _open(config_path)
-    views = batches.list_batches(store)
-    if not views:
+    _, store = open_store(config_path)
+    shown = views.list_batches(store)
+    if not shown:
         click.echo("no batches")
-    for v in views:
+    for v in shown:
         expires = dt.datetime.fromtimestamp(v.expires_at, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         click.echo(
             f"{v.id}  {v.state:<9} nonce {v.safe_nonce:<4} {v.withdrawals:>3} withdrawals  "
             f"signatures {len(v.signed_by)}/{v.threshold}  expires {expires}"
         )
-        if v.state == batches.EXPORTED:
+        if v.state == batches.BatchState.EXPORTED:
             for owner in v.missing:
                 click.echo(f"    missing  {owner}")
         if v.tx_hash:
@@ -189,6 +180,6 @@ def batch_list(config_path: Path) -> None:
 @config_option
 def batch_cancel(batch_id: str, reason: str, config_path: Path) -> None:
     """Cancel an exported batch: its withdrawals return to the queue and the next batch reuses its nonce."""
-    _, store = _open(config_path)
+    _, store = open_store(config_path)
     batches.cancel(store, batch_id, reason, SystemClock().now())
     click.echo(f"batch {batch_id} cancelled; its withdrawals are queued again")

@@ -1,4 +1,5 @@
-"""What the `custody` command groups share: the config option, opening the store, the hot worker."""
+"""What the `custody` command groups share, declared once: the --config and --passphrase-file options, the
+daemon's passphrase, opening the store, the node, and the hot worker."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from custody.store.db import Store
 from signer.cliutil import passphrase
 
 if TYPE_CHECKING:
-    from custody.hot.worker import HotWorker
+    from custody.chain.ethereum import EthereumNode
+    from custody.loops.worker import Worker
 
 PASS_ENV = "CUSTODY_PASSPHRASE"  # noqa: S105 (the name of a variable, not a secret)
 config_option = click.option(
@@ -25,12 +27,20 @@ config_option = click.option(
     default=lambda: os.environ.get("CUSTODY_CONFIG", "custody.toml"),
     show_default="custody.toml or $CUSTODY_CONFIG",
 )
-passphrase_file_option = click.option(
+# Where the daemon's passphrase comes from (see ``daemon_passphrase``): this file, else $CUSTODY_PASSPHRASE,
+# else a prompt.
+passphrase_option = click.option(
     "--passphrase-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None
 )
 
 
-def _open(config_path: Path) -> tuple[Settings, Store]:
+def daemon_passphrase(passphrase_file: Path | None, *, confirm: bool = False) -> str:
+    """The passphrase of the daemon's sealed keys: the first line of ``passphrase_file``, else
+    $CUSTODY_PASSPHRASE, else a hidden prompt (typed twice with ``confirm``)."""
+    return passphrase(passphrase_file, PASS_ENV, "Passphrase for the daemon's keys", confirm=confirm)
+
+
+def open_store(config_path: Path) -> tuple[Settings, Store]:
     """The settings and a store whose connections close when the command ends."""
     settings = load_settings(config_path)
     store = Store(settings.database_url, timeouts=settings.database_timeouts)
@@ -38,23 +48,26 @@ def _open(config_path: Path) -> tuple[Settings, Store]:
     return settings, store
 
 
-def hot_worker(
-    settings: Settings, store: Store, passphrase_file: Path | None, *, secret: str | None = None
-) -> HotWorker:
-    """The hot wallet's worker: it pays hot withdrawals, executes cold batches and creates the Safe. The
-    passphrase comes from ``secret`` when the caller has already asked for it."""
+def node_for(settings: Settings, need: str) -> EthereumNode:
+    """The configured Ethereum node; ``need`` says, when none is configured, what the command needs it for."""
     from custody.chain.ethereum import EthereumNode
-    from custody.hot.worker import HotWorker, WorkerSettings
-    from custody.keys import load_hot_account
 
     if not settings.rpc_url:
-        raise ConfigError("[chain] rpc_url is empty: there is no node to send through")
-    if secret is None:
-        secret = passphrase(passphrase_file, PASS_ENV, "Passphrase for the daemon's keys")
-    account = load_hot_account(settings.data_dir, secret)
-    return HotWorker(
+        raise ConfigError(f"[chain] rpc_url is empty: {need}")
+    return EthereumNode(settings.rpc_url, settings.chain_id)
+
+
+def hot_worker(settings: Settings, store: Store, passphrase_file: Path | None, *, secret: str | None = None) -> Worker:
+    """The hot wallet's worker: it pays hot withdrawals, executes cold batches and creates the Safe. The
+    passphrase comes from ``secret`` when the caller has already asked for it."""
+    from custody.keys import load_hot_account
+    from custody.loops.worker import Worker, WorkerSettings
+
+    node = node_for(settings, "there is no node to send through")
+    account = load_hot_account(settings.data_dir, daemon_passphrase(passphrase_file) if secret is None else secret)
+    return Worker(
         store,
-        EthereumNode(settings.rpc_url, settings.chain_id),
+        node,
         account,
         WorkerSettings(
             settings.chain_id,

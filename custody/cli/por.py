@@ -7,29 +7,28 @@ from pathlib import Path
 import click
 
 from custody.chain.ethereum import EthereumNode
-from custody.cli.common import PASS_ENV, _open, config_option, passphrase_file_option
+from custody.cli.common import config_option, daemon_passphrase, node_for, open_store, passphrase_option
 from custody.clock import SystemClock
-from custody.errors import ConfigError
 from custody.keys import load_hot_account
-from custody.por import snapshot as por
+from custody.por import snapshot as snapshots
 from custody.por.proofs import extract
 from custody.por.verify import verify
-from signer.cliutil import Group, passphrase, read_file
+from signer.cliutil import read_file
 from signer.porstatement import describe, parse_statement
 
 
-@click.group(cls=Group)
-def main() -> None:
+@click.group()
+def por() -> None:
     """Proof of reserves: liabilities tree, reserves at one block, proof of control, verification."""
 
 
-@main.command("snapshot")
+@por.command("snapshot")
 @click.option("--liabilities", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False))
 @click.option("--block", type=int, default=None, help="Read reserves at this block (default: the newest).")
 @click.option("--decimals", multiple=True, help="SYMBOL=N: count this asset's liabilities in N decimals.")
 @config_option
-@passphrase_file_option
+@passphrase_option
 def snapshot(
     liabilities: Path,
     out_dir: Path,
@@ -39,29 +38,30 @@ def snapshot(
     passphrase_file: Path | None,
 ) -> None:
     """Build the tree from the balances CSV, read every custody wallet at one block, sign with the hot key."""
-    settings, store = _open(config_path)
-    if not settings.rpc_url:
-        raise ConfigError("[chain] rpc_url is empty: the reserves are read from a node")
-    hot = load_hot_account(settings.data_dir, passphrase(passphrase_file, PASS_ENV, "Passphrase for the daemon's keys"))
-    statement = por.snapshot(
+    settings, store = open_store(config_path)
+    node = node_for(settings, "the reserves are read from a node")
+    hot = load_hot_account(settings.data_dir, daemon_passphrase(passphrase_file))
+    statement = snapshots.snapshot(
         store,
-        EthereumNode(settings.rpc_url, settings.chain_id),
+        node,
         hot,
         liabilities,
         out_dir,
         SystemClock().now(),
         block=block,
-        decimals=por.load_decimals(decimals),
+        decimals=snapshots.load_decimals(decimals),
         progress=lambda line: click.echo(line, err=True),
     )
     for line in describe(statement):
         click.echo(line)
-    click.echo(f"\nwrote {out_dir / por.STATEMENT}, {out_dir / por.PROOFS} and {out_dir / por.REPORT}")
+    click.echo(
+        f"\nwrote {out_dir / snapshots.STATEMENT}, {out_dir / snapshots.PROOFS} and {out_dir / snapshots.REPORT}"
+    )
     if statement.wallets("safe"):
         click.echo("the Safe's owners sign it with `signer por sign`; add their files with `custody por attach`")
 
 
-@main.command("proof")
+@por.command("proof")
 @click.argument("account_id")
 @click.option(
     "--snapshot", "snapshot_dir", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True)
@@ -69,17 +69,17 @@ def snapshot(
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
 def proof(account_id: str, snapshot_dir: Path, out: Path) -> None:
     """Cut one account's proof out of the snapshot's indexed proofs file."""
-    found, assets = extract(snapshot_dir / por.PROOFS, account_id)
+    found, assets = extract(snapshot_dir / snapshots.PROOFS, account_id)
     out.write_bytes(found.to_bytes(assets))
     click.echo(f"wrote the proof of {account_id} (leaf {found.index}) to {out}")
 
 
-@main.command("attach")
+@por.command("attach")
 @click.argument("statement", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.argument("signatures", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
 def attach(statement: Path, signatures: tuple[Path, ...]) -> None:
     """Add Safe owners' signature files (from `signer por sign`) to the statement."""
-    updated, owners = por.attach(statement, [read_file(s) for s in signatures])
+    updated, owners = snapshots.attach(statement, [read_file(s) for s in signatures])
     for owner in owners:
         click.echo(f"attached the signature of {owner}")
     for safe in updated.wallets("safe"):
@@ -87,7 +87,7 @@ def attach(statement: Path, signatures: tuple[Path, ...]) -> None:
         click.echo(f"Safe {safe['address']}: {len(have)} of the {safe['threshold']} signatures it needs")
 
 
-@main.command("verify")
+@por.command("verify")
 @click.argument("statement", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--proof", "proof_file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None)
 @click.option(
@@ -105,8 +105,8 @@ def verify_cmd(statement: Path, proof_file: Path | None, rpc: str | None, policy
     """Check a statement (and an account's proof); any failure exits 1 with the reason."""
     raw = read_file(statement)
     node = EthereumNode(rpc, parse_statement(raw).claims["chain_id"]) if rpc else None
-    if policy_file is None and (statement.parent / por.POLICY).is_file():
-        policy_file = statement.parent / por.POLICY  # only its hash is trusted: the statement names it
+    if policy_file is None and (statement.parent / snapshots.POLICY).is_file():
+        policy_file = statement.parent / snapshots.POLICY  # only its hash is trusted: the statement names it
     policy = read_file(policy_file) if policy_file else None
     for line in verify(raw, read_file(proof_file) if proof_file else None, node, policy):
         click.echo(f"ok  {line}")

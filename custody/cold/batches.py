@@ -1,4 +1,6 @@
-"""Cold batches on the online side: export, import owners' signatures, execute at quorum, settle, expire.
+"""Cold batches on the online side: export, expire, cancel, reconcile with the Safe's nonce. Importing the
+owners' signatures, executing at quorum and settling are in ``custody.cold.execution``; listing in
+``custody.cold.views``.
 
 A batch's life (``Batch.state``), beside its withdrawals' own (``custody.ledger.states``):
 
@@ -21,8 +23,8 @@ import json
 import os
 import uuid
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from eth_utils.crypto import keccak
 from nacl.signing import SigningKey
@@ -33,32 +35,34 @@ from custody.chain import safe as safe_contract
 from custody.chain.ethereum import EthereumNode
 from custody.errors import (
     BatchRefused,
-    BatchWaitingForNonce,
-    CallReverted,
     NoColdWallet,
-    NotAnOwner,
     NotFound,
     NothingToExport,
-    SignatureForAnotherBatch,
 )
 from custody.ledger import audit, freeze
 from custody.ledger.policy import PolicyCache
 from custody.ledger.states import State
 from custody.ledger.transitions import move
 from custody.store.db import Store
-from custody.store.models import Batch, BatchSignature, ColdWallet, Withdrawal
-from signer.batchfile import Batch as BatchDoc
-from signer.batchfile import BatchWithdrawal, OwnerSignature, parse_batch_file, write_batch_file
+from custody.store.models import Batch, ColdWallet, Withdrawal
+from signer.batchfile import BatchWithdrawal, write_batch_file
 from signer.ledger import BatchRoom
 from signer.review import assemble, withdrawal_refusal
-from signer.safetx import pack_signatures
 
-if TYPE_CHECKING:
-    from custody.hot.worker import HotWorker
 
-EXPORTED, EXECUTING, EXECUTED, FAILED = "exported", "executing", "executed", "failed"
-EXPIRED, CANCELLED, STALE = "expired", "cancelled", "stale"
-OPEN = (EXPORTED, EXECUTING)
+class BatchState(StrEnum):
+    """A batch's state (``Batch.state``), as drawn above; the value is what the database and the API hold."""
+
+    EXPORTED = "exported"
+    EXECUTING = "executing"
+    EXECUTED = "executed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    STALE = "stale"
+
+
+OPEN = (BatchState.EXPORTED, BatchState.EXECUTING)
 DEFAULT_EXPIRY = 24 * 3600
 MAX_PER_BATCH = 100
 EXECUTION_SUCCESS = "0x" + keccak(text="ExecutionSuccess(bytes32,uint256)").hex()
@@ -191,7 +195,7 @@ def export(
                 safe=doc.safe,
                 safe_nonce=nonce,
                 safe_tx_hash="0x" + doc.safe_tx_hash.hex(),
-                state=EXPORTED,
+                state=BatchState.EXPORTED,
                 raw=raw,
                 policy_version=active.version,
                 withdrawals=len(chosen),
@@ -226,14 +230,16 @@ def _nonce_to_cancel(s: Session, nonce: int) -> bool:
     """Whether an expired or cancelled batch left this nonce behind: then an empty batch must use it up."""
     return (
         s.execute(
-            select(Batch.id).where(Batch.safe_nonce == nonce, Batch.state.in_((EXPIRED, CANCELLED))).limit(1)
+            select(Batch.id)
+            .where(Batch.safe_nonce == nonce, Batch.state.in_((BatchState.EXPIRED, BatchState.CANCELLED)))
+            .limit(1)
         ).first()
         is not None
     )
 
 
 # -- expiry, cancellation, reconciliation with the chain ---------------------------------------------------
-def release(s: Session, batch: Batch, state: str, now: int, reason: str) -> None:
+def release(s: Session, batch: Batch, state: BatchState, now: int, reason: str) -> None:
     """Close an unexecuted batch and put its withdrawals back in the cold queue."""
     for w in s.execute(
         select(Withdrawal).where(Withdrawal.batch_id == batch.id, Withdrawal.state == State.BATCHED).with_for_update()
@@ -246,10 +252,12 @@ def release(s: Session, batch: Batch, state: str, now: int, reason: str) -> None
 
 def expire_due(s: Session, now: int) -> int:
     due = list(
-        s.execute(select(Batch).where(Batch.state == EXPORTED, Batch.expires_at <= now).with_for_update()).scalars()
+        s.execute(
+            select(Batch).where(Batch.state == BatchState.EXPORTED, Batch.expires_at <= now).with_for_update()
+        ).scalars()
     )
     for batch in due:
-        release(s, batch, EXPIRED, now, "expired before a quorum of signatures was imported")
+        release(s, batch, BatchState.EXPIRED, now, "expired before a quorum of signatures was imported")
     return len(due)
 
 
@@ -257,7 +265,9 @@ def housekeeping(store: Store, node: EthereumNode, now: int) -> bool:
     """What the worker does for batches on every pass: release expired ones and notice batches whose Safe
     nonce the chain has used. True if it changed anything."""
     with store.read() as s:
-        due = s.execute(select(Batch.id).where(Batch.state == EXPORTED, Batch.expires_at <= now).limit(1)).first()
+        due = s.execute(
+            select(Batch.id).where(Batch.state == BatchState.EXPORTED, Batch.expires_at <= now).limit(1)
+        ).first()
     expired = 0
     if due is not None:
         with store.transaction() as s:
@@ -270,9 +280,9 @@ def cancel(store: Store, batch_id: str, reason: str, now: int) -> None:
         batch = s.get(Batch, batch_id, with_for_update=True)
         if batch is None:
             raise NotFound(f"no batch {batch_id}")
-        if batch.state not in (EXPORTED, STALE):
+        if batch.state not in (BatchState.EXPORTED, BatchState.STALE):
             raise BatchRefused(f"batch {batch_id} is {batch.state}; only an exported or stale batch can be cancelled")
-        release(s, batch, CANCELLED, now, reason)
+        release(s, batch, BatchState.CANCELLED, now, reason)
 
 
 def reconcile(store: Store, node: EthereumNode, now: int) -> bool:
@@ -280,7 +290,7 @@ def reconcile(store: Store, node: EthereumNode, now: int) -> bool:
     settle them), or overtaken by another transaction at that nonce (stale: they can never execute).
     True if any batch changed."""
     with store.read() as s:
-        waiting = list(s.execute(select(Batch).where(Batch.state == EXPORTED)).scalars())
+        waiting = list(s.execute(select(Batch).where(Batch.state == BatchState.EXPORTED)).scalars())
     if not waiting:
         return False
     onchain = safe_contract.nonce(node, waiting[0].safe)
@@ -291,23 +301,24 @@ def reconcile(store: Store, node: EthereumNode, now: int) -> bool:
         blocks = node.logs(batch.safe, [EXECUTION_SUCCESS, batch.safe_tx_hash])
         with store.transaction() as s:
             row = s.get_one(Batch, batch.id, with_for_update=True)
-            if row.state != EXPORTED:
+            if row.state != BatchState.EXPORTED:
                 continue
             if blocks:
                 audit.append(s, now, "batch.executed_elsewhere", row.id, {"block": blocks[0]})
-                for w in _members(s, row.id, State.BATCHED):
+                for w in members(s, row.id, State.BATCHED):
                     move(s, w, State.SIGNED, now, by="batch-reconcile", batch=row.id)
                     move(s, w, State.BROADCAST, now, by="batch-reconcile", batch=row.id)
-                row.state = EXECUTING
+                row.state = BatchState.EXECUTING
                 settle(s, row.id, None, True, blocks[0], now)
             else:
                 audit.append(s, now, "batch.stale", row.id, {"safe_nonce": row.safe_nonce, "onchain_nonce": onchain})
-                row.state, row.updated_at = STALE, now
+                row.state, row.updated_at = BatchState.STALE, now
             changed = True
     return changed
 
 
-def _members(s: Session, batch_id: str, state: str) -> list[Withdrawal]:
+def members(s: Session, batch_id: str, state: State) -> list[Withdrawal]:
+    """The batch's withdrawals in ``state``, locked, in intake order."""
     return list(
         s.execute(
             select(Withdrawal)
@@ -318,188 +329,26 @@ def _members(s: Session, batch_id: str, state: str) -> list[Withdrawal]:
     )
 
 
-# -- signatures --------------------------------------------------------------------------------------------
-@dataclass
-class Imported:
-    batch_id: str
-    added: list[str]
-    already: list[str]
-    signatures: int
-    threshold: int
-    state: str
-
-
-def import_signatures(store: Store, node: EthereumNode, signatures: list[OwnerSignature], now: int) -> list[Imported]:
-    """Check every signature first (owner recovered, owner of the Safe now, for this very batch); then store
-    the new ones in one transaction. One bad file refuses them all and stores nothing."""
-    by_batch: dict[str, list[tuple[OwnerSignature, str]]] = {}
-    with store.read() as s:
-        for sig in signatures:
-            batch = s.get(Batch, sig.batch_id)
-            if batch is None:
-                raise NotFound(f"no batch {sig.batch_id} here: the signature file is for another daemon or batch")
-            _check_same_batch(sig, batch)
-            owner = sig.recovered_owner()
-            by_batch.setdefault(batch.id, []).append((sig, owner))
-    results: list[Imported] = []
-    for batch_id, items in by_batch.items():
-        with store.read() as s:
-            batch = s.get_one(Batch, batch_id)
-        owners = set(safe_contract.owners(node, batch.safe))
-        for _, owner in items:
-            if owner not in owners:
-                raise NotAnOwner(f"{owner} signed batch {batch_id} but is not an owner of the Safe {batch.safe}")
-        if batch.state in (EXPIRED, CANCELLED, STALE):
-            raise BatchRefused(f"batch {batch_id} is {batch.state}; its signatures can no longer be used")
-        results.append(Imported(batch_id, [], [], 0, safe_contract.threshold(node, batch.safe), batch.state))
-    with store.transaction() as s:
-        for result in results:
-            stored = {
-                row.owner: row
-                for row in s.execute(select(BatchSignature).where(BatchSignature.batch_id == result.batch_id)).scalars()
-            }
-            for sig, owner in by_batch[result.batch_id]:
-                if owner in stored or owner in result.added:
-                    result.already.append(owner)
-                    continue
-                s.add(
-                    BatchSignature(
-                        batch_id=result.batch_id, owner=owner, signature=sig.signature.hex(), imported_at=now
-                    )
-                )
-                audit.append(s, now, "batch.signature_imported", result.batch_id, {"owner": owner})
-                result.added.append(owner)
-            result.signatures = len(stored) + len(result.added)
-    return results
-
-
-def _check_same_batch(sig: OwnerSignature, batch: Batch) -> None:
-    doc = parse_batch_file(batch.raw).batch
-    if (
-        "0x" + sig.safe_tx_hash.hex() != batch.safe_tx_hash
-        or sig.safe != batch.safe
-        or sig.safe_nonce != batch.safe_nonce
-        or sig.chain_id != doc.chain_id
-    ):
-        raise SignatureForAnotherBatch(
-            f"the signature of {sig.owner} is for SafeTx {('0x' + sig.safe_tx_hash.hex())[:18]}… on Safe {sig.safe} "
-            f"nonce {sig.safe_nonce}, not batch {batch.id} ({batch.safe_tx_hash[:18]}… nonce {batch.safe_nonce})"
-        )
-
-
-# -- execution ---------------------------------------------------------------------------------------------
-def execute_if_ready(store: Store, node: EthereumNode, worker: HotWorker, batch_id: str, now: int) -> str | None:
-    """At quorum, sign ``execTransaction`` from the hot wallet (the executor) and store it; the hot worker's
-    follow loop broadcasts and settles it. Returns the transaction hash, or None while signatures are missing."""
-    with store.read() as s:
-        batch = s.get(Batch, batch_id)
-        if batch is None:
-            raise NotFound(f"no batch {batch_id}")
-        if batch.state != EXPORTED:
-            return batch.tx_hash if batch.state in (EXECUTING, EXECUTED) else None
-        stored = {
-            r.owner: bytes.fromhex(r.signature)
-            for r in s.execute(select(BatchSignature).where(BatchSignature.batch_id == batch_id)).scalars()
-        }
-        doc: BatchDoc = parse_batch_file(batch.raw).batch
-    owners = set(safe_contract.owners(node, doc.safe))
-    usable = {owner: sig for owner, sig in stored.items() if owner in owners}
-    if len(usable) < safe_contract.threshold(node, doc.safe):
-        return None
-    onchain = safe_contract.nonce(node, doc.safe)
-    if onchain < doc.safe_nonce:
-        raise BatchWaitingForNonce(
-            f"batch {batch_id} has Safe nonce {doc.safe_nonce}, the Safe is at {onchain}: the batch holding nonce "
-            f"{onchain} must execute (or be cancelled by a newer batch) first",
-        )
-    if onchain > doc.safe_nonce:
-        reconcile(store, node, now)
-        raise BatchRefused(f"batch {batch_id}'s Safe nonce {doc.safe_nonce} has already been used on chain")
-    data = safe_contract.exec_transaction_call(doc.safe_tx, pack_signatures(usable))
-    try:
-        node.call(doc.safe, data, sender=worker.address)
-    except CallReverted as exc:
-        raise BatchRefused(
-            f"executing batch {batch_id} would revert now ({exc.message}); is the Safe funded?"
-        ) from None
-    gas = node.estimate_gas(worker.address, doc.safe, 0, data)
-    fees = node.fees(worker.settings.max_fee_per_gas)
-    with store.transaction() as s:
-        row = s.get_one(Batch, batch_id, with_for_update=True)
-        if row.state != EXPORTED:
-            return row.tx_hash
-        freeze.refuse_if_frozen(s, f"executing batch {batch_id}")
-        version = worker.sign_at_next_nonce(s, doc.safe, 0, data, gas, fees, now, batch_id=batch_id)
-        row.state, row.tx_hash, row.updated_at = EXECUTING, version.tx_hash, now
-        for w in _members(s, batch_id, State.BATCHED):
-            move(s, w, State.SIGNED, now, by="batch-execute", batch=batch_id, tx_hash=version.tx_hash)
-        audit.append(
-            s,
-            now,
-            "batch.executing",
-            batch_id,
-            {"tx_hash": version.tx_hash, "signers": sorted(usable), "nonce": version.nonce},
-        )
-    return version.tx_hash
-
-
 def broadcast(s: Session, batch_id: str, tx_hash: str, now: int) -> None:
-    """The execution was sent: its withdrawals are broadcast (called by the hot worker)."""
-    for w in _members(s, batch_id, State.SIGNED):
+    """The execution was sent: its withdrawals are broadcast."""
+    for w in members(s, batch_id, State.SIGNED):
         move(s, w, State.BROADCAST, now, by="batch-execute", batch=batch_id, tx_hash=tx_hash)
 
 
 def settle(s: Session, batch_id: str, tx_hash: str | None, success: bool, block: int, now: int) -> None:
     """The execution is deep enough: every withdrawal of the batch is confirmed, or all failed together."""
     batch = s.get_one(Batch, batch_id, with_for_update=True)
-    if batch.state != EXECUTING:
+    if batch.state != BatchState.EXECUTING:
         return
-    for w in _members(s, batch_id, State.SIGNED):  # sent by a replica that crashed before recording it
+    for w in members(s, batch_id, State.SIGNED):  # sent by a replica that crashed before recording it
         move(s, w, State.BROADCAST, now, by="batch-execute", batch=batch_id, tx_hash=tx_hash)
-    for w in _members(s, batch_id, State.BROADCAST):
+    for w in members(s, batch_id, State.BROADCAST):
         w.tx_hash = tx_hash
         if success:
             move(s, w, State.CONFIRMED, now, by="batch-execute", batch=batch_id, tx_hash=tx_hash, block=block)
         else:
             w.failure = f"batch execution reverted in block {block}"
             move(s, w, State.FAILED, now, by="batch-execute", batch=batch_id, reason=w.failure, block=block)
-    batch.state, batch.updated_at = (EXECUTED if success else FAILED), now
+    batch.state, batch.updated_at = (BatchState.EXECUTED if success else BatchState.FAILED), now
     batch.tx_hash = tx_hash or batch.tx_hash
     audit.append(s, now, f"batch.{batch.state}", batch_id, {"tx_hash": tx_hash, "block": block})
-
-
-# -- listing -----------------------------------------------------------------------------------------------
-@dataclass
-class BatchView:
-    id: str
-    state: str
-    safe_nonce: int
-    withdrawals: int
-    expires_at: int
-    signed_by: list[str]
-    missing: list[str]
-    threshold: int
-    tx_hash: str | None
-
-
-def list_batches(store: Store) -> list[BatchView]:
-    with store.read() as s:
-        wallet = s.execute(select(ColdWallet).limit(1)).scalar_one_or_none()
-        owners = owners_of(wallet) if wallet else []
-        views = []
-        for b in s.execute(select(Batch).order_by(Batch.created_at, Batch.safe_nonce)).scalars():
-            signed = sorted(s.execute(select(BatchSignature.owner).where(BatchSignature.batch_id == b.id)).scalars())
-            views.append(
-                BatchView(
-                    b.id,
-                    b.state,
-                    b.safe_nonce,
-                    b.withdrawals,
-                    b.expires_at,
-                    signed,
-                    [o for o in owners if o not in signed],
-                    (wallet.threshold or 0) if wallet else 0,
-                    b.tx_hash,
-                )
-            )
-    return views

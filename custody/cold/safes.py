@@ -1,12 +1,12 @@
 """Creating the cold wallet: a Safe 1.4.1 proxy owned by the operators' owner keys.
 
 Only the canonical Safe 1.4.1 contracts are used (``signer.safecontracts``): the chain must have them, or
-nothing is sent. The hot wallet sends the factory call (through the hot worker, so its nonce is allocated and
-the signed bytes stored like any other). The Safe's address is known before anything is sent: the factory's
-own answer (a simulated call) must equal the address the signers will derive offline from the owners,
-threshold and salt nonce. Afterwards the owners (in setup order) and threshold are read back from the chain
-and must be exactly what was asked; only then is the Safe recorded, and the cold wallet file written for the
-signers to pin, after the signers' own parser has accepted it.
+nothing is sent. The hot wallet sends the factory call (through its sender, ``custody.hot.sender``, so its
+nonce is allocated and the signed bytes stored like any other). The Safe's address is known before anything is
+sent: the factory's own answer (a simulated call) must equal the address the signers will derive offline from
+the owners, threshold and salt nonce. Afterwards the owners (in setup order) and threshold are read back from
+the chain and must be exactly what was asked; only then is the Safe recorded, and the cold wallet file written
+for the signers to pin, after the signers' own parser has accepted it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from eth_utils.address import is_address, to_checksum_address
 from sqlalchemy import select
@@ -28,15 +27,14 @@ from custody.errors import (
     ColdWalletPending,
     InvalidRequest,
 )
+from custody.hot.sender import TransactionSender
 from custody.ledger import audit
+from custody.ledger.states import TxState
 from custody.store.db import Store
 from custody.store.models import ColdWallet, HotTransaction
 from signer.coldwallet import ColdWallet as ColdWalletDoc
 from signer.coldwallet import parse_cold_wallet
 from signer.safecontracts import MULTISEND_CALL_ONLY, PROXY_FACTORY, create_proxy_data, safe_address
-
-if TYPE_CHECKING:
-    from custody.hot.worker import HotWorker
 
 COLD_WALLET_FILE = "cold-wallet.json"
 
@@ -44,7 +42,7 @@ COLD_WALLET_FILE = "cold-wallet.json"
 def create(
     store: Store,
     node: EthereumNode,
-    worker: HotWorker,
+    sender: TransactionSender,
     owners: list[str],
     threshold: int,
     daemon_key: str,
@@ -69,18 +67,18 @@ def create(
     if existing is not None:
         raise ColdWalletExists(f"a cold wallet already exists: {existing}")
     safe_contract.check_contracts(node)
-    worker.ensure_wallet()
+    sender.ensure_wallet()
     data = create_proxy_data(owners, threshold, salt_nonce)
     derived = safe_address(owners, threshold, salt_nonce)
-    address = safe_contract.predict_address(node, worker.address, data)
+    address = safe_contract.predict_address(node, sender.address, data)
     if address != derived:
         raise ColdWalletMismatch(
             f"the proxy factory on chain {node.chain_id} would create {address}, not {derived}, the address the "
             "signers derive for these owners, threshold and salt nonce; refusing to create it",
         )
     if not node.code(address):  # else an earlier attempt's call was mined before the process stopped
-        version = worker.sign_call(PROXY_FACTORY, 0, data)
-        _wait_mined(store, worker, version.tx_hash, timeout)
+        version = sender.sign_call(PROXY_FACTORY, 0, data)
+        _wait_mined(store, sender, version.tx_hash, timeout)
     if not node.code(address):
         raise ColdWalletFailed(f"creating the Safe failed: no contract at {address}")
     found = safe_contract.owners(node, address)
@@ -100,7 +98,7 @@ def create(
     )
     raw = doc.to_bytes()
     parse_cold_wallet(raw)  # what the signers will check when they pin it
-    now = worker.clock.now()
+    now = sender.clock.now()
     with store.transaction() as s:
         s.add(
             ColdWallet(
@@ -123,13 +121,13 @@ def create(
     return doc
 
 
-def _wait_mined(store: Store, worker: HotWorker, tx_hash: str, timeout: float) -> None:
+def _wait_mined(store: Store, sender: TransactionSender, tx_hash: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        worker.follow()
+        sender.follow()
         with store.read() as s:
             state = s.execute(select(HotTransaction.state).where(HotTransaction.tx_hash == tx_hash)).scalar_one()
-        if state == "mined":
+        if state == TxState.MINED:
             return
         time.sleep(0.2)
     raise ColdWalletPending(

@@ -18,7 +18,6 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from custody.api.signatures import request_message
 from custody.errors import (
     BadSignature,
     ExpiredTimestamp,
@@ -35,6 +34,7 @@ from custody.errors import (
     UnknownKey,
 )
 from custody.intake.groupcommit import GroupCommit
+from custody.intake.signatures import request_message
 from custody.ledger import audit
 from custody.store.db import Store
 from custody.store.models import ApiKey, RequestNonce

@@ -65,7 +65,7 @@ class NewWithdrawal:
         )
 
 
-def state_after(decision: Decision) -> str:
+def state_after(decision: Decision) -> State:
     if decision.outcome == Outcome.REJECT:
         return State.REJECTED
     if decision.outcome == Outcome.DELAY:

@@ -19,6 +19,7 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from custody import failpoints
+from custody.store.db import Store
 from custody.store.models import AuditEntry, AuditHead
 from policies.canonical import canonical_bytes
 
@@ -105,6 +106,19 @@ def verify(session: Session, batch: int = 5000) -> Verdict:
             f"entry {head.seq}: entries were removed from the end",
         )
     return Verdict(True, expected_seq - 1)
+
+
+def verify_log(store: Store) -> Verdict:
+    """``verify`` in a read transaction of its own (``custody audit verify``)."""
+    with store.read() as s:
+        return verify(s)
+
+
+def export_log(store: Store) -> Iterator[str]:
+    """``export_jsonl`` in a read transaction of its own, held while the caller consumes the lines
+    (``custody audit export``)."""
+    with store.read() as s:
+        yield from export_jsonl(s)
 
 
 def export_jsonl(session: Session, batch: int = 5000) -> Iterator[str]:

@@ -15,6 +15,7 @@ the rolled-back transactions again), which lifting an unrelated freeze must not 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,6 +24,7 @@ from custody.errors import Frozen
 from custody.ledger import audit
 from custody.ledger.positions import REBALANCER
 from custody.ledger.states import State
+from custody.store.db import Store
 from custody.store.models import Freeze, HotTransaction, Withdrawal
 from policies.bundle import Bundle
 from policies.loader import format_period
@@ -63,6 +65,24 @@ def freeze(s: Session, now: int, reason: str, by: str, *, own: bool = False) -> 
     s.add(row)
     audit.append(s, now, "freeze.on", row.id, {"reason": reason, "by": by})
     return row, True
+
+
+@dataclass(frozen=True)
+class InForce:
+    """The freeze in force after ``freeze_now``, read in its transaction; ``made``: whether that call made it."""
+
+    id: str
+    frozen_at: int
+    reason: str
+    made: bool
+
+
+def freeze_now(store: Store, now: int, reason: str, by: str) -> InForce:
+    """``freeze`` in a transaction of its own (``custody freeze``)."""
+    with store.transaction() as s:
+        row, made = freeze(s, now, reason, by)
+        found = InForce(row.id, row.frozen_at, row.reason, made)
+    return found
 
 
 def refuse_if_frozen(s: Session, what: str) -> None:

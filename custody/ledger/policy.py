@@ -53,6 +53,12 @@ def install_genesis(session: Session, governance: Governance, now: int) -> bytes
     return raw
 
 
+def record_genesis(store: Store, governance: Governance, now: int) -> bytes:
+    """``install_genesis`` in a transaction of its own (``custody init``, on a new database)."""
+    with store.transaction() as s:
+        return install_genesis(s, governance, now)
+
+
 def _newest_row(session: Session, lock: bool = False) -> PolicyBundleRow:
     query = select(PolicyBundleRow).order_by(PolicyBundleRow.version.desc()).limit(1)
     row = session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
@@ -67,6 +73,12 @@ def head(session: Session, lock: bool = False) -> tuple[Head, Bundle | None]:
         return parse_genesis(row.raw), None
     bundle = parse_bundle(row.raw)
     return bundle.head(), bundle
+
+
+def current(store: Store) -> tuple[Head, Bundle | None]:
+    """``head`` in a read transaction of its own (``custody policy show``)."""
+    with store.read() as s:
+        return head(s)
 
 
 def propose(store: Store, policy_toml: str, now: int) -> Bundle:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from custody.ledger.states import State
+from custody.ledger.states import State, TxState
 from custody.store.models import ChainBalance, ColdWallet, HotTransaction, HotWallet, Withdrawal
 
 # The built-in key that owns rebalancing withdrawals (sweeps and top-ups); revoked from birth (migration 0003).
@@ -48,7 +48,7 @@ def reserving(asset: str, block: int | None) -> ColumnElement[bool]:
     pending: ColumnElement[bool] = W.state.in_(RESERVING)
     if block is not None:
         mined_later = select(HotTransaction.tx_hash).where(
-            (HotTransaction.mined_block > block) | (HotTransaction.state == "orphaned")
+            (HotTransaction.mined_block > block) | (HotTransaction.state == TxState.ORPHANED)
         )
         pending = pending | ((W.state == State.CONFIRMED) & W.tx_hash.in_(mined_later))
     return (W.asset == asset) & (W.route == "hot") & pending

@@ -1,4 +1,5 @@
-"""A withdrawal's life, as in the design (section 3). Only these transitions exist."""
+"""A withdrawal's life, as in the design (section 3): only these transitions exist. And the states of a hot
+wallet transaction's stored versions (``custody.hot``)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,17 @@ class State(StrEnum):
     FAILED = "failed"
     REPLACED = "replaced"
     CANCELLED = "cancelled"
+
+
+class TxState(StrEnum):
+    """A stored version's state (``HotTransaction.state``); the value is what the database holds."""
+
+    SIGNED = "signed"  # stored, not sent yet
+    BROADCAST = "broadcast"  # sent; perhaps seen in a block not yet deep enough (``mined_block``)
+    MINED = "mined"  # deep enough and settled; the rollback watch keeps checking its block
+    REPLACED = "replaced"  # another version at its nonce was mined
+    # Mined and settled, then its block left the chain: a rollback deeper than the confirmation depth.
+    ORPHANED = "orphaned"
 
 
 TRANSITIONS: dict[State, frozenset[State]] = {

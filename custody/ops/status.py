@@ -1,20 +1,18 @@
-"""`custody status`: what an operator wants at a glance, gathered in one read transaction."""
+"""`custody status`: what an operator wants at a glance, gathered in one read transaction.
+
+The figures are those ``/metrics`` shows, read once by ``custody.ops.figures``; here they are only shaped
+for a terminal (``render``) or for ``--json`` (``Status``, as it is).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
-from custody.cold import batches
 from custody.errors import NoActivePolicy
-from custody.ledger import freeze
-from custody.ledger import policy as policy_service
-from custody.ledger.positions import cold_balance, hot_position, hot_share
+from custody.ledger.policy import PolicyCache
+from custody.ops.figures import Figures, read_figures
 from custody.store.db import Store
-from custody.store.models import HotTransaction, Withdrawal
 from policies.units import format_amount
 
 
@@ -33,58 +31,44 @@ class Status:
 
 
 def gather(store: Store) -> Status:
-    with store.read() as s:
-        head, _ = policy_service.head(s)
-        freezes = [{"id": f.id, "since": f.frozen_at, "reason": f.reason, "by": f.by} for f in freeze.all_active(s)]
-        orphaned = [
-            {"nonce": t.nonce, "tx_hash": t.tx_hash, "withdrawal": t.withdrawal_id, "batch": t.batch_id}
-            for t in s.execute(
-                select(HotTransaction).where(HotTransaction.state == "orphaned").order_by(HotTransaction.nonce)
-            ).scalars()
-        ]
-        counts: dict[str, dict[str, int]] = {}
-        for state, asset, n in s.execute(
-            select(Withdrawal.state, Withdrawal.asset, func.count()).group_by(Withdrawal.state, Withdrawal.asset)
-        ).all():
-            counts.setdefault(state, {})[asset] = n
-        balances = _balances(s)
+    return from_figures(read_figures(store, PolicyCache()))
+
+
+def from_figures(f: Figures) -> Status:
+    """What ``custody status`` shows of the figures (``--json`` prints it as is)."""
+    if f.policy is None:
+        raise NoActivePolicy("the database has no policy genesis: was it created with `custody init`?")
+    counts: dict[str, dict[str, int]] = {}
+    for c in f.withdrawals:
+        counts.setdefault(c.state, {})[c.asset] = c.n
+    freezes = [{"id": x.id, "since": x.since, "reason": x.reason, "by": x.by} for x in f.freezes]
+    orphaned = [
+        {"nonce": t.nonce, "tx_hash": t.tx_hash, "withdrawal": t.withdrawal, "batch": t.batch} for t in f.orphaned
+    ]
     waiting = [
         {
             "id": b.id,
             "safe_nonce": b.safe_nonce,
             "withdrawals": b.withdrawals,
-            "signed_by": b.signed_by,
-            "missing": b.missing,
+            "signed_by": list(b.signed_by),
+            "missing": list(b.missing),
             "threshold": b.threshold,
             "expires_at": b.expires_at,
         }
-        for b in batches.list_batches(store)
-        if b.state == batches.EXPORTED
+        for b in f.batches_waiting
+    ]
+    balances = [
+        {
+            "asset": p.asset,
+            "hot": format_amount(p.hot.balance, p.decimals),
+            "reserved": format_amount(p.hot.reserved, p.decimals),
+            "cold": None if p.cold is None else format_amount(p.cold, p.decimals),
+            "hot_share_bp": p.hot_share_bp,
+        }
+        for p in f.balances
     ]
     frozen = freezes[0] if freezes else None
-    return Status(head.version, head.hash, frozen, counts, balances, waiting, freezes, orphaned)
-
-
-def _balances(s: Session) -> list[dict[str, Any]]:
-    try:
-        assets = policy_service.PolicyCache().get(s).policy.assets
-    except NoActivePolicy:
-        return []
-    out = []
-    for symbol, rule in sorted(assets.items()):
-        hot = hot_position(s, symbol)
-        cold = cold_balance(s, symbol)
-        share = hot_share(hot, cold)
-        out.append(
-            {
-                "asset": symbol,
-                "hot": format_amount(hot.balance, rule.decimals),
-                "reserved": format_amount(hot.reserved, rule.decimals),
-                "cold": None if cold is None else format_amount(cold, rule.decimals),
-                "hot_share_bp": share,
-            }
-        )
-    return out
+    return Status(f.policy.version, f.policy.hash, frozen, counts, balances, waiting, freezes, orphaned)
 
 
 def render(st: Status) -> list[str]:

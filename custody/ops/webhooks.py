@@ -37,7 +37,7 @@ from custody.store.models import AuditEntry, AuditHead, WebhookEndpoint
 
 log = logging.getLogger("custody.webhooks")
 DOMAIN = b"custody-webhook-v1"
-KINDS = ("withdrawal.", "batch.", "chain.")  # chain.rollback_detected: see custody.hot.worker
+KINDS = ("withdrawal.", "batch.", "chain.")  # chain.rollback_detected: see custody.hot.rollback
 LEASE = 30.0
 MAX_BACKOFF = 300.0
 
@@ -93,6 +93,32 @@ def backlog(store: Store, urls: tuple[str, ...]) -> dict[str, int]:
     with store.read() as s:
         for ep in s.execute(select(WebhookEndpoint).where(WebhookEndpoint.url.in_(urls))).scalars():
             out[ep.url] = s.execute(select(func.count()).where(*_after(ep.cursor))).scalar_one()
+    return out
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    """A configured URL as ``custody webhooks status`` shows it. ``started``: a worker has registered its
+    endpoint (until then nothing is waiting for it); ``attempts``: failures in a row."""
+
+    url: str
+    started: bool
+    waiting: int = 0
+    attempts: int = 0
+    last_error: str | None = None
+
+
+def endpoint_status(store: Store, urls: tuple[str, ...]) -> list[EndpointStatus]:
+    """Each of ``urls``, in order, read in one transaction."""
+    out = []
+    with store.read() as s:
+        for url in urls:
+            ep = s.get(WebhookEndpoint, url)
+            if ep is None:
+                out.append(EndpointStatus(url, started=False))
+                continue
+            waiting = s.execute(select(func.count()).where(*_after(ep.cursor))).scalar_one()
+            out.append(EndpointStatus(url, True, waiting, ep.attempts, ep.last_error))
     return out
 
 

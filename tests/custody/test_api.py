@@ -14,7 +14,7 @@ from nacl.signing import SigningKey
 from sqlalchemy import func, select
 
 from custody.api.client import CustodyAPIError, CustodyClient
-from custody.api.signatures import sign_request
+from custody.intake.signatures import sign_request
 from custody.store.models import AuditEntry, Withdrawal
 from tests.conftest import DENIED, MAKER, OMNIBUS, add_client, running_server
 

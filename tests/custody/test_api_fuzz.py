@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from custody.api.signatures import sign_request
+from custody.intake.signatures import sign_request
 from custody.store.db import Store
 from tests.conftest import add_client, running_server, seed_policy
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from custody.api.signatures import sign_request
 from custody.errors import Unauthorized
 from custody.intake.apikeys import Authenticator, RateLimiter
+from custody.intake.signatures import sign_request
 from tests.conftest import add_client
 
 

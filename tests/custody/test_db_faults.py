@@ -19,9 +19,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from custody.api.client import CustodyClient
-from custody.api.signatures import sign_request
 from custody.config import load_settings, render_config
 from custody.errors import ConfigError
+from custody.intake.signatures import sign_request
 from custody.ledger import audit
 from custody.store.db import Store, Timeouts, unavailable
 from custody.store.models import AuditEntry, AuditHead, Withdrawal

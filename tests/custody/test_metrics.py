@@ -49,7 +49,7 @@ def test_metrics_count_withdrawals_by_state_and_asset_and_time_intake(server):
 
 def test_metrics_answer_while_the_database_is_unreachable_and_say_so(tmp_path):
     from custody import outage
-    from custody.api.signatures import sign_request
+    from custody.intake.signatures import sign_request
     from custody.store.db import Store
     from tests.conftest import free_port, running_server
 

@@ -19,8 +19,8 @@ from custody.chain.devnode import FUNDER_KEY, Anvil, compile_contract, deploy_sa
 from custody.chain.ethereum import EthereumNode
 from custody.clock import SystemClock
 from custody.config import render_config
-from custody.hot.worker import HotWorker, WorkerSettings
 from custody.keys import create_daemon_keys, load_hot_account
+from custody.loops.worker import Worker, WorkerSettings
 from custody.store.db import Store
 from custody.store.models import PolicyBundleRow
 from policies.model import AssetRule, Policy, WhitelistEntry, Window
@@ -137,9 +137,9 @@ class HotDaemon:
     recipients: list[str]
     client_key: object
 
-    def worker(self, chain: Chain, *, confirmations: int = 1, stuck_after: int = 120) -> HotWorker:
+    def worker(self, chain: Chain, *, confirmations: int = 1, stuck_after: int = 120) -> Worker:
         account = load_hot_account(self.data_dir, PASSPHRASE)
-        return HotWorker(
+        return Worker(
             self.store,
             EthereumNode(chain.anvil.url, 31337),
             account,

@@ -41,10 +41,10 @@ import pytest
 from sqlalchemy import select
 
 from custody.api.client import CustodyClient
-from custody.api.signatures import sign_request
 from custody.config import render_config
 from custody.failpoints import STOP_ENV
-from custody.hot.worker import FAILPOINT_ENV
+from custody.hot.sender import FAILPOINT_ENV
+from custody.intake.signatures import sign_request
 from custody.store.db import Store
 from custody.store.models import ChainBalance, HotTransaction, Withdrawal
 from tests.cli_helpers import custody

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from custody.api.client import CustodyClient
 from custody.chain.devnode import FUNDER_KEY, Anvil
 from custody.clock import SystemClock
-from custody.hot.worker import FAILPOINT_ENV
+from custody.hot.sender import FAILPOINT_ENV
 from custody.intake.withdrawals import NewWithdrawal, Withdrawals
 from custody.ledger.policy import PolicyCache
 from custody.store.models import HotTransaction, Withdrawal

@@ -17,7 +17,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from custody.api.client import CustodyAPIError, CustodyClient
-from custody.api.signatures import sign_request
+from custody.intake.signatures import sign_request
 from custody.keys import load_hot_account, load_identity
 from signer.sealed import open_sealed
 from tests.conftest import free_port

@@ -259,3 +259,20 @@ def test_labels_that_draw_nothing_are_refused():
         toml = policy_toml(int(time.time())).replace('label = "omnibus"', f'label = "omnibus{blank}"')
         with pytest.raises(PolicyFileError, match="not allowed"):
             load_policy_toml(toml)
+
+
+def test_a_bundle_built_on_one_the_signer_never_saw_is_not_signed(ceremony):
+    """The host hides bundle 2 (which whitelists its own address) and asks for signatures on bundle 3, built
+    on top of it and identical to it: shown against the signer's head (bundle 1), 3 would look like the change
+    it carries, not like the whole of 2 and 3 together. The signer refuses any bundle that is not the next one
+    after the newest it verified, with the daemon's code for that rule."""
+    hidden_text = text(ceremony) + f'[[whitelist]]\naddress = "{STRANGER}"\nassets = ["ETH"]\nlabel = "hidden"\n'
+    hidden_text += f"active_from = {stamp(ceremony.bundle.created_at)}\n"
+    hidden = make_bundle(load_policy_toml(hidden_text), ceremony.bundle.head(), int(time.time()))
+    shown_next = make_bundle(load_policy_toml(hidden_text), hidden.head(), int(time.time()))
+    assert shown_next.version == ceremony.bundle.version + 2
+
+    assert "the next must be" in refused(review(ceremony, shown_next), "bundle_out_of_sequence")
+    result, out = sign(ceremony, shown_next)
+    assert "skips a version" in refused(result, "bundle_out_of_sequence")
+    assert not out.exists()

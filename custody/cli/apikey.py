@@ -1,0 +1,58 @@
+"""`custody apikey …`: the exchange backend's API keys (Ed25519; the daemon keeps only public keys)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+from nacl.signing import SigningKey
+
+from custody.cli.common import config_option, open_store
+from custody.clock import SystemClock
+from custody.intake import apikeys
+
+
+@click.group()
+def apikey() -> None:
+    """Manage the exchange backend's API keys."""
+
+
+@apikey.command("keygen")
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+def apikey_keygen(out: Path) -> None:
+    """Make a key pair for a client: the private key goes to OUT, the public key is printed."""
+    key = SigningKey.generate()
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(bytes(key).hex() + "\n")
+    click.echo(key.verify_key.encode().hex())
+
+
+@apikey.command("add")
+@click.argument("name")
+@click.option("--public-key", required=True)
+@click.option("--scopes", default="withdraw,read,cancel", show_default=True)
+@config_option
+def apikey_add(name: str, public_key: str, scopes: str, config_path: Path) -> None:
+    _, store = open_store(config_path)
+    apikeys.add_key(store, name, public_key, apikeys.parse_scopes(scopes), SystemClock().now())
+    click.echo(f"added API key {name!r}")
+
+
+@apikey.command("list")
+@config_option
+def apikey_list(config_path: Path) -> None:
+    _, store = open_store(config_path)
+    for k in apikeys.list_keys(store):
+        status = "revoked" if k.revoked_at else "active"
+        click.echo(f"{k.name:<24} {status:<8} {k.scopes:<24} {k.public_key}")
+
+
+@apikey.command("revoke")
+@click.argument("name")
+@config_option
+def apikey_revoke(name: str, config_path: Path) -> None:
+    _, store = open_store(config_path)
+    apikeys.revoke_key(store, name, SystemClock().now())
+    click.echo(f"revoked API key {name!r}")

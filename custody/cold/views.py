@@ -1,0 +1,71 @@
+"""What operators see of cold batches: each batch with who has signed it and who is missing, read in the
+caller's transaction so that ``custody batch list`` and the status figures show the same thing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from custody.cold.batches import BatchState, owners_of
+from custody.errors import NotFound
+from custody.store.db import Store
+from custody.store.models import Batch, BatchSignature, ColdWallet
+
+
+@dataclass(frozen=True)
+class BatchView:
+    id: str
+    state: str
+    safe_nonce: int
+    withdrawals: int
+    expires_at: int
+    signed_by: tuple[str, ...]  # sorted
+    missing: tuple[str, ...]  # in the Safe's owner order
+    threshold: int
+    tx_hash: str | None
+
+
+def batch_views(s: Session, states: Iterable[BatchState] | None = None) -> list[BatchView]:
+    """Every batch (or those in ``states``), oldest first."""
+    wallet = s.execute(select(ColdWallet).limit(1)).scalar_one_or_none()
+    owners = owners_of(wallet) if wallet else []
+    threshold = (wallet.threshold or 0) if wallet else 0
+    query = select(Batch).order_by(Batch.created_at, Batch.safe_nonce)
+    if states is not None:
+        query = query.where(Batch.state.in_(list(states)))
+    rows = list(s.execute(query).scalars())
+    signed: dict[str, list[str]] = {b.id: [] for b in rows}
+    if rows:
+        pairs = select(BatchSignature.batch_id, BatchSignature.owner).where(BatchSignature.batch_id.in_(signed))
+        for batch_id, owner in s.execute(pairs).all():
+            signed[batch_id].append(owner)
+    return [
+        BatchView(
+            b.id,
+            b.state,
+            b.safe_nonce,
+            b.withdrawals,
+            b.expires_at,
+            tuple(sorted(signed[b.id])),
+            tuple(o for o in owners if o not in signed[b.id]),
+            threshold,
+            b.tx_hash,
+        )
+        for b in rows
+    ]
+
+
+def list_batches(store: Store) -> list[BatchView]:
+    with store.read() as s:
+        return batch_views(s)
+
+
+def batch_state(store: Store, batch_id: str) -> BatchState:
+    with store.read() as s:
+        batch = s.get(Batch, batch_id)
+        if batch is None:
+            raise NotFound(f"no batch {batch_id}")
+        return BatchState(batch.state)
