@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from nacl.signing import SigningKey
 
-from custody.api.signatures import sign_request
+from custody.intake.signatures import sign_request
 
 DESTINATION = "0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f"
 
