@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -57,6 +58,11 @@ rate_limit_per_second = 200
 rate_limit_burst = 400
 # Request bodies larger than this are refused with 413.
 max_body_bytes = 65536
+# Reverse proxies in front of the API (CIDR networks, e.g. ["127.0.0.1/32"]). Only when the direct peer is in
+# one of them is the client's address read from X-Forwarded-For: the rightmost entry that is not itself a
+# trusted proxy. The client's address is what the policy's per-key `sources` are checked against; empty: the
+# direct peer is the client, and X-Forwarded-For is ignored.
+trusted_proxies = []
 
 [chain]
 # The Ethereum node's JSON-RPC URL; the daemon refuses to work if its chain id differs from chain_id.
@@ -92,6 +98,7 @@ class Settings:
     rate_limit_per_second: float = 200.0
     rate_limit_burst: int = 400
     max_body_bytes: int = 65536
+    trusted_proxies: tuple[str, ...] = ()  # CIDR networks, normalised (ipaddress's spelling)
     rpc_url: str = ""
     chain_id: int = 31337
     confirmations: int = 3
@@ -130,7 +137,11 @@ def load_settings(path: Path) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     daemon = _table(data, "daemon", {"data_dir", "database_url", "listen_host", "listen_port"})
-    api = _table(data, "api", {"max_clock_skew_seconds", "rate_limit_per_second", "rate_limit_burst", "max_body_bytes"})
+    api = _table(
+        data,
+        "api",
+        {"max_clock_skew_seconds", "rate_limit_per_second", "rate_limit_burst", "max_body_bytes", "trusted_proxies"},
+    )
     chain = _table(
         data,
         "chain",
@@ -162,6 +173,7 @@ def load_settings(path: Path) -> Settings:
             rate_limit_per_second=float(api.get("rate_limit_per_second", 200)),
             rate_limit_burst=int(api.get("rate_limit_burst", 400)),
             max_body_bytes=int(api.get("max_body_bytes", 65536)),
+            trusted_proxies=_networks(api.get("trusted_proxies", []), "[api] trusted_proxies"),
             rpc_url=str(chain.get("rpc_url", "")),
             chain_id=int(chain.get("chain_id", 31337)),
             confirmations=int(chain.get("confirmations", 3)),
@@ -176,6 +188,17 @@ def load_settings(path: Path) -> Settings:
     except (KeyError, TypeError, ValueError, AmountError) as exc:
         raise ConfigError(f"{path}: invalid value ({exc})") from None
     return settings
+
+
+def _networks(value: Any, where: str) -> tuple[str, ...]:
+    """CIDR networks, IPv4 or IPv6, in ipaddress's normal spelling; a bare address is its own /32 or /128.
+    Host bits set (``10.0.0.1/8``) are refused: that is a typo more often than a network."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{where} must be a list of CIDR networks")
+    try:
+        return tuple(str(ipaddress.ip_network(v.strip(), strict=True)) for v in value)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def _seconds(table: dict[str, Any], key: str, default: float) -> float:

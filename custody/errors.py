@@ -12,8 +12,11 @@ with is decided in one place, ``custody.api.problems``; the CLI prints any of th
         │   ├── UnknownKey           unknown_key
         │   ├── BadSignature         bad_signature
         │   ├── ExpiredTimestamp     expired_timestamp
-        │   └── ReplayedRequest      replayed_request
+        │   ├── ReplayedRequest      replayed_request
+        │   └── UnknownOperator      unknown_operator: a review decision by a key not among the policy's operators
         ├── Forbidden                missing_scope
+        │   ├── SourceNotAllowed     source_not_allowed: the key may not call from this network (policy sources)
+        │   └── NotABackend          not_a_backend: the key is not one of the policy's [[backends]] (or its key differs)
         ├── NotAnOwner               not_a_safe_owner: a batch signature by someone not an owner of the Safe
         ├── NotFound                 not_found
         ├── Conflict                 conflict
@@ -22,12 +25,15 @@ with is decided in one place, ``custody.api.problems``; the CLI prints any of th
         │   ├── NotCancellable       not_cancellable
         │   ├── IllegalTransition    illegal_transition
         │   ├── KeyExists            key_exists: an API key of that name exists already
+        │   ├── AddressExists        address_exists: the customer's address book has this address for the asset
         │   ├── Frozen               frozen: payments are frozen until a quorum unfreezes them
         │   ├── NoColdWallet         no_cold_wallet
         │   ├── ColdWalletExists     cold_wallet_exists
         │   ├── ColdWalletMismatch   cold_wallet_mismatch: the Safe on chain is not the one the signers derive
         │   ├── ColdWalletFailed     cold_wallet_failed: no contract where the Safe was to be created
-        │   └── ColdWalletPending    cold_wallet_pending: the Safe creation is not mined yet
+        │   ├── ColdWalletPending    cold_wallet_pending: the Safe creation is not mined yet
+        │   ├── NotHeld              not_held: a review decision on a withdrawal that is not held
+        │   └── AlreadyDecided       already_decided: this operator has decided this withdrawal already
         ├── BatchRefused             batch_refused
         │   ├── NothingToExport      nothing_to_export
         │   └── BatchWaitingForNonce batch_waiting_for_nonce: an earlier Safe nonce must execute first
@@ -44,7 +50,9 @@ with is decided in one place, ``custody.api.problems``; the CLI prints any of th
         │   ├── AssetDisabled        asset_disabled
         │   ├── InvalidScopes        invalid_scopes
         │   ├── InvalidKeyName       invalid_name
-        │   └── InvalidPublicKey     invalid_public_key
+        │   ├── InvalidPublicKey     invalid_public_key
+        │   ├── InvalidCustomer      invalid_customer: not a customer id (^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$)
+        │   └── LockTooShort         lock_too_short: an address-book lock shorter than the policy's address_lock
         ├── RateLimited              rate_limited
         ├── NoActivePolicy           no_active_policy
         ├── NodeUnavailable          node_unavailable: the Ethereum node is unreachable or did not answer
@@ -105,6 +113,14 @@ class Forbidden(DaemonError):
     code = "missing_scope"
 
 
+class SourceNotAllowed(Forbidden):
+    code = "source_not_allowed"
+
+
+class NotABackend(Forbidden):
+    code = "not_a_backend"
+
+
 class NotAnOwner(DaemonError):
     code = "not_a_safe_owner"
 
@@ -135,6 +151,10 @@ class IllegalTransition(Conflict):
 
 class KeyExists(Conflict):
     code = "key_exists"
+
+
+class AddressExists(Conflict):
+    code = "address_exists"
 
 
 class Frozen(Conflict):
@@ -229,6 +249,14 @@ class InvalidPublicKey(InvalidRequest):
     code = "invalid_public_key"
 
 
+class InvalidCustomer(InvalidRequest):
+    code = "invalid_customer"
+
+
+class LockTooShort(InvalidRequest):
+    code = "lock_too_short"
+
+
 class RateLimited(DaemonError):
     code = "rate_limited"
 
@@ -271,3 +299,15 @@ class LiabilitiesInvalid(DaemonError):
 
 class ProofInvalid(DaemonError):
     code = "proof_invalid"
+
+
+class UnknownOperator(Unauthorized):
+    code = "unknown_operator"
+
+
+class NotHeld(Conflict):
+    code = "not_held"
+
+
+class AlreadyDecided(Conflict):
+    code = "already_decided"

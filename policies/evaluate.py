@@ -1,103 +1,61 @@
 """``evaluate(request, context) -> Decision``: may this withdrawal go, when, and from which wallet.
 
 Pure: the caller passes the policy, the time and the rolling totals in. Every rule that was checked
-leaves a ``Reason``; the outcome is ``reject`` if any failed, else ``delay`` if a delay tier applies,
-else ``allow``. Rules are checked in this order, and all of them are checked even after one fails so the
-operator sees every problem at once:
+leaves a ``Reason``; the outcome is ``reject`` if any failed, else ``hold`` if a hold rule fired, else
+``delay`` if a delay tier applies, else ``allow``. Rules are checked in this order, and all of them are
+checked even after one fails so the operator sees every problem at once:
 
     asset            the asset is declared and enabled
-    deny_list        the destination is not denied (denial beats any whitelist entry)
+    deny_list        the destination is not denied (denial beats any whitelist, address-book or unlisted rule)
     whitelist        the destination is whitelisted for this asset and its entry is active
     max_per_transfer the amount is at most the asset's per-transfer maximum
     window:<p>       the asset's total over the last <p>, this amount included, is within its limit
     key_window:<p>   the same for the API key's own limits
     delay            the largest delay tier whose threshold the amount reaches
-    route            hot if the amount is within the hot limit and the hot wallet's free balance
+    route            hot if the amount is within the hot limit and the hot wallet's free balance; else cold,
+                     except a payout to an address-book or unlisted destination at or below the hot limit,
+                     which is refused while the hot wallet's free balance is short (signers never pay those)
+
+A withdrawal for a customer (``Request.customer``) may also go where the whitelist does not reach; the one
+destination rule is then the first of: ``whitelist`` (an active entry), ``address_book`` (the customer's
+entry: usable iff now >= active_at, else refused until then), ``address_book`` (refused: no entry and the
+customer is in address-book-only mode), ``unlisted`` (no entry and the asset allows unlisted payouts), else
+the whitelist's refusal. The customer's limits and, for an unlisted destination, the asset's unlisted limits
+follow the API key's windows:
+
+    customer_max, customer_window:<p>   policy.customers.limits_for(customer, asset), this customer's totals
+    unlisted_max, unlisted_window:<p>   the asset's ``unlisted`` limits, over every unlisted payout of it
+
+and, only when nothing failed and two operators have not already approved it (``Context.approved``), the
+hold rules after ``route``: ``hold:first_payout``, ``hold:median``, ``hold:young_entry``, ``hold:velocity``,
+``hold:similar_to_denied``. A fired hold is a reason that did not pass; any fired hold makes the outcome
+``hold`` (the delay, if any, applies once approval re-runs the policy). Without a customer none of this
+applies: the decision is exactly the whitelist's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import NamedTuple
 
-from policies.loader import format_period
-from policies.model import Policy, Window
-from policies.units import format_amount
+from policies.decision import (
+    BookEntry,
+    Context,
+    Decision,
+    Destination,
+    Instant,
+    Outcome,
+    Quantity,
+    Reason,
+    Request,
+    Route,
+    period_name,
+)
+from policies.holds import check_holds
+from policies.model import AssetRule, Limits, Policy, WhitelistEntry, Window
 
-
-class Outcome(StrEnum):
-    """What the policy decided for a withdrawal."""
-
-    ALLOW = "allow"
-    DELAY = "delay"
-    REJECT = "reject"
-
-
-class Route(StrEnum):
-    """Which wallet pays a withdrawal."""
-
-    HOT = "hot"
-    COLD = "cold"
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    asset: str
-    amount: int
-    destination: str
-    api_key: str
-
-
-@dataclass(frozen=True, slots=True)
-class Context:
-    """What the rules need from the world, gathered by the caller.
-
-    ``asset_totals`` and ``key_totals`` map a window length in seconds to the sum already used in that
-    window (this request excluded); compute them with ``window_totals`` so the window edge is the same
-    everywhere. ``hot_free_balance`` is the hot wallet's balance minus what queued withdrawals reserve.
-    """
-
-    now: int
-    asset_totals: Mapping[int, int] = field(default_factory=dict)
-    key_totals: Mapping[int, int] = field(default_factory=dict)
-    hot_free_balance: int = 0
-
-
-class Quantity(NamedTuple):
-    """An amount that renders itself in the asset's units only when a sentence is wanted."""
-
-    value: int
-    decimals: int
-    asset: str
-
-    def __str__(self) -> str:
-        return f"{format_amount(self.value, self.decimals)} {self.asset}"
-
-
-class Reason(NamedTuple):
-    """One rule's verdict. ``message`` is the human sentence, built on demand from the template."""
-
-    rule: str
-    passed: bool
-    template: str
-    args: tuple[object, ...] = ()
-
-    @property
-    def message(self) -> str:
-        return self.template.format(*self.args)
-
-
-class Decision(NamedTuple):
-    outcome: Outcome
-    route: Route | None
-    eligible_at: int | None
-    reasons: tuple[Reason, ...]
-
-    @property
-    def failed(self) -> tuple[Reason, ...]:
-        return tuple(r for r in self.reasons if not r.passed)
+__all__ = ["STATIC_RULES", "BookEntry", "Context", "Decision", "Destination", "Instant", "Outcome", "Quantity"]
+__all__ += ["Reason", "Request", "Route", "evaluate", "static_failures", "window_totals"]
+_RULE_NAMES: dict[tuple[str, int], str] = {}
 
 
 def window_totals(events: Iterable[tuple[int, int]], now: int, periods: Iterable[int]) -> dict[int, int]:
@@ -133,23 +91,18 @@ def evaluate(policy: Policy, request: Request, context: Context) -> Decision:
     else:
         add(_NOT_DENIED)
 
+    customer = request.customer
     entry = policy.whitelist.get(dest)
-    ok = ok and entry is not None and asset in entry.assets and entry.active_from <= now
-    if entry is None:
-        add(Reason("whitelist", False, "destination {} is not on the whitelist", (dest,)))
-    elif asset not in entry.assets:
-        add(Reason("whitelist", False, "whitelist entry {!r} does not allow {}", (entry.label, asset)))
-    elif entry.active_from > now:
-        add(
-            Reason(
-                "whitelist",
-                False,
-                "whitelist entry {!r} is not active until {} (unix time)",
-                (entry.label, entry.active_from),
-            )
-        )
-    else:
+    kind: Destination | None = None
+    if entry is not None and asset in entry.assets and entry.active_from <= now:
+        kind = Destination.WHITELIST
         add(Reason("whitelist", True, "destination is whitelisted as {!r}", (entry.label,)))
+    elif customer is None:
+        ok = False
+        add(_not_whitelisted(entry, dest, asset))
+    else:
+        kind = _customer_destination(reasons, rule, entry, request, customer, context)
+        ok = ok and kind is not None
 
     passed = amount <= rule.max_per_transfer
     ok = ok and passed
@@ -174,6 +127,11 @@ def evaluate(policy: Policy, request: Request, context: Context) -> Decision:
             _windows(reasons, "key_window", request.api_key, key_windows, context.key_totals, amount, decimals, asset)
             and ok
         )
+    limits = None if customer is None else policy.customers.limits_for(customer, asset)
+    if customer is not None and limits is not None:
+        ok = _limits(reasons, "customer", customer, limits, context.customer_totals, amount, rule) and ok
+    if kind == Destination.UNLISTED and rule.unlisted is not None:
+        ok = _limits(reasons, "unlisted", asset, rule.unlisted, context.unlisted_totals, amount, rule) and ok
 
     delay = 0
     for tier in rule.delay_tiers:  # sorted by threshold: the last one reached wins
@@ -182,12 +140,15 @@ def evaluate(policy: Policy, request: Request, context: Context) -> Decision:
     if delay:
         add(
             Reason(
-                "delay", True, "transfers of {} or more wait {}", (Quantity(amount, decimals, asset), _period(delay))
+                "delay",
+                True,
+                "transfers of {} or more wait {}",
+                (Quantity(amount, decimals, asset), period_name(delay)),
             )
         )
 
     if amount <= rule.hot_limit and amount <= context.hot_free_balance:
-        route = Route.HOT
+        route: Route | None = Route.HOT
         add(
             Reason(
                 "route",
@@ -196,31 +157,144 @@ def evaluate(policy: Policy, request: Request, context: Context) -> Decision:
                 (Quantity(rule.hot_limit, decimals, asset),),
             )
         )
+    elif amount <= rule.hot_limit and kind in _HOT_ONLY:
+        # An offline signer cannot see what the hot wallet paid, so it refuses customer payouts at or below the
+        # hot limit (a host could list one already paid hot): they are paid hot or not at all.
+        route = None
+        ok = False
+        add(
+            Reason(
+                "route",
+                False,
+                "a payout of {} to a customer's own address is paid from the hot wallet only (at or below its "
+                "limit of {}), whose free balance is short now: request it again once the hot wallet is topped up",
+                (Quantity(amount, decimals, asset), Quantity(rule.hot_limit, decimals, asset)),
+            )
+        )
     else:
         route = Route.COLD
         add(_COLD_OVER_LIMIT if amount > rule.hot_limit else _COLD_NO_BALANCE)
 
     if not ok:
         return Decision(Outcome.REJECT, None, None, tuple(reasons))
-    return Decision(Outcome.DELAY if delay else Outcome.ALLOW, route, now + delay, tuple(reasons))
+    if (
+        customer is not None
+        and kind is not None
+        and check_holds(reasons, policy, request, customer, kind, limits, context)
+    ):
+        return Decision(Outcome.HOLD, route, None, tuple(reasons), kind)
+    return Decision(Outcome.DELAY if delay else Outcome.ALLOW, route, now + delay, tuple(reasons), kind)
+
+
+def _not_whitelisted(entry: WhitelistEntry | None, dest: str, asset: str) -> Reason:
+    if entry is None:
+        return Reason("whitelist", False, "destination {} is not on the whitelist", (dest,))
+    if asset not in entry.assets:
+        return Reason("whitelist", False, "whitelist entry {!r} does not allow {}", (entry.label, asset))
+    return Reason(
+        "whitelist", False, "whitelist entry {!r} is not active until {} (unix time)", (entry.label, entry.active_from)
+    )
+
+
+def _customer_destination(
+    reasons: list[Reason],
+    rule: AssetRule,
+    entry: WhitelistEntry | None,
+    request: Request,
+    customer: str,
+    context: Context,
+) -> Destination | None:
+    """The destination rule for a customer's payout that no active whitelist entry covers: one reason, and the
+    kind of destination, or None if it may not be paid."""
+    dest, book = request.destination, context.book
+    if book is not None:
+        if context.now >= book.active_at:
+            reasons.append(
+                Reason(
+                    "address_book",
+                    True,
+                    "destination is in customer {!r}'s address book, usable since {}",
+                    (customer, Instant(book.active_at)),
+                )
+            )
+            return Destination.ADDRESS_BOOK
+        reasons.append(
+            Reason(
+                "address_book",
+                False,
+                "customer {!r}'s address-book entry for {} is locked until {}",
+                (customer, dest, Instant(book.active_at)),
+            )
+        )
+        return None
+    if context.book_only:
+        reasons.append(
+            Reason(
+                "address_book",
+                False,
+                "customer {!r} withdraws only to its address book, and {} is not in it",
+                (customer, dest),
+            )
+        )
+        return None
+    if rule.unlisted is not None:
+        reasons.append(
+            Reason(
+                "unlisted",
+                True,
+                "destination {} is neither whitelisted nor in the address book: an unlisted payout of {}",
+                (dest, rule.symbol),
+            )
+        )
+        return Destination.UNLISTED
+    reasons.append(_not_whitelisted(entry, dest, rule.symbol))
+    return None
+
+
+def _limits(
+    reasons: list[Reason],
+    prefix: str,
+    whose: str,
+    limits: Limits,
+    totals: Mapping[int, int],
+    amount: int,
+    rule: AssetRule,
+) -> bool:
+    """``<prefix>_max`` and ``<prefix>_window:<p>``: a customer's limits, or the asset's unlisted ones."""
+    ok = True
+    if limits.max_per_transfer is not None:
+        ok = amount <= limits.max_per_transfer
+        reasons.append(
+            Reason(
+                f"{prefix}_max",
+                ok,
+                _MAX_TEMPLATES[prefix],
+                (
+                    Quantity(amount, rule.decimals, rule.symbol),
+                    "within" if ok else "over",
+                    whose,
+                    Quantity(limits.max_per_transfer, rule.decimals, rule.symbol),
+                ),
+            )
+        )
+    within = _windows(reasons, f"{prefix}_window", whose, limits.windows, totals, amount, rule.decimals, rule.symbol)
+    return within and ok
 
 
 _NOT_DENIED = Reason("deny_list", True, "destination is not on the deny list")
+_MAX_TEMPLATES = {
+    "customer": "{} is {} customer {!r}'s per-transfer maximum of {}",
+    "unlisted": "{} is {} the per-transfer maximum for unlisted {} payouts, {}",
+}
+_HOT_ONLY = (Destination.ADDRESS_BOOK, Destination.UNLISTED)
 _COLD_OVER_LIMIT = Reason("route", True, "paid from the cold wallet: above the hot limit")
 _COLD_NO_BALANCE = Reason("route", True, "paid from the cold wallet: more than the hot wallet's free balance")
 _WINDOW_TEMPLATES = {
     "window": "{} withdrawals over {} would total {}, {} the limit of {}",
     "key_window": "API key {!r}'s withdrawals over {} would total {}, {} the limit of {}",
+    "customer_window": "customer {!r}'s withdrawals over {} would total {}, {} the limit of {}",
+    "unlisted_window": "unlisted payouts of {} over {} would total {}, {} the limit of {}",
 }
-_PERIODS: dict[int, str] = {}
-_RULE_NAMES: dict[tuple[str, int], str] = {}
-
-
-def _period(seconds: int) -> str:
-    name = _PERIODS.get(seconds)
-    if name is None:
-        name = _PERIODS[seconds] = format_period(seconds)
-    return name
 
 
 def _windows(
@@ -241,7 +315,7 @@ def _windows(
         within = after <= w.limit
         name = _RULE_NAMES.get((prefix, w.seconds))
         if name is None:
-            name = _RULE_NAMES[prefix, w.seconds] = f"{prefix}:{_period(w.seconds)}"
+            name = _RULE_NAMES[prefix, w.seconds] = f"{prefix}:{period_name(w.seconds)}"
         all_within = all_within and within
         reasons.append(
             Reason(
@@ -250,7 +324,7 @@ def _windows(
                 template,
                 (
                     whose,
-                    _period(w.seconds),
+                    period_name(w.seconds),
                     Quantity(after, decimals, asset),
                     "within" if within else "over",
                     Quantity(w.limit, decimals, asset),

@@ -9,41 +9,39 @@ and nothing is returned unless the whole file is valid.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import tomllib
-from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import replace
+from typing import Any
 
-from nacl.exceptions import ValueError as NaclValueError
-from nacl.signing import VerifyKey
-
-from policies.addresses import checksum_address
-from policies.errors import AddressError, AmountError, PolicyFileError
+from policies.errors import PolicyFileError
 from policies.model import (
     Admin,
     AssetRule,
     BatchRules,
+    CustomerRules,
     DelayTier,
     DenyEntry,
     Governance,
+    HoldRules,
     KeyRule,
     Policy,
     WhitelistEntry,
     Window,
 )
-from policies.text import label_problem
-from policies.units import format_amount, parse_amount, parse_base_units
+from policies.reading import LAST_INSTANT, NAME
+from policies.sections import SectionReader, limits_to_canonical, sections_to_canonical
+from policies.units import format_amount
+
+__all__ = ["FORMAT", "LAST_INSTANT", "Reader", "describe_amount", "format_period", "load_policy_toml"]
+__all__ += ["policy_from_canonical", "policy_to_canonical"]
 
 FORMAT = 1
 DEFAULT_ACTIVATION_DELAY = 24 * 3600
-_PERIOD = re.compile(r"([1-9][0-9]{0,6})([smhd])")
-_PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SYMBOL = re.compile(r"[A-Z][A-Z0-9]{1,15}")
-_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 FREEZE_ID = re.compile(r"[0-9a-f]{16}")
-LAST_INSTANT = 253402300799  # 9999-12-31T23:59:59Z, the last second a calendar date can display
-T = TypeVar("T")
+_OPTIONAL_SECTIONS = {"whitelist", "deny", "api_keys", "unfreeze", "batches"}
+_OPTIONAL_SECTIONS |= {"customers", "holds", "operators", "backends"}  # customer payouts (policies.sections)
 
 
 def load_policy_toml(text: str) -> Policy:
@@ -88,6 +86,7 @@ def policy_to_canonical(policy: Policy) -> dict[str, Any]:
             }
             | _window_field("auto_freeze", r.auto_freeze)
             | _window_field("hot_topup", r.hot_topup)
+            | ({} if r.unlisted is None else {"unlisted": limits_to_canonical(r.unlisted)})
             for s, r in sorted(policy.assets.items())
         },
         "whitelist": [
@@ -106,6 +105,7 @@ def policy_to_canonical(policy: Policy) -> dict[str, Any]:
                     for w in ws
                 ]
             }
+            | ({"sources": list(k.sources)} if k.sources else {})
             for name, k in sorted(policy.api_keys.items())
         },
     } | _optional(policy)
@@ -121,7 +121,7 @@ def _optional(policy: Policy) -> dict[str, Any]:
             "max_lifetime": b.max_lifetime,
             "max_nonce_gap": b.max_nonce_gap,
         }
-    return out
+    return out | sections_to_canonical(policy)
 
 
 def _window_field(name: str, window: Window | None) -> dict[str, Any]:
@@ -142,117 +142,13 @@ def describe_amount(policy: Policy, asset: str, value: int) -> str:
     return f"{format_amount(value, rule.decimals)} {asset}" if rule else f"{value} base units of {asset}"
 
 
-class Reader:
-    def __init__(self, *, human: bool) -> None:
-        self.human = human
-
-    # -- primitives -------------------------------------------------------------------------------
-    def table(self, value: Any, path: str, required: set[str], optional: set[str] | None = None) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise PolicyFileError(path, "must be a table")
-        unknown = sorted(set(value) - required - (optional or set()))
-        if unknown:
-            raise PolicyFileError(_join(path, unknown[0]), "unknown key")
-        missing = sorted(required - set(value))
-        if missing:
-            raise PolicyFileError(_join(path, missing[0]), "is required")
-        return value
-
-    def typed(self, value: Any, kind: type[T], path: str) -> T:
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise PolicyFileError(path, f"must be {kind.__name__}, not {type(value).__name__}")
-        return value
-
-    def array(self, value: Any, path: str) -> list[Any]:
-        return self.typed(value, list, path)
-
-    def count(self, value: Any, path: str, low: int, high: int) -> int:
-        number = self.typed(value, int, path)
-        if not low <= number <= high:
-            raise PolicyFileError(path, f"must be between {low} and {high}")
-        return number
-
-    def amount(self, value: Any, decimals: int, path: str, *, allow_zero: bool = False) -> int:
-        try:
-            if self.human:
-                return parse_amount(value, decimals, allow_zero=allow_zero)
-            number = parse_base_units(value)
-        except AmountError as exc:
-            raise PolicyFileError(path, exc.message) from None
-        if number == 0 and not allow_zero:
-            raise PolicyFileError(path, "must be greater than zero")
-        return number
-
-    def share(self, value: Any, path: str) -> int | None:
-        """A percentage ("7.5", meaning 7.5 %) in the file; basis points (750) in the canonical form."""
-        if value is None:
-            return None
-        if not self.human:
-            return self.count(value, path, 0, 10_000)
-        try:
-            points = parse_amount(value, 2, allow_zero=True)
-        except AmountError as exc:
-            raise PolicyFileError(path, f'{exc.message} (a percentage such as "7.5")') from None
-        if points > 10_000:
-            raise PolicyFileError(path, "must be at most 100 (per cent)")
-        return points
-
-    def period(self, value: Any, path: str, *, allow_zero: bool = False) -> int:
-        if not self.human:
-            return self.count(value, path, 0 if allow_zero else 1, 10 * 365 * 86400)
-        if allow_zero and value in ("0", "0s"):
-            return 0
-        match = _PERIOD.fullmatch(value) if isinstance(value, str) else None
-        if match is None:
-            raise PolicyFileError(path, f'{value!r} is not a period such as "90s", "30m", "1h" or "7d"')
-        return int(match[1]) * _PERIOD_UNITS[match[2]]
-
-    def instant(self, value: Any, path: str) -> int:
-        if not self.human:
-            # up to 9999-12-31 23:59:59 UTC: every instant read from a file can be shown to a person
-            return self.count(value, path, 0, LAST_INSTANT)
-        if not isinstance(value, dt.datetime) or value.tzinfo is None:
-            raise PolicyFileError(path, "must be a date and time with a time zone, such as 2026-12-01T00:00:00Z")
-        stamp = int(value.timestamp())
-        if not 0 <= stamp <= LAST_INSTANT:
-            raise PolicyFileError(path, "must be between 1970 and 9999")
-        return stamp
-
-    def address(self, value: Any, path: str) -> str:
-        try:
-            return checksum_address(value)
-        except AddressError as exc:
-            raise PolicyFileError(path, exc.message) from None
-
-    def text(self, value: Any, path: str, pattern: re.Pattern[str] | None = None, what: str = "") -> str:
-        string = self.typed(value, str, path)
-        if pattern is not None and pattern.fullmatch(string) is None:
-            raise PolicyFileError(path, f"{string!r} is not a valid {what}")
-        if len(string) > 200 or any(ord(c) < 32 for c in string):
-            raise PolicyFileError(path, "must be at most 200 printable characters")
-        return string
-
-    def label(self, value: Any, path: str) -> str:
-        """Text shown to a person next to what it describes: a conservative character set (policies.text)."""
-        string = self.text(value, path)
-        problem = label_problem(string)
-        if problem is not None:
-            raise PolicyFileError(path, f"{problem} (labels and notes take letters, digits, spaces and punctuation)")
-        return string
-
-    def unique(self, items: list[T], key: Callable[[T], object], path: str, what: str) -> None:
-        seen: set[object] = set()
-        for i, item in enumerate(items):
-            k = key(item)
-            if k in seen:
-                raise PolicyFileError(f"{path}[{i}]", f"duplicate {what} {k}")
-            seen.add(k)
+class Reader(SectionReader):
+    """The whole policy: the primitives (``policies.reading``), the payout sections (``policies.sections``)
+    and the rest, section by section."""
 
     # -- structure --------------------------------------------------------------------------------
     def policy(self, data: Any) -> Policy:
-        root = self.table(
-            data, "", {"format", "governance", "assets"}, {"whitelist", "deny", "api_keys", "unfreeze", "batches"}
-        )
+        root = self.table(data, "", {"format", "governance", "assets"}, _OPTIONAL_SECTIONS)
         if self.typed(root["format"], int, "format") != FORMAT:
             raise PolicyFileError("format", f"unsupported format {root['format']}; this engine reads {FORMAT}")
         governance = self.governance(root["governance"])
@@ -289,7 +185,7 @@ class Reader:
         keys_table = self.typed(root.get("api_keys", {}), dict, "api_keys")
         api_keys = {n: self.key_rule(n, v, f"api_keys.{n}", assets) for n, v in keys_table.items()}
         unfreeze = root.get("unfreeze")
-        return Policy(
+        policy = Policy(
             governance=governance,
             assets=assets,
             whitelist={e.address: e for e in whitelist},
@@ -297,7 +193,13 @@ class Reader:
             api_keys=api_keys,
             unfreeze=None if unfreeze is None else self.text(unfreeze, "unfreeze", FREEZE_ID, "freeze id (16 hex)"),
             batches=self.batch_rules(root.get("batches", {})),
+            customers=CustomerRules() if "customers" not in root else self.customers(root["customers"], assets),
+            holds=HoldRules() if "holds" not in root else self.holds(root["holds"]),
+            operators=() if "operators" not in root else self.operators(root["operators"]),
+            backends=() if "backends" not in root else self.backends(root["backends"]),
         )
+        self.check_roles(policy)
+        return policy
 
     def hot_entry(self, whitelist: list[WhitelistEntry], assets: dict[str, AssetRule]) -> None:
         """At most one entry is the hot wallet, and each asset it may receive states a top-up limit that the
@@ -344,12 +246,8 @@ class Reader:
         for i, item in enumerate(self.array(t["admins"], "governance.admins")):
             path = f"governance.admins[{i}]"
             a = self.table(item, path, {"name", "key"})
-            key = self.text(a["key"], f"{path}.key", re.compile(r"[0-9a-f]{64}"), "Ed25519 public key (64 hex digits)")
-            try:
-                VerifyKey(bytes.fromhex(key))
-            except NaclValueError:
-                raise PolicyFileError(f"{path}.key", "is not an Ed25519 public key") from None
-            admins.append(Admin(self.text(a["name"], f"{path}.name", _NAME, "name"), key))
+            key = self.public_key(a["key"], f"{path}.key")
+            admins.append(Admin(self.text(a["name"], f"{path}.name", NAME, "name"), key))
         if not admins:
             raise PolicyFileError("governance.admins", "must list at least one admin")
         self.unique(admins, lambda a: a.key, "governance.admins", "admin key")
@@ -380,6 +278,7 @@ class Reader:
                 "hot_max_share",
                 "auto_freeze",
                 "hot_topup",
+                "unlisted",
             },
         )
         decimals = self.count(t["decimals"], f"{path}.decimals", 0, 36)
@@ -407,7 +306,7 @@ class Reader:
                 raise PolicyFileError(f"{path}.{key}", f"give {amount_key} or {key}, not both")
         if min_share is not None and max_share is not None and min_share >= max_share:
             raise PolicyFileError(f"{path}.hot_max_share", "must be greater than hot_min_share")
-        return AssetRule(
+        rule = AssetRule(
             symbol=symbol,
             enabled=self.typed(t.get("enabled", True), bool, f"{path}.enabled"),
             decimals=decimals,
@@ -427,15 +326,9 @@ class Reader:
             if t.get("hot_topup") is None
             else self.windows([t["hot_topup"]], f"{path}.hot_topup", decimals)[0],
         )
-
-    def windows(self, value: Any, path: str, decimals: int) -> tuple[Window, ...]:
-        out = []
-        for i, item in enumerate(self.array(value, path)):
-            p = f"{path}[{i}]"
-            w = self.table(item, p, {"period", "limit"})
-            out.append(Window(self.period(w["period"], f"{p}.period"), self.amount(w["limit"], decimals, f"{p}.limit")))
-        self.unique(out, lambda w: w.seconds, path, "period")
-        return tuple(sorted(out, key=lambda w: w.seconds))
+        if "unlisted" in t:
+            rule = replace(rule, unlisted=self.limits(t["unlisted"], f"{path}.unlisted", rule, unlisted=True))
+        return rule
 
     def whitelist_entry(self, value: Any, path: str, assets: dict[str, AssetRule]) -> WhitelistEntry:
         t = self.table(value, path, {"address", "assets", "label", "active_from"}, {"hot"})
@@ -467,9 +360,9 @@ class Reader:
         return DenyEntry(self.address(t["address"], f"{path}.address"), self.label(t.get("note", ""), f"{path}.note"))
 
     def key_rule(self, name: str, value: Any, path: str, assets: dict[str, AssetRule]) -> KeyRule:
-        if _NAME.fullmatch(name) is None:
+        if NAME.fullmatch(name) is None:
             raise PolicyFileError(path, "API key names are lowercase letters, digits, '.', '_' or '-'")
-        t = self.table(value, path, set(), {"windows"})
+        t = self.table(value, path, set(), {"windows", "sources"})
         grouped: dict[str, list[Window]] = {}
         for i, item in enumerate(self.array(t.get("windows", []), f"{path}.windows")):
             p = f"{path}.windows[{i}]"
@@ -483,8 +376,8 @@ class Reader:
             if any(x.seconds == window.seconds for x in grouped.get(asset, [])):
                 raise PolicyFileError(p, f"duplicate period for {asset}")
             grouped.setdefault(asset, []).append(window)
-        return KeyRule(name, {a: tuple(sorted(ws, key=lambda w: w.seconds)) for a, ws in grouped.items()})
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+        return KeyRule(
+            name,
+            {a: tuple(sorted(ws, key=lambda w: w.seconds)) for a, ws in grouped.items()},
+            () if "sources" not in t else self.sources(t["sources"], f"{path}.sources"),
+        )

@@ -23,6 +23,14 @@ class DelayTier:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """A per-transfer maximum and rolling windows for one asset (a customer's, or unlisted destinations')."""
+
+    max_per_transfer: int | None = None  # None: only the asset's own maximum applies
+    windows: tuple[Window, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AssetRule:
     symbol: str
     enabled: bool
@@ -49,6 +57,9 @@ class AssetRule:
     # window. Required whenever the hot wallet is whitelisted for the asset: a compromised host holds the hot
     # key, so every top-up is money it could take; this is how much the treasury agreed to expose.
     hot_topup: Window | None = None
+    # Payouts to an address that is neither whitelisted nor in the customer's active address book: allowed
+    # only within these limits (counted over every unlisted payout of the asset). None: refused (the default).
+    unlisted: Limits | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +86,56 @@ class Admin:
 
 @dataclass(frozen=True, slots=True)
 class KeyRule:
-    """Rolling limits of one API key, per asset."""
+    """Rolling limits of one API key, per asset, and the networks it may call from."""
 
     name: str
     windows: Mapping[str, tuple[Window, ...]]
+    # CIDR networks (IPv4 or IPv6, normalised) the key may call from; empty: from anywhere.
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """A person who decides held withdrawals; each decision is signed with this Ed25519 key."""
+
+    name: str
+    key: str  # Ed25519 public key, 64 lowercase hex digits
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """An exchange backend whose signed requests may pay customers (address-book and unlisted destinations).
+    Offline signers verify its request signature on every such cold payout."""
+
+    name: str  # the API key's name: the key registered with `custody apikey add` must be this one
+    key: str  # Ed25519 public key, 64 lowercase hex digits
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRules:
+    """Limits of the exchange's customers (the ``customer`` of a withdrawal) and their address books."""
+
+    # A new address-book entry is usable this many seconds after it was added.
+    address_lock: int = 86400
+    # Per asset, what every customer may withdraw; ``overrides`` replace them per customer and asset.
+    limits: Mapping[str, Limits] = field(default_factory=dict)
+    overrides: Mapping[str, Mapping[str, Limits]] = field(default_factory=dict)
+
+    def limits_for(self, customer: str, asset: str) -> Limits | None:
+        override = self.overrides.get(customer, {}).get(asset)
+        return override if override is not None else self.limits.get(asset)
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRules:
+    """When a withdrawal waits for two operators (``held``) instead of going to the queue. Each is off when
+    None or False."""
+
+    first_payout: bool = False  # the customer has never been paid to this address
+    median_multiple: int | None = None  # the amount is over this multiple of the customer's 30-day median
+    young_entry: int | None = None  # seconds: the address-book entry is younger than this
+    velocity_share: int | None = None  # percent: a customer window would be above this share of its limit
+    similar_to_denied: bool = False  # same first and last 4 hex digits as a denied address
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +171,10 @@ class Policy:
     # The id of the freeze (``custody freeze``) that applying this bundle lifts: only a quorum can unfreeze.
     unfreeze: str | None = None
     batches: BatchRules = field(default_factory=BatchRules)
+    customers: CustomerRules = field(default_factory=CustomerRules)
+    holds: HoldRules = field(default_factory=HoldRules)
+    operators: tuple[Operator, ...] = ()
+    backends: tuple[Backend, ...] = ()
 
     @property
     def hot_entry(self) -> WhitelistEntry | None:

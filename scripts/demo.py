@@ -29,6 +29,8 @@ BIN = Path(sys.executable).parent
 OMNIBUS = "0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f"
 MAKER = "0x4bF5122f344554C53BdE2EbB8CD2b7E3D1600ad6"
 DENIED = "0xE52d9C508C502347344D8C07Ad91Cbd6068Afc75"
+CUSTOMER_WALLET = "0x2B5AD5c4795c026514f8317c7a215E218DcCD6cF"  # a customer's own address, in its address book
+UNLISTED_WALLET = "0x6813Eb9362372EEF6200f3b1dbC3f819671cBA69"  # on no list at all
 
 
 def operator_signs(name: str, pw: Path, out: Path, *command: object) -> None:
@@ -83,9 +85,10 @@ def sh(tool: str, *args: object, show: bool = True, stdin: str | None = None) ->
 ENV = {k: v for k, v in os.environ.items() if k != "CUSTODY_DATABASE_URL"}
 
 
-def policy_toml(cards: list[dict[str, str]], active_from: int) -> str:
+def policy_toml(cards: list[dict[str, str]], active_from: int, backend: str, reviewers: dict[str, str]) -> str:
     when = dt.datetime.fromtimestamp(active_from, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     admins = "".join(f'\n[[governance.admins]]\nname = "{c["name"]}"\nkey = "{c["approval_key"]}"\n' for c in cards)
+    operators = "".join(f'\n[[operators]]\nname = "{name}"\nkey = "{key}"\n' for name, key in reviewers.items())
     return f"""format = 1
 [governance]
 quorum = 2
@@ -97,7 +100,21 @@ max_per_transfer = "100"
 hot_limit = "1"
 windows = [{{ period = "1h", limit = "150" }}, {{ period = "24h", limit = "500" }}]
 delay_tiers = [{{ at_least = "50", delay = "1h" }}]
+# customers may be paid to addresses on no whitelist, within these limits
+unlisted = {{ max_per_transfer = "10", windows = [{{ period = "24h", limit = "50" }}] }}
 
+[customers]
+address_lock = "2s"        # demo only: a new address-book entry is usable 2 s after it is added (24 h by default)
+[customers.limits.ETH]
+max_per_transfer = "20"
+windows = [{{ period = "24h", limit = "100" }}]
+
+[holds]
+median_multiple = 5        # a payout of 5 times the customer's usual amount or more waits for two operators
+{operators}
+[[backends]]
+name = "backend"
+key = "{backend}"
 
 [[whitelist]]
 address = "{OMNIBUS}"
@@ -171,9 +188,17 @@ def run(anvil: Anvil) -> None:
     fund(anvil, hot, 20 * 10**18)
     print(f"   funded the hot wallet {hot} with 20 ETH from anvil's development account")
 
+    step("The exchange backend makes its API key; alice and carol make their keys for reviewing held withdrawals")
+    public = sh("custody", "apikey", "keygen", "--out", ROOT / "backend.key", show=False).strip()
+    reviewers = {}
+    for name in ("alice", "carol"):
+        out = sh("custody", "review", "keygen", "--out", ROOT / f"{name}.review.key", show=False)
+        reviewers[name] = out.split()[-1]
+    print(f"   backend {public[:16]}…, reviewers " + ", ".join(f"{n} {k[:16]}…" for n, k in reviewers.items()))
+
     step("The treasury proposes a policy; alice and carol review and sign it; the daemon applies it")
     active_from = int(time.time()) + 5  # no earlier than the bundle's creation plus the (demo) delay of 0 s
-    (ROOT / "policy.toml").write_text(policy_toml(cards, active_from))
+    (ROOT / "policy.toml").write_text(policy_toml(cards, active_from, public, reviewers))
     bundle = ROOT / "policy-v1.bundle"
     sh("custody", "policy", "propose", ROOT / "policy.toml", "--out", bundle, "--config", cfg)
     sigs = []
@@ -210,8 +235,7 @@ def run(anvil: Anvil) -> None:
         "   typed the first 8 digits of the file hash they compared"
     )
 
-    step("The exchange backend gets an API key")
-    public = sh("custody", "apikey", "keygen", "--out", ROOT / "backend.key", show=False).strip()
+    step("The exchange backend's API key is registered (the policy declares it as a backend)")
     sh(
         "custody",
         "apikey",
@@ -250,6 +274,7 @@ def run(anvil: Anvil) -> None:
         time.sleep(max(0.0, active_from + 1 - time.time()))  # until the whitelist entries are active
         key = (ROOT / "backend.key").read_text().strip()
         run_client(url, key, anvil)
+        customer_payouts(url, key, cfg)
         cold_ceremony(url, key, anvil, cfg, pw)
     finally:
         for name, proc in (("worker", worker), ("daemon", server)):
@@ -262,6 +287,48 @@ def run(anvil: Anvil) -> None:
     sh("custody", "audit", "verify", "--config", cfg)
     sh("custody", "status", "--config", cfg)
     print("\nDemo complete. Everything it made is in ./demo-data (delete it freely).")
+
+
+def customer_payouts(url: str, private_key: str, cfg: Path) -> None:
+    step("Customers: an address-book entry, a payout to it, an unusual one held for two operators, an unlisted one")
+    with CustodyClient(url, "backend", private_key) as c:
+        entry = c.add_address("cust-42", "ETH", CUSTOMER_WALLET, "Dana's wallet")
+        print(f"   cust-42 adds {CUSTOMER_WALLET} to its address book -> {entry['state']} until {entry['active_at']}")
+        time.sleep(3)  # the demo policy's 2 s lock
+        first = c.create_withdrawal(
+            "ETH", "0.5", CUSTOMER_WALLET, idempotency_key=str(uuid.uuid4()), customer="cust-42"
+        )
+        kind = first["decision"]["destination_kind"]
+        print(f"   0.5 ETH to cust-42's entry ({kind}, route {first['decision']['route']}) -> {first['state']}")
+        unusual = c.create_withdrawal(
+            "ETH", "2.6", CUSTOMER_WALLET, idempotency_key=str(uuid.uuid4()), customer="cust-42"
+        )
+        why = [
+            r["message"] for r in unusual["decision"]["reasons"] if r["rule"].startswith("hold:") and not r["passed"]
+        ]
+        print(f"   2.6 ETH to the same entry -> {unusual['state']}: {why[0] if why else '?'}")
+        if unusual["state"] != "held":
+            sys.exit("the unusual withdrawal was not held")
+    for name in ("alice", "carol"):
+        sh(
+            "custody",
+            "review",
+            "approve",
+            unusual["id"],
+            "--reason",
+            "called the customer back: it is theirs",
+            "--key",
+            ROOT / f"{name}.review.key",
+            "--config",
+            cfg,
+        )
+    with CustodyClient(url, "backend", private_key) as c:
+        print(f"   after alice's and carol's approvals -> {c.get_withdrawal(unusual['id'])['state']}")
+        unlisted = c.create_withdrawal(
+            "ETH", "3", UNLISTED_WALLET, idempotency_key=str(uuid.uuid4()), customer="cust-7"
+        )
+        kind = unlisted["decision"]["destination_kind"]
+        print(f"   3 ETH for cust-7 to {UNLISTED_WALLET} ({kind}) -> {unlisted['state']}")
 
 
 def cold_ceremony(url: str, private_key: str, anvil: Anvil, cfg: Path, pw: Path) -> None:

@@ -10,13 +10,28 @@ Batch file (canonical JSON, see ``policies.canonical``):
         "policy_version": 3, "policy_hash": "<sha-256 hex of the policy bundle>",
         "created_at": <unix s>, "expires_at": <unix s>,
         "withdrawals": [{"id": "<uuid>", "asset": "USDC", "amount": "<base units>", "decimals": 6,
-                         "token": "0x…" | null, "destination": "0x…", "label": "<whitelist label>"}, …],
+                         "token": "0x…" | null, "destination": "0x…", "label": "<whitelist label>",
+                         # a customer payout only (each key present only when set; see below):
+                         "customer": "<customer id>", "kind": "whitelist" | "address_book" | "unlisted",
+                         "request": REQUEST, "book_request": REQUEST, "approvals": [APPROVAL, …]}, …],
         "safe_tx": {"to": "0x…", "value": "<wei>", "data": "0x…", "operation": 0 | 1,
                     "safe_tx_gas": "0", "base_gas": "0", "gas_price": "0",
                     "gas_token": "0x0…0", "refund_receiver": "0x0…0", "nonce": 7},
         "safe_tx_hash": "0x<64 hex>"},
      "daemon_key": "<Ed25519 public key, 64 hex>",
      "signature": "<Ed25519 signature, 128 hex, over b'custody-batch-v1:' ‖ canonical_bytes(batch)>"}
+
+A customer payout (a withdrawal with a ``customer``) says which kind of destination the daemon found
+(``kind``), and carries the proofs that a signer re-checks (``signer.payouts``): ``request``, the exchange
+backend's signed ``POST /v1/withdrawals``; ``book_request``, only with kind ``address_book``, the backend's
+signed POST that added the address-book entry; ``approvals``, only if it was held, the operators' signed
+decisions, sorted by operator name, at least one. A treasury transfer (no ``customer``) has none of these
+keys, so a batch without customer payouts is byte for byte what it was before they existed (format 1 still):
+
+    REQUEST  = {"key", "method", "path", "timestamp", "nonce", "idempotency_key", "body_b64", "signature"}
+               (every value a string; ``signer.apirequest``)
+    APPROVAL = {"operator": "<name>", "decision": "approve" | "reject", "reason": "<text>", "at": <unix s>,
+                "signature": "<128 hex>"}   (``signer.decisions``)
 
 Signature file (one owner's approval of one batch):
 
@@ -39,8 +54,10 @@ from nacl.signing import SigningKey, VerifyKey
 from policies.bundle import read_document
 from policies.canonical import canonical_bytes
 from policies.errors import CustodyError
-from policies.loader import Reader
+from policies.loader import LAST_INSTANT, Reader
 from policies.units import parse_base_units
+from signer.apirequest import CUSTOMER, SignedRequest, decode_body
+from signer.decisions import APPROVE, MAX_REASON, REJECT, Decision
 from signer.errors import BatchInvalid, BatchSignatureInvalid
 from signer.safetx import SafeTx, SignatureInvalid, recover_owner, safe_tx_hash
 
@@ -52,7 +69,13 @@ _HEX128 = re.compile(r"[0-9a-f]{128}")
 _HASH = re.compile(r"0x[0-9a-f]{64}")
 _SYMBOL = re.compile(r"[A-Z0-9]{1,16}")
 _DATA = re.compile(r"0x(?:[0-9a-f]{2})*")
+_KEY_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # API keys, backends, operators (policies.reading.NAME)
+_METHOD = re.compile(r"[A-Z]{1,16}")
+_TIMESTAMP = re.compile(r"0|[1-9][0-9]{0,11}")
+_NONCE = re.compile(r"[0-9a-f]{16,64}")
 MAX_WITHDRAWALS = 500
+MAX_APPROVALS = 16
+KINDS = ("whitelist", "address_book", "unlisted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +87,34 @@ class BatchWithdrawal:
     token: str | None
     destination: str
     label: str
+    # A customer payout only; see the module docstring.
+    customer: str | None = None
+    kind: str | None = None  # what the daemon found; the signer judges for itself (signer.payouts)
+    request: SignedRequest | None = None
+    book_request: SignedRequest | None = None
+    approvals: tuple[Decision, ...] = ()
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "asset": self.asset,
+            "amount": str(self.amount),
+            "decimals": self.decimals,
+            "token": self.token,
+            "destination": self.destination,
+            "label": self.label,
+        }
+        if self.customer is not None:
+            out["customer"] = self.customer
+        if self.kind is not None:
+            out["kind"] = self.kind
+        if self.request is not None:
+            out["request"] = self.request.to_json()
+        if self.book_request is not None:
+            out["book_request"] = self.book_request.to_json()
+        if self.approvals:
+            out["approvals"] = [a.to_json() for a in self.approvals]
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,18 +144,7 @@ class Batch:
             "policy_hash": self.policy_hash,
             "created_at": self.created_at,
             "expires_at": self.expires_at,
-            "withdrawals": [
-                {
-                    "id": w.id,
-                    "asset": w.asset,
-                    "amount": str(w.amount),
-                    "decimals": w.decimals,
-                    "token": w.token,
-                    "destination": w.destination,
-                    "label": w.label,
-                }
-                for w in self.withdrawals
-            ],
+            "withdrawals": [w.body() for w in self.withdrawals],
             "safe_tx": {
                 "to": tx.to,
                 "value": str(tx.value),
@@ -222,7 +262,31 @@ def _batch(r: Reader, value: Any) -> Batch:
 
 
 def _withdrawal(r: Reader, value: Any, path: str) -> BatchWithdrawal:
-    w = r.table(value, path, {"id", "asset", "amount", "decimals", "token", "destination", "label"})
+    w = r.table(
+        value,
+        path,
+        {"id", "asset", "amount", "decimals", "token", "destination", "label"},
+        {"customer", "kind", "request", "book_request", "approvals"},
+    )
+    customer = None if "customer" not in w else r.text(w["customer"], f"{path}.customer", CUSTOMER, "customer id")
+    kind = None if "kind" not in w else r.text(w["kind"], f"{path}.kind")
+    if kind is not None and kind not in KINDS:
+        raise BatchInvalid(f"{path}.kind: must be one of {', '.join(KINDS)}")
+    if (customer is None) != (kind is None):
+        raise BatchInvalid(f"{path}: a customer payout has both customer and kind, a treasury transfer neither")
+    if customer is None and any(k in w for k in ("request", "book_request", "approvals")):
+        raise BatchInvalid(f"{path}: request, book_request and approvals belong to a customer payout only")
+    if "book_request" in w and kind != "address_book":
+        raise BatchInvalid(f"{path}.book_request: only an address_book payout carries one")
+    approvals: tuple[Decision, ...] = ()
+    if "approvals" in w:
+        items = r.array(w["approvals"], f"{path}.approvals")
+        if not 1 <= len(items) <= MAX_APPROVALS:
+            raise BatchInvalid(f"{path}.approvals: 1 to {MAX_APPROVALS} decisions (absent when it was not held)")
+        approvals = tuple(_approval(r, a, f"{path}.approvals[{i}]") for i, a in enumerate(items))
+        names = [a.operator for a in approvals]
+        if names != sorted(set(names)):
+            raise BatchInvalid(f"{path}.approvals: one decision per operator, sorted by operator name")
     return BatchWithdrawal(
         id=r.text(w["id"], f"{path}.id", _UUID, "withdrawal id"),
         asset=r.text(w["asset"], f"{path}.asset", _SYMBOL, "asset symbol"),
@@ -231,7 +295,74 @@ def _withdrawal(r: Reader, value: Any, path: str) -> BatchWithdrawal:
         token=None if w["token"] is None else r.address(w["token"], f"{path}.token"),
         destination=r.address(w["destination"], f"{path}.destination"),
         label=r.label(w["label"], f"{path}.label"),
+        customer=customer,
+        kind=kind,
+        request=None if "request" not in w else parse_request(r, w["request"], f"{path}.request"),
+        book_request=None if "book_request" not in w else parse_request(r, w["book_request"], f"{path}.book_request"),
+        approvals=approvals,
     )
+
+
+def parse_request(r: Reader, value: Any, path: str) -> SignedRequest:
+    """A stored signed request (``signer.apirequest``), every field checked; BatchInvalid otherwise."""
+    q = r.table(
+        value, path, {"key", "method", "path", "timestamp", "nonce", "idempotency_key", "body_b64", "signature"}
+    )
+    idempotency_key = r.text(q["idempotency_key"], f"{path}.idempotency_key")
+    if len(idempotency_key) > 128 or not idempotency_key.isprintable():
+        raise BatchInvalid(f"{path}.idempotency_key: at most 128 printable characters")
+    body_b64 = r.typed(q["body_b64"], str, f"{path}.body_b64")
+    try:
+        body = decode_body(body_b64)
+    except ValueError as exc:
+        raise BatchInvalid(f"{path}.body_b64: {exc}") from None
+    request = SignedRequest(
+        key=r.text(q["key"], f"{path}.key", _KEY_NAME, "API key name"),
+        method=r.text(q["method"], f"{path}.method", _METHOD, "HTTP method"),
+        path=r.text(q["path"], f"{path}.path"),
+        timestamp=r.text(q["timestamp"], f"{path}.timestamp", _TIMESTAMP, "unix time in decimal"),
+        nonce=r.text(q["nonce"], f"{path}.nonce", _NONCE, "nonce (16 to 64 hex digits)"),
+        idempotency_key=idempotency_key,
+        body=body,
+        signature=bytes.fromhex(r.text(q["signature"], f"{path}.signature", _HEX128, "Ed25519 signature")),
+    )
+    if not request.path.startswith("/"):
+        raise BatchInvalid(f"{path}.path: must start with /")
+    if request.time > LAST_INSTANT:
+        raise BatchInvalid(f"{path}.timestamp: after 9999-12-31")
+    return request
+
+
+def _approval(r: Reader, value: Any, path: str) -> Decision:
+    a = r.table(value, path, {"operator", "decision", "reason", "at", "signature"})
+    decision = r.text(a["decision"], f"{path}.decision")
+    if decision not in (APPROVE, REJECT):
+        raise BatchInvalid(f"{path}.decision: must be {APPROVE} or {REJECT}")
+    reason = r.typed(a["reason"], str, f"{path}.reason")
+    if len(reason) > MAX_REASON:
+        raise BatchInvalid(f"{path}.reason: at most {MAX_REASON} characters")
+    return Decision(
+        operator=r.text(a["operator"], f"{path}.operator", _KEY_NAME, "operator name"),
+        decision=decision,
+        reason=reason,
+        at=r.instant(a["at"], f"{path}.at"),
+        signature=bytes.fromhex(r.text(a["signature"], f"{path}.signature", _HEX128, "Ed25519 signature")),
+    )
+
+
+def withdrawal_problem(w: BatchWithdrawal) -> str | None:
+    """Why the parser would refuse this withdrawal in a batch file, or None: the exporter leaves such a
+    withdrawal out instead of writing a file that every signer refuses whole."""
+    body = w.body()
+    try:
+        parsed = _withdrawal(Reader(human=False), body, "withdrawal")
+    except CustodyError as exc:
+        return exc.message
+    except ValueError as exc:
+        return str(exc)
+    if canonical_bytes(parsed.body()) != canonical_bytes(body):
+        return "it would not be written in canonical form"
+    return None
 
 
 def _safe_tx(r: Reader, value: Any) -> SafeTx:

@@ -21,7 +21,27 @@ CustodyError (policies.errors)
     │   ├── WithdrawalAlreadySigned withdrawal_already_signed: a withdrawal signed before at another nonce
     │   ├── WithdrawalChanged      withdrawal_changed: re-exported at its nonce with another amount or destination
     │   ├── BatchOverWindow        batch_over_window: with what the ledger signed, over a velocity window
-    │   └── TopUpOverLimit         batch_topup_over_limit: top-ups of the hot wallet over the policy's cap
+    │   ├── TopUpOverLimit         batch_topup_over_limit: top-ups of the hot wallet over the policy's cap
+    │   ├── RequestMissing         request_missing: a customer payout to a destination not on the treasury
+    │   │                          whitelist without the backend's signed request
+    │   ├── RequestUnknownBackend  request_unknown_backend: signed by a key name that is not a policy backend
+    │   ├── RequestBadSignature    request_bad_signature: the signature does not verify with that backend's key
+    │   ├── RequestMismatch        request_mismatch: the signed request is not for this payout (another method,
+    │   │                          path, asset, amount, destination or customer; no idempotency key; a body
+    │   │                          that is not strict JSON)
+    │   ├── RequestReplayed        request_replayed: a request already signed for another withdrawal, or twice
+    │   │                          in one batch
+    │   ├── BookRequestInvalid     book_request_invalid: an address-book proof that is not a policy backend's
+    │   │                          valid signed POST adding this very customer, asset and address
+    │   ├── CustomerPayoutHotOnly  customer_payout_hot_only: a customer payout at or below the asset's hot
+    │   │                          limit (paid from the hot wallet only)
+    │   ├── UnlistedRefused        unlisted_refused: an unlisted destination, and the asset allows no unlisted
+    │   │                          payouts
+    │   ├── UnlistedOverLimit      unlisted_over_limit: over the asset's unlisted per-transfer maximum
+    │   ├── UnlistedOverWindow     unlisted_over_window: with what the ledger signed, over an unlisted window
+    │   ├── ApprovalsMissing       approvals_missing: a held payout without two distinct operators' approvals
+    │   └── ApprovalInvalid        approval_invalid: a decision not signed by the policy operator it names, or
+    │                              a rejection
     └── StatementInvalid      statement_invalid: a proof-of-reserves statement or signature that does not hold
         ├── StatementPolicyMismatch statement_policy_mismatch: cites another policy bundle than the newest
         │                           one this signer verified (or it has verified none)
@@ -126,6 +146,61 @@ class BatchOverWindow(BatchInvalid):
 
 class TopUpOverLimit(BatchInvalid):
     code = "batch_topup_over_limit"
+
+
+class RequestMissing(BatchInvalid):
+    """A customer payout to a destination not on the treasury whitelist carries no signed backend request."""
+
+    code = "request_missing"
+
+
+class RequestUnknownBackend(BatchInvalid):
+    code = "request_unknown_backend"
+
+
+class RequestBadSignature(BatchInvalid):
+    code = "request_bad_signature"
+
+
+class RequestMismatch(BatchInvalid):
+    """The signed request asked for something else than the withdrawal it is attached to."""
+
+    code = "request_mismatch"
+
+
+class RequestReplayed(BatchInvalid):
+    code = "request_replayed"
+
+
+class BookRequestInvalid(BatchInvalid):
+    code = "book_request_invalid"
+
+
+class CustomerPayoutHotOnly(BatchInvalid):
+    """A signer cannot see what the hot wallet paid: a customer payout small enough to be paid hot is never
+    signed from the Safe, so a host cannot pay one request from both wallets."""
+
+    code = "customer_payout_hot_only"
+
+
+class UnlistedRefused(BatchInvalid):
+    code = "unlisted_refused"
+
+
+class UnlistedOverLimit(BatchInvalid):
+    code = "unlisted_over_limit"
+
+
+class UnlistedOverWindow(BatchInvalid):
+    code = "unlisted_over_window"
+
+
+class ApprovalsMissing(BatchInvalid):
+    code = "approvals_missing"
+
+
+class ApprovalInvalid(BatchInvalid):
+    code = "approval_invalid"
 
 
 class StatementPolicyMismatch(StatementInvalid):

@@ -8,8 +8,14 @@ paying a withdrawal twice, stockpiling signatures for far-future nonces, or drai
     {"seq": n, "prev": "<64 hex: the previous entry's hash, zeros for the first>", "at": <signer's unix s>,
      "batch_id": "<uuid>", "safe": "0x…", "safe_nonce": 7, "safe_tx_hash": "0x…",
      "transfers": [{"id": "<withdrawal uuid>", "asset": "ETH", "amount": "<base units>", "destination": "0x…",
-                    "hot": false}, …],
+                    "hot": false,
+                    # a customer payout only, each key only when set (older lines keep their bytes):
+                    "customer": "<customer id>", "kind": "address_book" | "unlisted",
+                    "request": {"backend": "<name>", "idempotency_key": "<key>"}}, …],
      "hash": "<SHA-256 of the canonical entry without 'hash'>"}
+
+``kind`` is what this signer found the destination to be (``signer.payouts``; absent: the treasury whitelist),
+``request`` the backend request it verified for the payout.
 
 ``check`` refuses, before anything is signed (policy rules from the newest verified bundle, times from this
 machine's clock):
@@ -22,8 +28,12 @@ machine's clock):
   transactions would pay it twice. The same id at the same nonce is a re-export after expiry (only one of
   the two transactions can ever execute), but only with the same asset, amount and destination
   (``withdrawal_changed``): otherwise a 1-wei "anchor" could be re-exported as 50 ETH that no window counts;
+- a backend request (backend, idempotency key) signed before for another withdrawal id, on any Safe, or
+  carried by two withdrawals of this batch (``request_replayed``): the backend asked for one payment;
 - per asset and per window of the policy, this batch plus every other withdrawal the ledger signed within the
   window over the limit (``batch_over_window``); each withdrawal id counts once;
+- per asset and per window of its ``unlisted`` limits, the same over the payouts found unlisted
+  (``unlisted_over_window``);
 - per asset, transfers to the hot wallet (the whitelist entry marked ``hot``) over ``hot_topup`` in its window,
   this batch included (``batch_topup_over_limit``).
 
@@ -37,12 +47,13 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from policies.canonical import canonical_bytes
+from policies.decision import Destination
 from policies.model import Policy, Window
 from policies.text import when
 from policies.units import format_amount
@@ -53,10 +64,13 @@ from signer.errors import (
     BatchOverWindow,
     BatchTimeInvalid,
     LedgerDamaged,
+    RequestReplayed,
     TopUpOverLimit,
+    UnlistedOverWindow,
     WithdrawalAlreadySigned,
     WithdrawalChanged,
 )
+from signer.payouts import Payout, check_withdrawal
 
 FILE = "ledger.jsonl"
 ZERO_HASH = "0" * 64
@@ -69,11 +83,49 @@ class Transfer:
     amount: int
     destination: str
     hot: bool
+    kind: str | None = None  # "address_book" | "unlisted" as this signer found it; None: the treasury whitelist
+    customer: str | None = None
+    request: tuple[str, str] | None = None  # (backend, idempotency key) of the verified request
 
     @property
-    def payment(self) -> tuple[str, int, str]:
-        """What moves: a re-export must repeat it exactly (``hot`` follows the policy of the day)."""
-        return self.asset, self.amount, self.destination
+    def payment(self) -> tuple[str, int, str, tuple[str, str] | None]:
+        """What moves, and on whose request: a re-export must repeat it exactly (``hot`` and ``kind`` follow the
+        policy of the day)."""
+        return self.asset, self.amount, self.destination, self.request
+
+    @property
+    def unlisted(self) -> bool:
+        return self.kind == Destination.UNLISTED
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "asset": self.asset,
+            "amount": str(self.amount),
+            "destination": self.destination,
+            "hot": self.hot,
+        }
+        if self.customer is not None:
+            out["customer"] = self.customer
+        if self.kind is not None:
+            out["kind"] = self.kind
+        if self.request is not None:
+            out["request"] = {"backend": self.request[0], "idempotency_key": self.request[1]}
+        return out
+
+    @classmethod
+    def from_json(cls, t: dict[str, Any]) -> Transfer:
+        request = t.get("request")
+        return cls(
+            t["id"],
+            t["asset"],
+            int(t["amount"]),
+            t["destination"],
+            bool(t["hot"]),
+            t.get("kind"),
+            t.get("customer"),
+            None if request is None else (request["backend"], request["idempotency_key"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +148,7 @@ class Entry:
             "safe": self.safe,
             "safe_nonce": self.safe_nonce,
             "safe_tx_hash": self.safe_tx_hash,
-            "transfers": [
-                {"id": t.id, "asset": t.asset, "amount": str(t.amount), "destination": t.destination, "hot": t.hot}
-                for t in self.transfers
-            ],
+            "transfers": [t.body() for t in self.transfers],
         }
 
     @property
@@ -110,12 +159,19 @@ class Entry:
         return canonical_bytes(self.body() | {"hash": self.hash}) + b"\n"
 
 
-def transfers_of(batch: Batch, policy: Policy) -> tuple[Transfer, ...]:
+def transfers_of(batch: Batch, policy: Policy, now: int) -> tuple[Transfer, ...]:
+    """What the batch pays, as the ledger records it: each transfer checked again (``signer.payouts``) for
+    what its destination is and which backend request it pays."""
     hot = policy.hot_entry
     return tuple(
-        Transfer(w.id, w.asset, w.amount, w.destination, hot is not None and w.destination == hot.address)
+        _transfer(w, check_withdrawal(policy, w, now), hot is not None and w.destination == hot.address)
         for w in batch.withdrawals
     )
+
+
+def _transfer(w: BatchWithdrawal, payout: Payout, hot: bool) -> Transfer:
+    kind = None if payout.kind == Destination.WHITELIST else str(payout.kind)
+    return Transfer(w.id, w.asset, w.amount, w.destination, hot, kind, w.customer, payout.request)
 
 
 # -- reading and writing -------------------------------------------------------------------------------
@@ -137,10 +193,7 @@ def read(state: Path) -> list[Entry]:
                 safe=doc["safe"],
                 safe_nonce=doc["safe_nonce"],
                 safe_tx_hash=doc["safe_tx_hash"],
-                transfers=tuple(
-                    Transfer(t["id"], t["asset"], int(t["amount"]), t["destination"], bool(t["hot"]))
-                    for t in doc["transfers"]
-                ),
+                transfers=tuple(Transfer.from_json(t) for t in doc["transfers"]),
             )
             ok = entry.line() == raw + b"\n" and doc["hash"] == entry.hash
         except (ValueError, KeyError, TypeError):
@@ -158,7 +211,7 @@ def read(state: Path) -> list[Entry]:
 def append(state: Path, entries: Sequence[Entry], batch: Batch, policy: Policy, now: int) -> Entry | None:
     """Record ``batch`` as signed (before its signature file is written); None if it was recorded already."""
     tx_hash = "0x" + batch.safe_tx_hash.hex()
-    transfers = transfers_of(batch, policy)
+    transfers = transfers_of(batch, policy, now)
     ids = [(t.id, t.payment) for t in transfers]
     if any(
         e.safe_tx_hash == tx_hash and e.safe == batch.safe and [(t.id, t.payment) for t in e.transfers] == ids
@@ -232,7 +285,7 @@ def check(batch: Batch, policy: Policy, entries: Sequence[Entry], now: int) -> N
     for e in history:
         for t in e.transfers:
             signed_at.setdefault(t.id, (e.safe_nonce, t))
-    mine = transfers_of(batch, policy)
+    mine = transfers_of(batch, policy, now)
     for t in mine:
         if t.id not in signed_at:
             continue
@@ -247,6 +300,7 @@ def check(batch: Batch, policy: Policy, entries: Sequence[Entry], now: int) -> N
                 f"withdrawal {t.id} was signed before at this nonce as {before.amount} base units of {before.asset} "
                 f"to {before.destination}; a re-export must pay exactly that"
             )
+    _check_requests(mine, entries)
     ids = {t.id for t in mine}
     earlier = _distinct(t for e in history for t in e.transfers if t.id not in ids)
     times = _signed_times(history)
@@ -254,24 +308,66 @@ def check(batch: Batch, policy: Policy, entries: Sequence[Entry], now: int) -> N
         rule = policy.assets[asset]
         here = sum(t.amount for t in mine if t.asset == asset)
         for window in rule.windows:
-            used = _used(earlier, times, asset, window, now, hot_only=False)
+            used = _used(earlier, times, asset, window, now, _any)
             if used + here > window.limit:
                 raise BatchOverWindow(
                     f"{asset}: this batch's {_units(here, rule.decimals)} and the "
                     f"{_units(used, rule.decimals)} this signer signed in the last {window.seconds} s make more "
                     f"than the policy's limit of {_units(window.limit, rule.decimals)} {asset} per {window.seconds} s"
                 )
+        unlisted = sum(t.amount for t in mine if t.asset == asset and t.unlisted)
+        for window in rule.unlisted.windows if unlisted and rule.unlisted is not None else ():
+            used = _used(earlier, times, asset, window, now, _unlisted)
+            if used + unlisted > window.limit:
+                raise UnlistedOverWindow(
+                    f"{asset}: this batch's {_units(unlisted, rule.decimals)} {asset} to unlisted addresses and the "
+                    f"{_units(used, rule.decimals)} {asset} this signer signed to unlisted addresses in the last "
+                    f"{window.seconds} s make more than the policy's unlisted limit of "
+                    f"{_units(window.limit, rule.decimals)} {asset} per {window.seconds} s"
+                )
         topup = sum(t.amount for t in mine if t.asset == asset and t.hot)
         if topup:
             cap = rule.hot_topup
             if cap is None:  # the loader requires a cap for every asset the hot entry receives
                 raise TopUpOverLimit(f"{asset}: the policy states no top-up limit for the hot wallet")
-            used = _used(earlier, times, asset, cap, now, hot_only=True)
+            used = _used(earlier, times, asset, cap, now, _hot)
             if used + topup > cap.limit:
                 raise TopUpOverLimit(
                     f"{asset}: top-ups of the hot wallet would reach {_units(used + topup, rule.decimals)} in "
                     f"{cap.seconds} s; the policy allows {_units(cap.limit, rule.decimals)} {asset}"
                 )
+
+
+def _check_requests(mine: Sequence[Transfer], entries: Sequence[Entry]) -> None:
+    """One payment per backend request, whatever withdrawal id the host gives it and whichever Safe pays it.
+    The same id with the same request is a re-export (its nonce is checked above)."""
+    paid: dict[tuple[str, str], str] = {}
+    for e in entries:
+        for t in e.transfers:
+            if t.request is not None:
+                paid.setdefault(t.request, t.id)
+    for t in mine:
+        if t.request is None:
+            continue
+        before = paid.setdefault(t.request, t.id)
+        if before != t.id:
+            backend, key = t.request
+            raise RequestReplayed(
+                f"backend {backend!r}'s request with idempotency key {key!r} was already signed for withdrawal "
+                f"{before}; withdrawal {t.id} would pay it again"
+            )
+
+
+def _any(t: Transfer) -> bool:
+    return True
+
+
+def _unlisted(t: Transfer) -> bool:
+    return t.unlisted
+
+
+def _hot(t: Transfer) -> bool:
+    return t.hot
 
 
 def _distinct(transfers: Iterable[Transfer]) -> dict[str, Transfer]:
@@ -291,13 +387,18 @@ def _signed_times(entries: Sequence[Entry]) -> dict[str, int]:
 
 
 def _used(
-    earlier: dict[str, Transfer], times: dict[str, int], asset: str, window: Window, now: int, *, hot_only: bool
+    earlier: dict[str, Transfer],
+    times: dict[str, int],
+    asset: str,
+    window: Window,
+    now: int,
+    counts: Callable[[Transfer], bool],
 ) -> int:
     return sum(
         t.amount
         for t in earlier.values()
         # no upper bound: a signature dated after this clock's now (a clock set back) still counts
-        if t.asset == asset and (t.hot or not hot_only) and now - window.seconds < times[t.id]
+        if t.asset == asset and counts(t) and now - window.seconds < times[t.id]
     )
 
 
@@ -307,26 +408,43 @@ def _units(value: int, decimals: int) -> str:
 
 class BatchRoom:
     """What one batch may hold so that a signer with an empty window signs it: per asset, no more than the
-    smallest window's limit, and top-ups of the hot wallet within ``hot_topup``. The exporter fills a batch
-    through it, so it never writes a batch the ledger rules refuse on their own."""
+    smallest window's limit, payouts found unlisted within the smallest unlisted window, top-ups of the hot
+    wallet within ``hot_topup``, and each backend request once. The exporter fills a batch through it, so it
+    never writes a batch the ledger rules refuse on their own."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.totals: dict[str, int] = {}
         self.topups: dict[str, int] = {}
+        self.unlisted: dict[str, int] = {}
+        self.requests: set[tuple[str, str]] = set()
 
-    def take(self, w: BatchWithdrawal) -> str | None:
-        """Count ``w`` in and return None, or say why it waits for a later batch."""
+    def take(self, w: BatchWithdrawal, payout: Payout | None = None) -> str | None:
+        """Count ``w`` in and return None, or say why it waits for a later batch. ``payout`` is what
+        ``signer.payouts.check_withdrawal`` found it to be (None: a treasury transfer)."""
+        if payout is not None and payout.request is not None and payout.request in self.requests:
+            return "its backend request is in this batch already"
         rule = self.policy.assets[w.asset]
         total = self.totals.get(w.asset, 0) + w.amount
         for window in rule.windows:
             if total > window.limit:
                 return f"{w.asset}: the batch would pass the limit of {window.limit} base units per {window.seconds} s"
+        unlisted = self.unlisted.get(w.asset, 0)
+        if payout is not None and payout.kind == Destination.UNLISTED:
+            unlisted += w.amount
+            for window in rule.unlisted.windows if rule.unlisted is not None else ():
+                if unlisted > window.limit:
+                    return (
+                        f"{w.asset}: the batch would pass the unlisted limit of {window.limit} base units per "
+                        f"{window.seconds} s"
+                    )
         hot = self.policy.hot_entry
         topup = self.topups.get(w.asset, 0)
         if hot is not None and w.destination == hot.address:
             topup += w.amount
             if rule.hot_topup is not None and topup > rule.hot_topup.limit:
                 return f"{w.asset}: top-ups of the hot wallet would pass the policy's cap"
-        self.totals[w.asset], self.topups[w.asset] = total, topup
+        self.totals[w.asset], self.topups[w.asset], self.unlisted[w.asset] = total, topup, unlisted
+        if payout is not None and payout.request is not None:
+            self.requests.add(payout.request)
         return None

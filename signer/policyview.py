@@ -9,7 +9,17 @@ lists are diffed into one line per changed field:
     + whitelist.0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f.label: "omnibus"
 
 so nothing a bundle changes can hide behind a summary, and a test reads exactly what the admin reads. Optional
-fields that are unset have no line, so setting one shows ``+`` and removing one shows ``-``.
+fields that are unset have no line, so setting one shows ``+`` and removing one shows ``-``. The customer-payout
+sections (issue 16) follow the same rule:
+
+    + assets.ETH.unlisted: allowed (payouts to addresses neither whitelisted nor in an address book)
+    + assets.ETH.unlisted.windows.1d: 5 ETH
+    ~ customers.address_lock: 1d -> 1h
+    + customers.overrides.cust-42.ETH.max_per_transfer: 100 ETH
+    - holds.first_payout: on (a customer's first payout to an address is held)
+    + operators.<key>: "olga"
+    + backends.<key>: "backend"
+    ~ api_keys.backend.sources: 10.20.0.0/16 -> 0.0.0.0/0, 10.20.0.0/16
 """
 
 from __future__ import annotations
@@ -18,7 +28,19 @@ from collections.abc import Mapping, Sequence
 
 from policies.bundle import Bundle, describe_duration
 from policies.loader import format_period
-from policies.model import AssetRule, BatchRules, DenyEntry, Governance, KeyRule, Policy, WhitelistEntry, Window
+from policies.model import (
+    AssetRule,
+    BatchRules,
+    CustomerRules,
+    DenyEntry,
+    Governance,
+    HoldRules,
+    KeyRule,
+    Limits,
+    Policy,
+    WhitelistEntry,
+    Window,
+)
 from policies.text import escape, when
 from policies.units import format_amount
 
@@ -32,7 +54,7 @@ def _quoted(text: str) -> str:
 # -- flattening -------------------------------------------------------------------------------------
 def flatten(policy: Policy) -> list[Field]:
     """Every field of ``policy`` as (path, display value), in a stable order: unfreeze, governance, assets,
-    whitelist, deny list, API keys, batch rules."""
+    whitelist, deny list, API keys, batch rules, customers, holds, operators, backends."""
     out: list[Field] = [] if policy.unfreeze is None else [("unfreeze", policy.unfreeze)]
     out += flatten_governance(policy.governance)
     for symbol, rule in sorted(policy.assets.items()):
@@ -44,6 +66,10 @@ def flatten(policy: Policy) -> list[Field]:
     for name, key_rule in sorted(policy.api_keys.items()):
         out += _api_key(name, key_rule, policy.assets)
     out += _batches(policy.batches)
+    out += _customers(policy.customers, policy.assets)
+    out += _holds(policy.holds)
+    out += [(f"operators.{escape(o.key)}", _quoted(o.name)) for o in sorted(policy.operators, key=lambda o: o.key)]
+    out += [(f"backends.{escape(b.key)}", _quoted(b.name)) for b in sorted(policy.backends, key=lambda b: b.key)]
     return out
 
 
@@ -54,8 +80,8 @@ def flatten_governance(g: Governance) -> list[Field]:
     return out
 
 
-def _amount(value: int, rule: AssetRule) -> str:
-    return f"{format_amount(value, rule.decimals)} {rule.symbol}"
+def _amount(value: int, rule: AssetRule | None) -> str:
+    return f"{format_amount(value, rule.decimals)} {rule.symbol}" if rule else f"{value} base units"
 
 
 def _window(window: Window, rule: AssetRule) -> str:
@@ -82,7 +108,16 @@ def _asset(symbol: str, r: AssetRule) -> list[Field]:
     for name, window in (("auto_freeze", r.auto_freeze), ("hot_topup", r.hot_topup)):
         if window is not None:
             out.append((f"{p}.{name}", _window(window, r)))
+    if r.unlisted is not None:
+        out.append((f"{p}.unlisted", "allowed (payouts to addresses neither whitelisted nor in an address book)"))
+        out += _limits(f"{p}.unlisted", r.unlisted, r)
     return out
+
+
+def _limits(p: str, limits: Limits, rule: AssetRule | None) -> list[Field]:
+    out = [] if limits.max_per_transfer is None else [(f"{p}.max_per_transfer", _amount(limits.max_per_transfer, rule))]
+    out += [(f"{p}.windows.{format_period(w.seconds)}", _amount(w.limit, rule)) for w in limits.windows]
+    return out or [(p, "no limits")]
 
 
 def _whitelisted(address: str, e: WhitelistEntry) -> list[Field]:
@@ -105,9 +140,11 @@ def _api_key(name: str, k: KeyRule, assets: Mapping[str, AssetRule]) -> list[Fie
     for asset, windows in sorted(k.windows.items()):
         rule = assets.get(asset)
         for w in windows:
-            limit = _amount(w.limit, rule) if rule else f"{w.limit} base units"
-            out.append((f"{p}.{escape(asset)}.{format_period(w.seconds)}", limit))
-    return out or [(p, "none")]
+            out.append((f"{p}.{escape(asset)}.{format_period(w.seconds)}", _amount(w.limit, rule)))
+    out = out or [(p, "none")]
+    if k.sources:  # absent: calls from anywhere, so removing the line widens the key to every network
+        out.append((f"api_keys.{escape(name)}.sources", ", ".join(escape(n) for n in k.sources)))
+    return out
 
 
 def _batches(b: BatchRules) -> list[Field]:
@@ -116,6 +153,43 @@ def _batches(b: BatchRules) -> list[Field]:
         ("batches.max_lifetime", format_period(b.max_lifetime)),
         ("batches.max_nonce_gap", str(b.max_nonce_gap)),
     ]
+
+
+def _customers(c: CustomerRules, assets: Mapping[str, AssetRule]) -> list[Field]:
+    out = [("customers.address_lock", format_period(c.address_lock))]
+    for asset, limits in sorted(c.limits.items()):
+        out += _limits(f"customers.limits.{escape(asset)}", limits, assets.get(asset))
+    for customer, per_asset in sorted(c.overrides.items()):
+        for asset, limits in sorted(per_asset.items()):
+            out += _limits(f"customers.overrides.{escape(customer)}.{escape(asset)}", limits, assets.get(asset))
+    return out
+
+
+def _holds(h: HoldRules) -> list[Field]:
+    """Only the rules that are on: turning one on shows ``+``, turning it off ``-``."""
+    out: list[Field] = []
+    if h.first_payout:
+        out.append(("holds.first_payout", "on (a customer's first payout to an address is held)"))
+    if h.median_multiple is not None:
+        out.append(("holds.median_multiple", f"{h.median_multiple} (held at this multiple of the 30-day median)"))
+    if h.young_entry is not None:
+        out.append(("holds.young_entry", f"{format_period(h.young_entry)} (held while the entry is younger)"))
+    if h.velocity_share is not None:
+        out.append(("holds.velocity_share", f"{h.velocity_share}% (held when a customer window would reach it)"))
+    if h.similar_to_denied:
+        out.append(("holds.similar_to_denied", "on (held when first and last 4 hex digits match a denied address)"))
+    return out
+
+
+def _hold_summary(h: HoldRules) -> str:
+    on = [
+        "first payout" if h.first_payout else "",
+        f"{h.median_multiple}x the 30-day median" if h.median_multiple is not None else "",
+        f"address-book entry younger than {format_period(h.young_entry)}" if h.young_entry is not None else "",
+        f"{h.velocity_share}% of a customer window" if h.velocity_share is not None else "",
+        "similar to a denied address" if h.similar_to_denied else "",
+    ]
+    return ", ".join(x for x in on if x) or "none"
 
 
 # -- diffing ----------------------------------------------------------------------------------------
@@ -202,10 +276,36 @@ def describe_bundle(bundle: Bundle, previous: Policy | Governance | None, now: i
         f"  Batch rules{batch_mark}: dated at most {format_period(b.max_future)} ahead, valid at most "
         f"{format_period(b.max_lifetime)}, at most {b.max_nonce_gap} nonces ahead"
     )
+    lines += _payout_headlines(p, old_policy)
     changes = diff(old_fields, flatten(p))
     lines += ["", f"Changes, one line per field (+ added, - removed, ~ changed): {len(changes) or 'none'}"]
     lines += [f"  {line}" for line in changes]
     return lines
+
+
+def _payout_headlines(p: Policy, old: Policy | None) -> list[str]:
+    """Who may request and decide customer payouts, and the rules that let them through."""
+
+    def mark(changed: bool) -> str:
+        return "" if old is None else (" (CHANGED)" if changed else " (unchanged)")
+
+    def operators(policy: Policy | None) -> dict[str, object]:
+        return {} if policy is None else {o.key: o.name for o in policy.operators}
+
+    def backends(policy: Policy | None) -> dict[str, object]:
+        return {} if policy is None else {b.key: b.name for b in policy.backends}
+
+    c = p.customers
+    unlisted = sorted(escape(s) for s, r in p.assets.items() if r.unlisted is not None)
+    return [
+        "  " + _counts("Operators", operators(old), operators(p)),
+        "  " + _counts("Backends", backends(old), backends(p)),
+        f"  Customer rules{mark(old is not None and old.customers != c)}: address lock "
+        f"{format_period(c.address_lock)}, limits for {len(c.limits)} asset(s), overrides for "
+        f"{len(c.overrides)} customer(s)",
+        f"  Hold rules{mark(old is not None and old.holds != p.holds)}: {_hold_summary(p.holds)}",
+        "  Unlisted payouts: " + (f"allowed for {', '.join(unlisted)}" if unlisted else "refused for every asset"),
+    ]
 
 
 def _age(seconds: int) -> str:

@@ -8,29 +8,32 @@
    ``batches.max_future``, and valid for no longer than ``batches.max_lifetime``;
 4. the policy: the batch must cite this signer's newest verified bundle, and every transfer must pass its
    static rules (asset enabled, not denied, whitelisted and active for the asset, within the per-transfer
-   maximum), with the token contract, decimals and whitelist label the bundle gives;
+   maximum), with the token contract, decimals and whitelist label the bundle gives; a customer payout to a
+   destination not on the whitelist instead carries the exchange backend's signed request for exactly it,
+   and is judged an address-book or unlisted payout from what the signatures prove (``signer.payouts``);
 5. the transaction: a delegatecall may only go to the pinned MultiSendCallOnly, and the SafeTx is rebuilt
    from the listed withdrawals and the policy's token contracts; every field must match, and so must the
    SafeTx hash.
 
-What needs the signer's own history (nonces, withdrawals signed before, velocity windows, hot top-ups) is
-checked next by ``signer.ledger.check``, before anything is signed.
+What needs the signer's own history (nonces, withdrawals signed before, requests paid before, velocity and
+unlisted windows, hot top-ups) is checked next by ``signer.ledger.check``, before anything is signed.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from policies.bundle import Bundle
-from policies.evaluate import static_failures
+from policies.decision import Destination
 from policies.model import Policy
 from policies.text import escape, when
 from policies.units import format_amount
 from signer.batchfile import Batch, BatchWithdrawal, parse_batch_file
 from signer.coldwallet import ColdWallet
-from signer.errors import BatchMismatch, BatchPolicyRefused, BatchWrongWallet
+from signer.errors import BatchMismatch, BatchPolicyRefused, BatchWrongWallet, SignerError
 from signer.ledger import check_times
+from signer.payouts import Payout, check_withdrawal
 from signer.safetx import (
     CALL,
     DELEGATECALL,
@@ -80,32 +83,35 @@ def check_wallet(batch: Batch, cold: ColdWallet) -> None:
 
 
 def withdrawal_refusal(policy: Policy, w: BatchWithdrawal, now: int) -> str | None:
-    """Why the policy refuses this transfer in a cold batch, or None. The exporter uses it too, so it never
-    puts a transfer in a batch that signers would refuse."""
-    rule = policy.assets.get(w.asset)
-    if rule is not None and w.token != rule.contract:
-        return f"its token contract {w.token} is not {w.asset}'s contract in the policy ({rule.contract})"
-    if rule is not None and w.decimals != rule.decimals:
-        return f"{w.asset} has {rule.decimals} decimals in the policy, not {w.decimals}"
-    failures = static_failures(policy, w.asset, w.amount, w.destination, now)
-    if failures:
-        return "; ".join(r.message for r in failures)
-    entry = policy.whitelist[w.destination]
-    if w.label != entry.label:
-        return f"the whitelist labels {w.destination} {entry.label!r}, not {w.label!r}"
+    """Why signers refuse this transfer in a cold batch (its code and sentence), or None. The exporter uses it
+    too, so it never puts a transfer in a batch that signers would refuse."""
+    try:
+        check_withdrawal(policy, w, now)
+    except SignerError as exc:
+        return f"[{exc.code}] {exc.message}"
     return None
 
 
-def check_policy(batch: Batch, bundle: Bundle, now: int) -> None:
+def check_policy(batch: Batch, bundle: Bundle, now: int) -> dict[str, Payout]:
+    """The batch cites the newest verified bundle and every transfer passes it; what each transfer was found
+    to be, by withdrawal id."""
     if batch.policy_hash != bundle.hash:
         raise BatchPolicyRefused(
             f"the batch was made under policy v{batch.policy_version} ({batch.policy_hash[:16]}…); the newest "
             f"policy this signer has verified is v{bundle.version} ({bundle.hash[:16]}…)"
         )
+    return payouts_of(batch, bundle.policy, now)
+
+
+def payouts_of(batch: Batch, policy: Policy, now: int) -> dict[str, Payout]:
+    """``signer.payouts.check_withdrawal`` for every transfer; the first refusal names its transfer."""
+    found: dict[str, Payout] = {}
     for i, w in enumerate(batch.withdrawals, 1):
-        why = withdrawal_refusal(bundle.policy, w, now)
-        if why is not None:
-            raise BatchPolicyRefused(f"withdrawal {i} ({w.id}): {why}")
+        try:
+            found[w.id] = check_withdrawal(policy, w, now)
+        except SignerError as exc:
+            raise type(exc)(f"withdrawal {i} ({w.id}): {exc.message}") from None
+    return found
 
 
 def _calls(withdrawals: Sequence[BatchWithdrawal], policy: Policy) -> list[Call]:
@@ -164,10 +170,14 @@ def check_transaction(batch: Batch, cold: ColdWallet, policy: Policy) -> None:
         raise BatchMismatch("the SafeTx hash in the file is not the hash of the rebuilt transaction")
 
 
-def describe(batch: Batch, policy: Policy, policy_version: int) -> list[str]:
+def describe(
+    batch: Batch, policy: Policy, policy_version: int, payouts: Mapping[str, Payout] | None = None
+) -> list[str]:
     """What the operator checks against the ticket before signing: the transfers with their withdrawal ids,
     totals, and the transaction itself as the Safe will run it (to, operation, value, each inner call decoded
-    from the signed bytes). Every string from the file is escaped."""
+    from the signed bytes). A customer payout also shows its customer, what the signer found its destination
+    to be (``payouts``, from ``check_policy``), the backend whose request it verified and the operators who
+    approved it. Every string from the file is escaped."""
     lines = [
         f"batch        {batch.id}",
         f"cold wallet  Safe {batch.safe} on chain {batch.chain_id}, Safe nonce {batch.safe_nonce}",
@@ -188,6 +198,9 @@ def describe(batch: Batch, policy: Policy, policy_version: int) -> list[str]:
             topup = "  TOP-UP OF THE HOT WALLET" if hot is not None and w.destination == hot.address else ""
             lines.append(f"{i:>4}  {w.asset:<6} {amount:>26}  {w.destination}  {escape(w.label)}{topup}")
             lines.append(f"{'':>4}  {'':<6} {'':>26}  {'':<42}  withdrawal {w.id}")
+            payout = (payouts or {}).get(w.id)
+            if w.customer is not None and payout is not None:
+                lines.extend(f"{'':>4}  {'':<6} {'':>26}  {'':<42}  {line}" for line in _customer_lines(w, payout))
         decimals = {w.asset: w.decimals for w in batch.withdrawals}
         lines.append("")
         lines.append("totals")
@@ -196,6 +209,23 @@ def describe(batch: Batch, policy: Policy, policy_version: int) -> list[str]:
             lines.append(f"      {asset:<6} {format_amount(totals[asset], decimals[asset]):>26}  in {count} transfers")
     lines += ["", *describe_transaction(batch, policy)]
     lines += ["", f"SafeTx hash  0x{batch.safe_tx_hash.hex()}"]
+    return lines
+
+
+def _customer_lines(w: BatchWithdrawal, payout: Payout) -> list[str]:
+    marker = {
+        Destination.WHITELIST: "treasury whitelist",
+        Destination.ADDRESS_BOOK: "ADDRESS BOOK",
+        Destination.UNLISTED: "UNLISTED ADDRESS",
+    }[payout.kind]
+    lines = [f"customer {escape(w.customer or '')}: {marker}", f"  {escape(payout.why)}"]
+    if w.kind is not None and w.kind != payout.kind:
+        lines.append(f"  (the daemon said {w.kind}; this signer found {payout.kind})")
+    if payout.request is not None:
+        backend, key = payout.request
+        lines.append(f"  requested by backend {escape(backend)}, idempotency key {escape(key)}")
+    if payout.approved_by:
+        lines.append(f"  held, approved by {', '.join(escape(name) for name in payout.approved_by)}")
     return lines
 
 

@@ -174,8 +174,10 @@ class Server:
 
 
 @contextmanager
-def running_server(store, tmp_path, **settings: object) -> Iterator[Server]:
-    """A real uvicorn server for ``store`` on a free loopback port, in a thread."""
+def running_server(store, tmp_path, clock=None, **settings: object) -> Iterator[Server]:
+    """A real uvicorn server for ``store`` on a free loopback port, in a thread, on ``clock`` (the system's by
+    default); like ``custody serve``, uvicorn does not rewrite the client's address from proxy headers (the app
+    does, for trusted proxies only)."""
     import uvicorn
 
     from custody.api.app import create_app
@@ -187,9 +189,11 @@ def running_server(store, tmp_path, **settings: object) -> Iterator[Server]:
         database_url=store.url,
         **{"rate_limit_per_second": 1000, "rate_limit_burst": 1000, **settings},
     )  # type: ignore[arg-type]
-    app = create_app(config, store, SystemClock())
+    app = create_app(config, store, clock or SystemClock())
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
+    srv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off", proxy_headers=False)
+    )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.time() + 10
@@ -216,10 +220,12 @@ class ClientKey:
     key: SigningKey
 
 
-def add_client(store, name: str = "backend", scopes: str = "withdraw,read,cancel") -> ClientKey:
+def add_client(
+    store, name: str = "backend", scopes: str = "withdraw,read,cancel", key: SigningKey | None = None
+) -> ClientKey:
     from custody.intake import apikeys
 
-    key = SigningKey.generate()
+    key = key or SigningKey.generate()
     apikeys.add_key(store, name, key.verify_key.encode().hex(), apikeys.parse_scopes(scopes), int(time.time()))
     return ClientKey(name, key)
 

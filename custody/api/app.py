@@ -19,8 +19,10 @@ from custody.api.middleware import RequestLog, access
 from custody.api.routes import ROUTERS
 from custody.clock import Clock
 from custody.config import Settings
+from custody.intake.addressbook import AddressBook
 from custody.intake.apikeys import Authenticator, RateLimiter
 from custody.intake.groupcommit import GroupCommit
+from custody.intake.sources import Sources
 from custody.intake.withdrawals import Withdrawals
 from custody.ledger.policy import PolicyCache
 from custody.ops.metrics import Metrics
@@ -33,7 +35,18 @@ def make_services(settings: Settings, store: Store, clock: Clock) -> Services:
     auth = Authenticator(store, settings.max_clock_skew_seconds, limiter)
     withdrawals = Withdrawals(store, policies, clock, auth.remember)
     intake = GroupCommit("intake", withdrawals.create_many)
-    return Services(settings, store, clock, policies, auth, withdrawals, intake, Metrics(settings, store))
+    return Services(
+        settings,
+        store,
+        clock,
+        policies,
+        auth,
+        withdrawals,
+        intake,
+        Metrics(settings, store),
+        book=AddressBook(store, policies, clock, auth.remember),
+        sources=Sources(store, policies, auth.remember),
+    )
 
 
 @asynccontextmanager
@@ -52,7 +65,7 @@ def create_app(settings: Settings, store: Store, clock: Clock) -> FastAPI:
     )
     app.state.services = services
     app.state.withdrawals, app.state.auth = services.withdrawals, services.auth  # serve's scheduler uses them
-    app.add_middleware(RequestLog, metrics=services.metrics, database=database)
+    app.add_middleware(RequestLog, metrics=services.metrics, database=database, trusted=settings.trusted_proxies)
     install_handlers(app, database)
     for router in ROUTERS:
         app.include_router(router)

@@ -6,7 +6,9 @@ fix) or 504, is sent again, freshly signed (a new timestamp and nonce) with the 
 a jittered exponential backoff (0.1 s doubling to 3 s, each wait between half and all of that, and never less
 than the server's ``Retry-After``), until ``retry_budget`` seconds have passed since the first attempt: the
 default, 60 s, outlasts a database restart. Cancelling is not retried: a second attempt after a lost answer
-would be refused as not cancellable.
+would be refused as not cancellable. Nor are adding and removing an address-book entry (a second attempt would
+be refused with ``address_exists`` or ``not_found``: read the book instead); setting a customer's mode is, as
+setting it twice is harmless.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import random
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from nacl.signing import SigningKey
@@ -157,14 +160,18 @@ class CustodyClient:
         *,
         idempotency_key: str,
         client_reference: str | None = None,
+        customer: str | None = None,
         retries: int | None = None,
     ) -> dict[str, Any]:
-        """Request a withdrawal. A lost answer or a 503 is retried within the retry budget (at most ``retries``
-        times if given), freshly signed with the same Idempotency-Key, so a request that did reach the database
-        answers the same withdrawal instead of making a second."""
+        """Request a withdrawal, for the exchange's ``customer`` if given. A lost answer or a 503 is retried
+        within the retry budget (at most ``retries`` times if given), freshly signed with the same
+        Idempotency-Key, so a request that did reach the database answers the same withdrawal instead of making
+        a second."""
         body: dict[str, Any] = {"asset": asset, "amount": amount, "destination": destination}
         if client_reference is not None:
             body["client_reference"] = client_reference
+        if customer is not None:
+            body["customer"] = customer
         response = self.retrying("POST", "/v1/withdrawals", body, {"Idempotency-Key": idempotency_key}, retries=retries)
         return self._json(response)  # type: ignore[no-any-return]
 
@@ -180,6 +187,36 @@ class CustodyClient:
 
     def balances(self) -> dict[str, Any]:
         return self._json(self.retrying("GET", "/v1/balances"))  # type: ignore[no-any-return]
+
+    def add_address(
+        self, customer: str, asset: str, address: str, label: str, *, lock: int | None = None
+    ) -> dict[str, Any]:
+        """Add ``address`` to the customer's address book for ``asset``; it is locked for ``lock`` seconds (the
+        policy's address_lock if None, and never less). Not retried: see the module's docstring."""
+        body: dict[str, Any] = {"asset": asset, "address": address, "label": label}
+        if lock is not None:
+            body["lock"] = lock
+        return self._json(self.request("POST", f"{_customer_path(customer)}/addresses", body))  # type: ignore[no-any-return]
+
+    def list_addresses(self, customer: str, asset: str | None = None) -> dict[str, Any]:
+        """``{"customer", "address_book_only", "items"}``: the customer's live entries, each locked or active."""
+        path = f"{_customer_path(customer)}/addresses"
+        return self._json(self.retrying("GET", path, params={"asset": asset}))  # type: ignore[no-any-return]
+
+    def remove_address(self, customer: str, address: str, asset: str) -> dict[str, Any]:
+        """Remove the customer's entry for ``address`` and ``asset``, at once. Not retried."""
+        path = f"{_customer_path(customer)}/addresses/{quote(address, safe='')}"
+        return self._json(self.request("DELETE", path, params={"asset": asset}))  # type: ignore[no-any-return]
+
+    def set_address_book_only(self, customer: str, enabled: bool) -> dict[str, Any]:
+        """Pay the customer only to its active address-book entries (``enabled``), or return to the default."""
+        body = {"address_book_only": enabled}
+        return self._json(self.retrying("PUT", _customer_path(customer), body))  # type: ignore[no-any-return]
+
+
+def _customer_path(customer: str) -> str:
+    """The customer's resource; an id the API would refuse is still escaped, so it reaches the API whole."""
+    return f"/v1/customers/{quote(customer, safe='')}"
 
 
 def _retriable(response: httpx.Response) -> bool:

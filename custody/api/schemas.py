@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from custody.api.problems import DOCUMENTED
 from custody.errors import InvalidField, MalformedJson, MissingField, UnknownField
+from custody.intake.addressbook import Book, CustomerMode, Entry, NewEntry
 from custody.intake.withdrawals import NewWithdrawal
 from custody.ops.balances import AssetPosition
 from custody.store.models import Withdrawal
@@ -23,6 +24,11 @@ class WithdrawalIn(BaseModel):
     amount: str = Field(min_length=1, max_length=80, description='Decimal string in the asset\'s units, e.g. "1.25"')
     destination: str = Field(min_length=1, max_length=42, description="EIP-55 checksummed address")
     client_reference: str | None = Field(default=None, max_length=128)
+    customer: str | None = Field(  # its pattern is checked by intake (invalid_customer), not here (invalid_field)
+        default=None,
+        description="The exchange's customer this pays (its own account id, opaque to custody): "
+        "1 to 64 letters, digits or . _ : @ -, beginning with a letter or a digit",
+    )
 
 
 class ReasonOut(BaseModel):
@@ -34,6 +40,7 @@ class ReasonOut(BaseModel):
 class DecisionOut(BaseModel):
     outcome: str
     route: str | None
+    destination_kind: str | None  # whitelist | address_book | unlisted; None when rejected before it was known
     eligible_at: str | None
     policy_version: int
     policy_hash: str
@@ -48,6 +55,7 @@ class WithdrawalOut(BaseModel):
     amount_base_units: str
     destination: str
     client_reference: str | None
+    customer: str | None
     decision: DecisionOut
     created_at: str
     updated_at: str
@@ -86,7 +94,7 @@ def parse_withdrawal(raw: bytes) -> NewWithdrawal:
         field = ".".join(str(p) for p in first["loc"]) or "body"
         error = {"extra_forbidden": UnknownField, "missing": MissingField}.get(first["type"], InvalidField)
         raise error(f"{field}: {first['msg']}") from None
-    return NewWithdrawal(parsed.asset, parsed.amount, parsed.destination, parsed.client_reference)
+    return NewWithdrawal(parsed.asset, parsed.amount, parsed.destination, parsed.client_reference, parsed.customer)
 
 
 def iso(ts: int | None) -> str | None:
@@ -102,9 +110,11 @@ def withdrawal_out(w: Withdrawal) -> WithdrawalOut:
         amount_base_units=str(w.amount),
         destination=w.destination,
         client_reference=w.client_reference,
+        customer=w.customer,
         decision=DecisionOut(
             outcome=w.outcome,
             route=w.route,
+            destination_kind=w.destination_kind,
             eligible_at=iso(w.eligible_at),
             policy_version=w.policy_version,
             policy_hash=w.policy_hash,
@@ -141,4 +151,104 @@ def balances_out(positions: list[AssetPosition]) -> Balances:
             )
             for p in positions
         ]
+    )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class AddressIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    asset: str = Field(min_length=1, max_length=16, description="Asset symbol as declared in the policy, e.g. ETH")
+    address: str = Field(min_length=1, max_length=42, description="EIP-55 checksummed address")
+    label: str = Field(
+        min_length=1, max_length=128, description="Shown to people: letters, digits, spaces, punctuation"
+    )
+    lock: int | None = Field(
+        default=None,
+        ge=0,
+        description="Seconds until the entry may be paid to: at least the policy's address_lock (its default)",
+    )
+
+
+class AddressOut(BaseModel):
+    customer: str
+    asset: str
+    address: str
+    label: str
+    state: str = Field(description="locked (until active_at), active, or removed")
+    added_at: str
+    active_at: str
+    removed_at: str | None
+
+
+class AddressBookOut(BaseModel):
+    customer: str
+    address_book_only: bool
+    items: list[AddressOut]
+
+
+class CustomerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    address_book_only: bool = Field(description="true: pay this customer only to its active address-book entries")
+
+
+class CustomerOut(BaseModel):
+    customer: str
+    address_book_only: bool
+    updated_at: str | None = Field(description="When the mode was last changed; null if it never was")
+
+
+def _validated(raw: bytes, model: type[M]) -> M:
+    """A JSON object body checked against ``model``, or the first thing wrong with it, with its code."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise MalformedJson("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise MalformedJson("the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        error = {"extra_forbidden": UnknownField, "missing": MissingField}.get(first["type"], InvalidField)
+        raise error(f"{field}: {first['msg']}") from None
+
+
+def parse_address_entry(raw: bytes) -> NewEntry:
+    """The body of ``POST /v1/customers/{customer}/addresses``."""
+    parsed = _validated(raw, AddressIn)
+    return NewEntry(parsed.asset, parsed.address, parsed.label, parsed.lock)
+
+
+def parse_customer_mode(raw: bytes) -> bool:
+    """The body of ``PUT /v1/customers/{customer}``: whether the customer is in address-book-only mode."""
+    return _validated(raw, CustomerIn).address_book_only
+
+
+def address_out(e: Entry) -> AddressOut:
+    return AddressOut(
+        customer=e.customer,
+        asset=e.asset,
+        address=e.address,
+        label=e.label,
+        state=e.state,
+        added_at=iso(e.added_at) or "",
+        active_at=iso(e.active_at) or "",
+        removed_at=iso(e.removed_at),
+    )
+
+
+def book_out(book: Book) -> AddressBookOut:
+    return AddressBookOut(
+        customer=book.customer,
+        address_book_only=book.address_book_only,
+        items=[address_out(e) for e in book.entries],
+    )
+
+
+def customer_out(mode: CustomerMode) -> CustomerOut:
+    return CustomerOut(
+        customer=mode.customer, address_book_only=mode.address_book_only, updated_at=iso(mode.updated_at)
     )

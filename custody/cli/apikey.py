@@ -10,7 +10,11 @@ from nacl.signing import SigningKey
 
 from custody.cli.common import config_option, open_store
 from custody.clock import SystemClock
+from custody.errors import InvalidPublicKey, NoActivePolicy
 from custody.intake import apikeys
+from custody.ledger.policy import current
+from custody.store.db import Store
+from policies.bundle import Bundle
 
 
 @click.group()
@@ -35,9 +39,32 @@ def apikey_keygen(out: Path) -> None:
 @click.option("--scopes", default="withdraw,read,cancel", show_default=True)
 @config_option
 def apikey_add(name: str, public_key: str, scopes: str, config_path: Path) -> None:
+    """Register the public key of API key NAME. If the active policy names NAME among its [[backends]], the
+    key must be exactly that backend's: offline signers verify its requests with the policy's key."""
     _, store = open_store(config_path)
+    check_backend(_applied(store), name, public_key)
     apikeys.add_key(store, name, public_key, apikeys.parse_scopes(scopes), SystemClock().now())
     click.echo(f"added API key {name!r}")
+
+
+def _applied(store: Store) -> Bundle | None:
+    """The newest applied policy bundle; None before the first (or on a database without a genesis)."""
+    try:
+        return current(store)[1]
+    except NoActivePolicy:
+        return None
+
+
+def check_backend(bundle: Bundle | None, name: str, public_key: str) -> None:
+    """Refuse a key named as one of ``bundle``'s backends whose public key is not that backend's. Any other
+    name (a read-only or whitelist-only key), or no bundle applied yet, is not checked."""
+    backend = next((b for b in bundle.policy.backends if b.name == name), None) if bundle else None
+    if bundle is not None and backend is not None and public_key.lower() != backend.key.lower():
+        raise InvalidPublicKey(
+            f"{name!r} is a backend of the active policy (version {bundle.version}) with the public key "
+            f"{backend.key}: the API key of that name must be exactly that key (a different key needs a new "
+            "policy bundle, signed by a quorum)"
+        )
 
 
 @apikey.command("list")

@@ -45,7 +45,7 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
             host=host or settings.listen_host,
             port=port or settings.listen_port,
             log_level="warning",
-            proxy_headers=False,  # the client address is never used, so no proxy is trusted for it
+            proxy_headers=False,  # the app reads X-Forwarded-For itself, from the proxies in [api] trusted_proxies only
             log_config=None,  # our JSON handler on the root logger (logs.setup)
             access_log=False,  # the API writes its own access line, with the request id
         )

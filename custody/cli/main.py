@@ -3,7 +3,7 @@ handler: ``Group`` (shared with the signer) turns any project error raised below
 ``error [code]: message``, and exit 1.
 
 Each command lives with its group in a module of its own (``init``, ``daemon``, ``apikey``, ``policy``,
-``webhooks``, ``audit``, ``status``, ``cold``, ``por``); each parses, calls one service, and prints.
+``webhooks``, ``audit``, ``status``, ``cold``, ``por``, ``review``); each parses, calls one service, and prints.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from custody.cli.daemon import serve, worker
 from custody.cli.init import init
 from custody.cli.policy import policy
 from custody.cli.por import por
+from custody.cli.review import review
 from custody.cli.status import freeze, status
 from custody.cli.webhooks import webhooks
 from signer.cliutil import Group
@@ -27,5 +28,5 @@ def main() -> None:
     """The online custody daemon: withdrawal API, policy, audit log."""
 
 
-for command in (init, serve, worker, webhooks, apikey, policy, audit, status, freeze, cold, batch, por):
+for command in (init, serve, worker, webhooks, apikey, policy, audit, status, freeze, cold, batch, por, review):
     main.add_command(command)

@@ -15,10 +15,18 @@ When nothing is left to pay, the next export is an empty batch (a no-op call to 
 the freed nonce up, so old signatures can never be replayed. A withdrawal once exported goes out again only at
 the nonce it had (``Withdrawal.cold_nonce``): signers refuse it at any other (``signer.ledger``). If another
 transaction used that nonce, it is cancelled with that reason, for the backend to request it again.
+
+A customer payout goes into the file with what signers check it by (``signer.payouts``): its customer and
+destination kind, the backend's signed request as stored at intake, for an address-book payout the signed
+request that added the entry (the entry live when the payout was requested), and the operators' signed
+decisions if it was held. Each transfer is put through the signers' own checks first
+(``signer.review.withdrawal_refusal``, then ``signer.ledger.BatchRoom``); one they would refuse waits, with
+the reason, instead of spoiling the batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -44,9 +52,16 @@ from custody.ledger.policy import PolicyCache
 from custody.ledger.states import State
 from custody.ledger.transitions import move
 from custody.store.db import Store
-from custody.store.models import Batch, ColdWallet, Withdrawal
-from signer.batchfile import BatchWithdrawal, write_batch_file
+from custody.store.models import AddressBookEntry, Approval, Batch, ColdWallet, Withdrawal
+from policies.errors import CustodyError
+from policies.evaluate import static_failures
+from policies.loader import Reader
+from policies.model import Policy
+from signer.apirequest import SignedRequest, address_body
+from signer.batchfile import BatchWithdrawal, parse_request, withdrawal_problem, write_batch_file
+from signer.decisions import Decision
 from signer.ledger import BatchRoom
+from signer.payouts import check_withdrawal
 from signer.review import assemble, withdrawal_refusal
 
 
@@ -151,18 +166,10 @@ def export(
                         "will not sign it at another nonce: request it again",
                     )
                 continue  # it waits for the batch at its own nonce
-            entry = active.policy.whitelist.get(w.destination)
-            rule = active.policy.assets.get(w.asset)
-            item = BatchWithdrawal(
-                id=w.id,
-                asset=w.asset,
-                amount=w.amount,
-                decimals=w.decimals,
-                token=rule.contract if rule else None,
-                destination=w.destination,
-                label=entry.label if entry else "",
-            )
-            why = withdrawal_refusal(active.policy, item, now) or room.take(item)
+            item, why = batch_item(s, w, active.policy, now)
+            why = why or withdrawal_problem(item) or withdrawal_refusal(active.policy, item, now)
+            if why is None:
+                why = room.take(item, check_withdrawal(active.policy, item, now))
             if why is None:
                 chosen.append((w, item))
             else:
@@ -224,6 +231,80 @@ def export(
         )
     os.replace(tmp, path)
     return Exported(doc.id, path, nonce, "0x" + doc.safe_tx_hash.hex(), len(chosen), skipped)
+
+
+def batch_item(s: Session, w: Withdrawal, policy: Policy, now: int) -> tuple[BatchWithdrawal, str | None]:
+    """``w`` as a batch lists it, with a customer payout's proofs from the database; and why it cannot go, if a
+    stored proof does not even parse. The label is the whitelist's for a destination the whitelist lets
+    through now, else the address-book entry's as the backend signed it, else empty (as signers expect)."""
+    rule = policy.assets.get(w.asset)
+    entry = policy.whitelist.get(w.destination)
+    failures = static_failures(policy, w.asset, w.amount, w.destination, now)
+    whitelisted = entry is not None and not any(r.rule == "whitelist" for r in failures)
+    label = entry.label if entry is not None and (whitelisted or w.customer is None) else ""
+    item = BatchWithdrawal(
+        id=w.id,
+        asset=w.asset,
+        amount=w.amount,
+        decimals=w.decimals,
+        token=rule.contract if rule else None,
+        destination=w.destination,
+        label=label,
+    )
+    if w.customer is None:
+        return item, None
+    kind = w.destination_kind or "whitelist"
+    try:
+        request = None if w.request is None else _stored_request(w.request)
+        book = _book_request(s, w) if kind == "address_book" else None
+    except (CustodyError, ValueError) as exc:
+        return item, f"a stored signed request does not parse: {getattr(exc, 'message', exc)}"
+    if book is not None and not label:
+        with contextlib.suppress(ValueError):  # signers refuse it, with the reason (book_request_invalid)
+            label = address_body(book).label
+    approvals = s.execute(select(Approval).where(Approval.withdrawal_id == w.id).order_by(Approval.operator)).scalars()
+    decisions = tuple(Decision(a.operator, a.decision, a.reason, a.at, bytes.fromhex(a.signature)) for a in approvals)
+    return (
+        BatchWithdrawal(
+            id=w.id,
+            asset=w.asset,
+            amount=w.amount,
+            decimals=w.decimals,
+            token=item.token,
+            destination=w.destination,
+            label=label,
+            customer=w.customer,
+            kind=kind,
+            request=request,
+            book_request=book,
+            approvals=decisions,
+        ),
+        None,
+    )
+
+
+def _stored_request(text: str) -> SignedRequest:
+    """A request as intake stored it (``signer.apirequest.SignedRequest.to_json``), read as a signer reads it."""
+    return parse_request(Reader(human=False), json.loads(text), "request")
+
+
+def _book_request(s: Session, w: Withdrawal) -> SignedRequest | None:
+    """The signed request that added the customer's address-book entry that was live when ``w`` was requested."""
+    entry = s.execute(
+        select(AddressBookEntry)
+        .where(
+            AddressBookEntry.customer == w.customer,
+            AddressBookEntry.asset == w.asset,
+            AddressBookEntry.address == w.destination,
+            AddressBookEntry.added_at <= w.created_at,
+            (AddressBookEntry.removed_at.is_(None)) | (AddressBookEntry.removed_at > w.created_at),
+        )
+        .order_by(AddressBookEntry.added_at.desc(), AddressBookEntry.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if entry is None or entry.request is None:
+        return None
+    return _stored_request(entry.request)
 
 
 def _nonce_to_cancel(s: Session, nonce: int) -> bool:

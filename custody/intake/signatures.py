@@ -1,4 +1,6 @@
-"""How a client signs an API request; the server and the Python client both use these functions.
+"""How a client signs an API request; the server and the Python client both use these functions. The message
+format itself is ``signer.apirequest.request_message`` (re-exported here): offline signers rebuild it from the
+stored request of a customer payout, so it is defined once, on the side that must distrust the host.
 
     message = "custody-request-v1" LF timestamp LF nonce LF METHOD LF path-with-query LF idempotency-key LF
               hex(SHA-256(body))
@@ -17,32 +19,17 @@ idempotency key: it decides whether a request creates a payment, so it must not 
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 from nacl.signing import SigningKey
+
+from signer.apirequest import request_message as request_message  # re-exported: the daemon verifies with it
 
 KEY_HEADER = "X-Custody-Key"
 TIMESTAMP_HEADER = "X-Custody-Timestamp"
 NONCE_HEADER = "X-Custody-Nonce"
 SIGNATURE_HEADER = "X-Custody-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-
-
-def request_message(
-    timestamp: str, nonce: str, method: str, path_with_query: str, idempotency_key: str, body: bytes
-) -> bytes:
-    return b"\n".join(
-        [
-            b"custody-request-v1",
-            timestamp.encode("ascii"),
-            nonce.encode("ascii"),
-            method.upper().encode("ascii"),
-            path_with_query.encode("utf-8"),
-            idempotency_key.encode("utf-8"),
-            hashlib.sha256(body).hexdigest().encode("ascii"),
-        ]
-    )
 
 
 def sign_request(

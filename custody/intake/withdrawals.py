@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Callable
@@ -20,27 +21,31 @@ from custody.errors import (
     IdempotencyConflict,
     InvalidCursor,
     InvalidField,
+    NotABackend,
     NotCancellable,
     NotFound,
     Unauthorized,
     UnknownAsset,
 )
+from custody.intake.addressbook import check_customer
 from custody.intake.apikeys import Principal, Seen
+from custody.intake.context import Ask, Facts, Running, asset_context, backends, with_customer
 from custody.ledger import audit, states, usage
 from custody.ledger.policy import Active, PolicyCache
-from custody.ledger.positions import RESERVING, hot_reading, reserved
+from custody.ledger.positions import hot_reading
 from custody.ledger.states import State
 from custody.ledger.transitions import move
 from custody.store.db import Store, advisory_lock
 from custody.store.models import Withdrawal
 from policies.addresses import checksum_address
-from policies.canonical import canonical_hash
+from policies.canonical import canonical_bytes, canonical_hash
 from policies.errors import CustodyError
-from policies.evaluate import Context, Decision, Outcome, Request, Route, evaluate
-from policies.model import Policy
+from policies.evaluate import Context, Decision, Destination, Outcome, Request, Route, evaluate
 from policies.units import parse_amount
 
 MAX_PAGE = 200
+# Destinations only a policy backend may ask to pay (the treasury whitelist is every withdrawing key's).
+CUSTOMER_DESTINATIONS = frozenset({Destination.ADDRESS_BOOK, Destination.UNLISTED})
 TABLE = cast(Table, Withdrawal.__table__)
 COLUMNS = [c for c in TABLE.columns if c.key != "seq"]
 
@@ -53,21 +58,57 @@ class NewWithdrawal:
     amount: str
     destination: str
     client_reference: str | None = None
+    customer: str | None = None
 
     def digest(self) -> str:
-        return canonical_hash(
-            {
-                "asset": self.asset,
-                "amount": self.amount,
-                "destination": self.destination,
-                "client_reference": self.client_reference,
-            }
-        )
+        body = {
+            "asset": self.asset,
+            "amount": self.amount,
+            "destination": self.destination,
+            "client_reference": self.client_reference,
+        }
+        if self.customer is not None:  # absent, the digest is the one stored before customers existed
+            body["customer"] = self.customer
+        return canonical_hash(body)
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """The backend's request exactly as it signed it (``custody.intake.signatures``): kept with every
+    withdrawal whose destination is not on the treasury whitelist, so that an offline signer can verify that
+    the backend asked for it. Every field is the text that was signed, unchanged (a timestamp keeps its digits
+    as sent), and the body its exact bytes."""
+
+    key: str
+    method: str
+    path: str  # the path with its query, as signed
+    timestamp: str
+    nonce: str
+    idempotency_key: str
+    body: bytes
+    signature: str  # hex, as sent (stored in lowercase)
+
+    def to_json(self) -> str:
+        """The stored form (``signer.apirequest``): canonical JSON, every value a string, the body in standard
+        base64 and the signature in lowercase hex."""
+        doc = {
+            "key": self.key,
+            "method": self.method,
+            "path": self.path,
+            "timestamp": self.timestamp,
+            "nonce": self.nonce,
+            "idempotency_key": self.idempotency_key,
+            "body_b64": base64.b64encode(self.body).decode("ascii"),
+            "signature": self.signature.lower(),
+        }
+        return canonical_bytes(doc).decode("utf-8")
 
 
 def state_after(decision: Decision) -> State:
     if decision.outcome == Outcome.REJECT:
         return State.REJECTED
+    if decision.outcome == Outcome.HOLD:
+        return State.HELD
     if decision.outcome == Outcome.DELAY:
         return State.DELAYED
     return State.QUEUED_HOT if decision.route == Route.HOT else State.QUEUED_COLD
@@ -83,6 +124,9 @@ def record(s: Session, made: tuple[Withdrawal, Entries], now: int) -> Withdrawal
     s.flush()
     if usage.counts(w.state):
         usage.add(s, [(w.asset, w.api_key, w.created_at, w.amount)])
+        usage.add_scoped(
+            s, [(scope, w.asset, w.created_at, w.amount) for scope in usage.scopes(w.customer, w.destination_kind)]
+        )
     audit.append_all(s, now, entries)
     return w
 
@@ -101,9 +145,14 @@ def new_withdrawal(
     policy_hash: str,
     now: int,
     client_reference: str | None = None,
+    customer: str | None = None,
+    request: str | None = None,
 ) -> tuple[Withdrawal, Entries]:
-    """A new withdrawal in the state its decision leads to, and the two audit entries that record it."""
+    """A new withdrawal in the state its decision leads to, and the two audit entries that record it.
+    ``request`` is the backend's signed request (``SignedRequest.to_json``), kept only if the destination is
+    not on the treasury whitelist."""
     state = state_after(decision)
+    kind = decision.destination
     w = Withdrawal(
         id=str(uuid.uuid4()),
         api_key=api_key,
@@ -123,34 +172,31 @@ def new_withdrawal(
         policy_hash=policy_hash,
         created_at=now,
         updated_at=now,
+        customer=customer,
+        destination_kind=kind,
+        request=request if kind != Destination.WHITELIST else None,
     )
-    entries: Entries = [
-        (
-            "withdrawal.received",
-            w.id,
-            {
-                "to": State.RECEIVED,
-                "api_key": api_key,
-                "idempotency_key": idempotency_key,
-                "asset": asset,
-                "amount": str(amount),
-                "destination": destination,
-                "policy_hash": policy_hash,
-            },
-        ),
-        (
-            f"withdrawal.{state}",
-            w.id,
-            {
-                "from": State.RECEIVED,
-                "to": state,
-                "route": decision.route,
-                "failed": [r.rule for r in decision.failed],
-                "eligible_at": decision.eligible_at,
-            },
-        ),
-    ]
-    return w, entries
+    received: dict[str, Any] = {
+        "to": State.RECEIVED,
+        "api_key": api_key,
+        "idempotency_key": idempotency_key,
+        "asset": asset,
+        "amount": str(amount),
+        "destination": destination,
+        "policy_hash": policy_hash,
+    }
+    decided: dict[str, Any] = {
+        "from": State.RECEIVED,
+        "to": state,
+        "route": decision.route,
+        "failed": [r.rule for r in decision.failed],
+        "eligible_at": decision.eligible_at,
+    }
+    if customer is not None:  # entries of withdrawals without one keep their shape
+        received["customer"] = customer
+    if kind is not None:
+        decided["destination_kind"] = kind
+    return w, [("withdrawal.received", w.id, received), (f"withdrawal.{state}", w.id, decided)]
 
 
 @dataclass(frozen=True)
@@ -162,6 +208,7 @@ class Intake:
     request: NewWithdrawal
     request_id: str = "-"
     seen: Seen | None = None  # the signed request, whose nonce this intake's transaction records
+    signed: SignedRequest | None = None  # what was signed, kept for a destination not on the whitelist
 
 
 Created = tuple[Withdrawal, bool]
@@ -175,46 +222,19 @@ class _Checked(NamedTuple):
     decimals: int
     amount: int
     destination: str
+    customer: str | None
 
 
 def _check(active: Active, item: Intake, digest: str) -> _Checked:
     req = item.request
+    customer = None if req.customer is None else check_customer(req.customer)
     rule = active.policy.assets.get(req.asset)
     if rule is None:
         raise UnknownAsset(f"asset {req.asset[:16]!r} is not known to the active policy")
     if not rule.enabled:
         raise AssetDisabled(f"asset {req.asset} is disabled by the active policy")
     amount = parse_amount(req.amount, rule.decimals)
-    return _Checked(item, digest, rule.decimals, amount, checksum_address(req.destination))
-
-
-class _Running:
-    """What one intake batch has used so far, on top of what the database held when the batch began: the
-    windows count every accepted withdrawal of the batch (created now, so inside every window), and the
-    hot wallet's free balance loses what hot-routed ones reserve, exactly as if each had committed alone."""
-
-    def __init__(self) -> None:
-        self.asset_used: dict[str, int] = {}
-        self.key_used: dict[tuple[str, str], int] = {}
-        self.hot_reserved: dict[str, int] = {}
-
-    def add(self, w: Withdrawal) -> None:
-        if not usage.counts(w.state):
-            return
-        self.asset_used[w.asset] = self.asset_used.get(w.asset, 0) + w.amount
-        key = (w.asset, w.api_key)
-        self.key_used[key] = self.key_used.get(key, 0) + w.amount
-        if w.route == Route.HOT and w.state in RESERVING:
-            self.hot_reserved[w.asset] = self.hot_reserved.get(w.asset, 0) + w.amount
-
-    def context(self, base: Context, asset: str, api_key: str) -> Context:
-        extra, key_extra = self.asset_used.get(asset, 0), self.key_used.get((asset, api_key), 0)
-        return Context(
-            now=base.now,
-            asset_totals={p: v + extra for p, v in base.asset_totals.items()},
-            key_totals={p: v + key_extra for p, v in base.key_totals.items()},
-            hot_free_balance=base.hot_free_balance - self.hot_reserved.get(asset, 0),
-        )
+    return _Checked(item, digest, rule.decimals, amount, checksum_address(req.destination), customer)
 
 
 Remember = Callable[[Session, list[Seen]], list[Unauthorized | None]]
@@ -247,8 +267,10 @@ class Withdrawals:
         return [IdempotencyBusy("the idempotency key is being used concurrently; retry")]
 
     def _intake(self, s: Session, items: list[Intake]) -> list[Created | CustodyError]:
-        """Check what needs no lock first (replays, the asset, the amount, the address), then take the
-        assets' intake locks and decide the rest in order against the windows and the free balance."""
+        """Check what needs no lock first (replays, the customer, the asset, the amount, the address), then
+        take the assets' intake locks and decide the rest in order against the windows and the free balance;
+        the customers' facts are read once for the whole group (``custody.intake.context``), and not at all
+        when no request names a customer."""
         refused = self._replays(s, items)
         known = self._by_keys(s, {(i.who.name, i.idempotency_key) for i in items})
         active: Active | None = None
@@ -277,7 +299,11 @@ class Withdrawals:
             advisory_lock(s, f"intake:{asset}")
         now = self.clock.now()
         bases: dict[tuple[str, str], Context] = {}
-        running = _Running()
+        running = Running()
+        asks = [Ask(c.customer, c.item.request.asset, c.destination) for c in checked if c.customer is not None]
+        # the customers' facts, for the whole group at once; a group without customers reads nothing more
+        facts = Facts.read(s, active.policy, asks, now) if asks else None
+        allowed: set[str] | None = None  # the group's keys that are backends, read when first needed
         rows: list[dict[str, Any]] = []
         entries: Entries = []
         for i, c in enumerate(results):
@@ -293,10 +319,21 @@ class Withdrawals:
                 continue
             base = bases.get((asset, who))
             if base is None:
-                base = bases[(asset, who)] = self._context(s, active.policy, who, asset, now, readings[asset])
-            decision = evaluate(
-                active.policy, Request(asset, c.amount, c.destination, who), running.context(base, asset, who)
-            )
+                base = bases[(asset, who)] = asset_context(s, active.policy, who, asset, now, readings[asset])
+            context = running.context(base, asset, who)
+            if facts is not None and c.customer is not None:
+                context = with_customer(context, facts, Ask(c.customer, asset, c.destination))
+            decision = evaluate(active.policy, Request(asset, c.amount, c.destination, who, c.customer), context)
+            if decision.destination in CUSTOMER_DESTINATIONS:
+                if allowed is None:
+                    allowed = backends(s, active.policy, {k.item.who.name for k in checked if k.customer})
+                if who not in allowed:
+                    results[i] = NotABackend(
+                        f"API key {who!r} is not one of the policy's backends with this public key: only a backend "
+                        f"may pay a customer's {decision.destination.replace('_', '-')} destination"
+                    )
+                    continue
+            signed = c.item.signed
             w, more = new_withdrawal(
                 api_key=who,
                 idempotency_key=c.item.idempotency_key,
@@ -310,15 +347,28 @@ class Withdrawals:
                 policy_hash=active.hash,
                 now=now,
                 client_reference=c.item.request.client_reference,
+                customer=c.customer,
+                request=None if signed is None or decision.destination == Destination.WHITELIST else signed.to_json(),
             )
             known[(who, c.item.idempotency_key)] = w
             running.add(w)
+            if facts is not None:
+                facts.add(w)
             rows.append({col.key: getattr(w, col.key) for col in COLUMNS})
             entries += more
             results[i] = (w, True)
         if rows:
             s.execute(insert(TABLE), rows)  # one executemany; the answer does not need seq
-            usage.add(s, ((r["asset"], r["api_key"], now, r["amount"]) for r in rows if usage.counts(r["state"])))
+            counting = [r for r in rows if usage.counts(r["state"])]
+            usage.add(s, ((r["asset"], r["api_key"], now, r["amount"]) for r in counting))
+            usage.add_scoped(  # sends nothing when no withdrawal has a customer
+                s,
+                (
+                    (scope, r["asset"], now, r["amount"])
+                    for r in counting
+                    for scope in usage.scopes(r["customer"], r["destination_kind"])
+                ),
+            )
             audit.append_all(s, now, entries)
         return results  # type: ignore[return-value]  # every _Checked was replaced
 
@@ -345,19 +395,6 @@ class Withdrawals:
         if existing.request_hash != digest:
             raise IdempotencyConflict("this Idempotency-Key was used for a different request")
         return existing
-
-    def _context(
-        self, s: Session, policy: Policy, api_key: str, asset: str, now: int, reading: tuple[int, int] | None
-    ) -> Context:
-        """What this asset and key used in each window (``custody.ledger.usage``) and the hot wallet's free balance,
-        given its last ``reading``."""
-        periods = [w.seconds for w in policy.assets[asset].windows]
-        key_rule = policy.api_keys.get(api_key)
-        key_periods = [w.seconds for w in key_rule.windows.get(asset, ())] if key_rule else []
-        asset_totals, key_totals = usage.totals(s, asset, api_key, now, periods, key_periods)
-        balance, block = reading if reading is not None else (0, None)
-        used = reserved(s, asset, block)
-        return Context(now=now, asset_totals=asset_totals, key_totals=key_totals, hot_free_balance=balance - used)
 
     def get(self, who: Principal, withdrawal_id: str) -> Withdrawal:
         with self.store.read() as s:

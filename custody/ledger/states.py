@@ -14,6 +14,7 @@ class State(StrEnum):
     RECEIVED = "received"
     REJECTED = "rejected"
     DELAYED = "delayed"
+    HELD = "held"  # a risk rule fired: two operators decide (``custody.intake.review``)
     QUEUED_HOT = "queued_hot"
     QUEUED_COLD = "queued_cold"
     BATCHED = "batched"
@@ -37,7 +38,12 @@ class TxState(StrEnum):
 
 
 TRANSITIONS: dict[State, frozenset[State]] = {
-    State.RECEIVED: frozenset({State.REJECTED, State.DELAYED, State.QUEUED_HOT, State.QUEUED_COLD, State.CANCELLED}),
+    State.RECEIVED: frozenset(
+        {State.REJECTED, State.DELAYED, State.HELD, State.QUEUED_HOT, State.QUEUED_COLD, State.CANCELLED}
+    ),
+    # Released by two operators' approvals (the policy decides again then: queued, delayed or rejected),
+    # rejected by one operator, or cancelled by the client.
+    State.HELD: frozenset({State.QUEUED_HOT, State.QUEUED_COLD, State.DELAYED, State.REJECTED, State.CANCELLED}),
     State.DELAYED: frozenset({State.QUEUED_HOT, State.QUEUED_COLD, State.CANCELLED}),
     State.QUEUED_HOT: frozenset({State.SIGNED, State.CANCELLED}),
     State.QUEUED_COLD: frozenset({State.BATCHED, State.CANCELLED}),
@@ -56,7 +62,7 @@ ALL_STATES = frozenset(TRANSITIONS)
 # States a withdrawal never leaves.
 FINAL = frozenset(state for state, targets in TRANSITIONS.items() if not targets)
 # What the client may still cancel through the API: nothing that is signed or in a batch.
-CLIENT_CANCELLABLE = frozenset({State.RECEIVED, State.DELAYED, State.QUEUED_HOT, State.QUEUED_COLD})
+CLIENT_CANCELLABLE = frozenset({State.RECEIVED, State.DELAYED, State.HELD, State.QUEUED_HOT, State.QUEUED_COLD})
 # States whose amount no longer counts against velocity limits: it will never be paid.
 NOT_SPENDING = frozenset({State.REJECTED, State.CANCELLED, State.FAILED})
 

@@ -17,7 +17,7 @@ log = logging.getLogger("custody.withdrawals")
 def move(s: Session, w: Withdrawal, target: State, now: int, by: str, **data: object) -> None:
     states.check_transition(w.state, target)
     if usage.counts(w.state) and not usage.counts(target):  # never paid now: out of the velocity windows
-        usage.add(s, [(w.asset, w.api_key, w.created_at, -w.amount)])
+        usage.take_out(s, w)  # the asset's, the API key's, and its customer's and unlisted ones
     audit.append(s, now, f"withdrawal.{target}", w.id, {"from": w.state, "to": target, "by": by, **data})
     log.info("withdrawal %s: %s -> %s", w.id, w.state, target, extra={"withdrawal": w.id, "by": by})
     w.state, w.updated_at = target, now

@@ -1,7 +1,8 @@
 """The scheduler that runs beside the API in `custody serve`: once a second it queues the delayed withdrawals
-whose delay has passed and forgets request nonces too old to be replayed.
+whose delay has passed, records ``address.active`` for address-book entries whose lock has passed, and forgets
+request nonces too old to be replayed.
 
-Every replica runs one; both jobs are safe to run on all of them at once. A failed tick is retried with
+Every replica runs one; every job is safe to run on all of them at once. A failed tick is retried with
 backoff, and a database outage is logged once when it begins and once when it ends (``custody.outage``).
 """
 
@@ -12,6 +13,7 @@ import threading
 
 from custody import logs, outage
 from custody.clock import Clock
+from custody.intake.addressbook import due_announcements
 from custody.intake.apikeys import Authenticator
 from custody.intake.withdrawals import Withdrawals
 
@@ -31,6 +33,7 @@ class Scheduler:
         """One pass of every job; False, so the next pass comes a second later whatever this one did."""
         logs.REQUEST_ID.set(logs.new_id("s-"))
         self.withdrawals.promote_due()
+        due_announcements(self.withdrawals.store, self.clock.now())
         self.auth.prune(self.clock.now())
         return False
 

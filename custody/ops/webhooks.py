@@ -1,4 +1,5 @@
-"""Webhooks: every state change of a withdrawal or batch, POSTed to each configured URL, in order, signed.
+"""Webhooks: every state change of a withdrawal, batch or address book, POSTed to each configured URL, in
+order, signed.
 
 The outbox is the audit log itself: a state change and its audit entry commit in one transaction, so an event
 exists exactly when the change does, and a crash can lose neither. Each endpoint keeps a cursor (the audit seq
@@ -37,7 +38,9 @@ from custody.store.models import AuditEntry, AuditHead, WebhookEndpoint
 
 log = logging.getLogger("custody.webhooks")
 DOMAIN = b"custody-webhook-v1"
-KINDS = ("withdrawal.", "batch.", "chain.")  # chain.rollback_detected: see custody.hot.rollback
+# chain.rollback_detected: see custody.hot.rollback; address.* and customer.*: custody.intake.addressbook;
+# request.source_not_allowed: custody.intake.sources
+KINDS = ("withdrawal.", "batch.", "chain.", "address.", "customer.", "request.")
 LEASE = 30.0
 MAX_BACKOFF = 300.0
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Float,
     ForeignKey,
     Index,
@@ -78,6 +79,17 @@ class WindowUsage(Base):
     amount: Mapped[int] = mapped_column(Amount)
 
 
+class ScopedUsage(Base):
+    """Per scope, asset and second, like ``WindowUsage``: the scope is ``customer:<id>`` for a customer's
+    windows, or ``unlisted`` for the asset's payouts to unlisted destinations."""
+
+    __tablename__ = "scoped_usage"
+    scope: Mapped[str] = mapped_column(String(80), primary_key=True)
+    asset: Mapped[str] = mapped_column(String(16), primary_key=True)
+    at: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    amount: Mapped[int] = mapped_column(Amount)
+
+
 class Withdrawal(Base):
     __tablename__ = "withdrawals"
     seq: Mapped[int] = mapped_column(SerialKey, primary_key=True, autoincrement=True)
@@ -105,9 +117,16 @@ class Withdrawal(Base):
     # The Safe nonce it was last exported at: once signed there, signers refuse it at any other nonce
     # (signer.ledger), so it may only go out again at that nonce.
     cold_nonce: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The exchange's customer it pays (opaque id), and which kind of destination the policy found.
+    customer: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    destination_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # The backend's original signed request (canonical JSON), kept for every destination not on the treasury
+    # whitelist: offline signers verify it before paying such a withdrawal from the cold wallet.
+    request: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("api_key", "idempotency_key", name="uq_withdrawals_idempotency"),
+        Index("ix_withdrawals_customer_asset_created", "customer", "asset", "created_at"),
         Index("ix_withdrawals_asset_created", "asset", "created_at"),
         Index("ix_withdrawals_key_created", "api_key", "created_at"),
         Index("ix_withdrawals_state_seq", "state", "seq"),
@@ -270,3 +289,46 @@ class WebhookEndpoint(Base):
     lease_until: Mapped[float] = mapped_column(Float)  # a dispatcher is delivering until then
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Customer(Base):
+    """A customer the exchange has told us something about (only its mode, so far)."""
+
+    __tablename__ = "customers"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    book_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class AddressBookEntry(Base):
+    """A customer's withdrawal address for one asset, usable from ``active_at``; removed entries are kept."""
+
+    __tablename__ = "address_book"
+    id: Mapped[int] = mapped_column(SerialKey, primary_key=True, autoincrement=True)
+    customer: Mapped[str] = mapped_column(String(64))
+    asset: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(42))
+    label: Mapped[str] = mapped_column(String(128))
+    added_at: Mapped[int] = mapped_column(BigInteger)
+    active_at: Mapped[int] = mapped_column(BigInteger)
+    removed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    announced: Mapped[bool] = mapped_column(Boolean, default=False)  # address.active recorded
+    added_by: Mapped[str] = mapped_column(String(64))  # the API key
+    request: Mapped[str | None] = mapped_column(Text, nullable=True)  # the backend's signed request, as JSON
+
+    __table_args__ = (
+        Index("ix_address_book_lookup", "customer", "asset", "address"),
+        Index("ix_address_book_pending", "announced", "active_at"),
+    )
+
+
+class Approval(Base):
+    """One operator's signed decision on a held withdrawal."""
+
+    __tablename__ = "approvals"
+    withdrawal_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    operator: Mapped[str] = mapped_column(String(64), primary_key=True)
+    decision: Mapped[str] = mapped_column(String(8))  # approve | reject
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[int] = mapped_column(BigInteger)
+    signature: Mapped[str] = mapped_column(String(128))

@@ -14,7 +14,7 @@ from signer.batchfile import Batch, OwnerSignature
 from signer.cli.common import owner_key, signing_options, state_dir, state_option
 from signer.cliutil import read_file
 from signer.errors import SignerError
-from signer.review import describe, review
+from signer.review import describe, payouts_of, review
 from signer.safetx import sign_hash
 
 
@@ -32,7 +32,7 @@ def review_batch(raw: bytes, st: Path) -> tuple[Batch, Bundle, list[str]]:
     except SignerError as exc:
         policystate.record(st, "batch-review", "?", "?", f"refused: {exc.code}")
         raise
-    return batch, bundle, describe(batch, bundle.policy, bundle.version)
+    return batch, bundle, describe(batch, bundle.policy, bundle.version, payouts_of(batch, bundle.policy, now))
 
 
 @click.command("review")

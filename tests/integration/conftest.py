@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from eth_account import Account
+from nacl.signing import SigningKey
 from sqlalchemy import select
 from web3 import Web3
 
@@ -160,8 +162,13 @@ def make_daemon(
     fund_tok: int = 10**13,
     eth_band: tuple[int, int] | None = None,
     eth_auto_freeze: Window | None = None,
+    edit_policy: Callable[[Policy, str], Policy] | None = None,
 ) -> HotDaemon:
+    """``edit_policy(policy, client_public_key_hex)`` changes the policy before it is applied (for example to
+    declare the client's key as a backend)."""
     from tests.conftest import add_client
+
+    client_key = SigningKey.generate()
 
     data = tmp_path / "data"
     data.mkdir()
@@ -176,11 +183,14 @@ def make_daemon(
     store.migrate()
     now = int(time.time())
     people = recipients(n_recipients)
-    apply_policy(store, chain_policy(chain.token.address, people, now, eth_band, eth_auto_freeze), now)
+    policy = chain_policy(chain.token.address, people, now, eth_band, eth_auto_freeze)
+    if edit_policy is not None:
+        policy = edit_policy(policy, client_key.verify_key.encode().hex())
+    apply_policy(store, policy, now)
     assert hot == load_hot_account(data, PASSPHRASE).address
     chain.send({"to": hot, "value": fund_eth})
     chain.send({"to": chain.token.address, "data": chain.token.encode_abi("transfer", [hot, fund_tok])})
-    return HotDaemon(data, config, pw, store, hot, people, add_client(store))
+    return HotDaemon(data, config, pw, store, hot, people, add_client(store, key=client_key))
 
 
 # -- the cold wallet: three operators, a 2-of-3 Safe on anvil, funded -------------------------------------
@@ -222,7 +232,12 @@ def prepare_signer(op: Operator, daemon, tmp_path: Path) -> None:
 
 @pytest.fixture
 def cold_setup(tmp_path, db_url, chain):
-    daemon = make_daemon(tmp_path, db_url, chain, n_recipients=50)
+    return make_cold(tmp_path, db_url, chain)
+
+
+def make_cold(tmp_path, db_url, chain, edit_policy: Callable[[Policy, str], Policy] | None = None):
+    """A daemon with a funded 2-of-3 Safe whose three operators pinned it and accepted the policy."""
+    daemon = make_daemon(tmp_path, db_url, chain, n_recipients=50, edit_policy=edit_policy)
     contracts = deploy_safe_contracts(chain.anvil)
     ops = operators(tmp_path, daemon.passphrase_file, 3)
     cards = [x for op in ops for x in ("--owner", op.card)]

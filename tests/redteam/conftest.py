@@ -13,6 +13,7 @@ tests. Nothing here needs a node: the Safe's address is derived offline, as the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -27,10 +28,13 @@ import pytest
 from click.testing import Result
 from nacl.signing import SigningKey
 
+from custody.intake.signatures import sign_request
 from policies.bundle import Bundle, genesis_bytes, make_bundle, parse_genesis, sign_bundle
 from policies.loader import Reader, load_policy_toml
+from signer.apirequest import SignedRequest
 from signer.batchfile import Batch, BatchWithdrawal, sign_batch_body, write_batch_file
 from signer.coldwallet import ColdWallet
+from signer.decisions import Decision, sign_decision
 from signer.keystore import load_keystore, unlock
 from signer.review import assemble
 from signer.safecontracts import MULTISEND_CALL_ONLY, safe_address
@@ -293,3 +297,144 @@ def ceremony(template: Template, tmp_path: Path) -> Ceremony:
     return Ceremony(
         tmp_path, template.passfile, template.operators, template.genesis, template.bundle, template.cold, states
     )
+
+
+# -- customer payouts (issue 16): the backend's and the operators' keys, which the attacker does NOT hold -------
+BACKEND = SigningKey(bytes([0x21]) * 32)  # the exchange backend's API key, declared in the policy's [[backends]]
+REVIEWERS = {"olga": SigningKey(bytes([0x31]) * 32), "piotr": SigningKey(bytes([0x32]) * 32)}  # [[operators]]
+ATTACKER = SigningKey(bytes([0x66]) * 32)  # a key the host made up
+CUSTOMER = "cust-42"
+PAYEE = "0x1111111111111111111111111111111111111111"  # a customer's own address, on no list
+
+
+def payout_policy_text(admins: Sequence[tuple[str, str]], active_from: int) -> str:
+    """The red team's policy with customer payouts: ETH to unlisted addresses up to 2 ETH a transfer and 5 ETH
+    a day, none for USDC; a one-day address lock; holds for an address-book entry younger than three days and
+    for an address like a denied one; two operators and one backend."""
+    reviewers = "".join(
+        f'[[operators]]\nname = "{n}"\nkey = "{k.verify_key.encode().hex()}"\n' for n, k in REVIEWERS.items()
+    )
+    extra = f"""
+[assets.ETH.unlisted]
+max_per_transfer = "2"
+windows = [{{ period = "24h", limit = "5" }}]
+[customers]
+address_lock = "24h"
+[holds]
+young_entry = "3d"
+similar_to_denied = true
+{reviewers}
+[[backends]]
+name = "backend"
+key = "{BACKEND.verify_key.encode().hex()}"
+"""
+    # hot limits below every payout the tests make: signers pay customers only above them (smaller payouts are
+    # paid hot or not at all)
+    text = policy_text(admins, active_from, extra)
+    return text.replace('hot_limit = "5"', 'hot_limit = "0.1"', 1).replace('hot_limit = "100"', 'hot_limit = "0.1"', 1)
+
+
+def accept_payout_policy(ceremony: Ceremony) -> Bundle:
+    """Bundle v2 (the payout policy), signed by a quorum of admins and accepted by every operator's signer;
+    the ceremony's writers use it from then on."""
+    admins = [(op.name, op.card["approval_key"]) for op in ceremony.operators]
+    created = NOW - 30
+    # the whitelist as active as in bundle 1, so unchanged (a changed entry would have to activate later)
+    text = payout_policy_text(admins, ceremony.bundle.created_at)
+    v2 = make_bundle(load_policy_toml(text), ceremony.bundle.head(), created)
+    path = ceremony.file(v2.raw, "bundle-2.json")
+    sigs = [
+        ceremony.file(sign_bundle(v2.hash, op.approval).to_bytes(), f"v2.{i}.sig")
+        for i, op in enumerate(ceremony.operators[:2])
+    ]
+    for who in range(len(ceremony.states)):
+        ceremony.run("policy", "accept", path, *sigs, who=who, ok=True)
+    ceremony.bundle = v2
+    return v2
+
+
+def backend_request(
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    *,
+    key: SigningKey = BACKEND,
+    name: str = "backend",
+    at: int = NOW - 60,
+    idempotency_key: str | None = None,
+) -> SignedRequest:
+    """A request exactly as the backend's client signs and the daemon stores it."""
+    raw = json.dumps(body).encode()
+    idem = uuid.uuid4().hex if idempotency_key is None else idempotency_key
+    headers = sign_request(key, name, at, method, path, raw, idem)
+    return SignedRequest(
+        key=name,
+        method=method,
+        path=path,
+        timestamp=str(at),
+        nonce=headers["X-Custody-Nonce"],
+        idempotency_key=idem,
+        body=raw,
+        signature=bytes.fromhex(headers["X-Custody-Signature"]),
+    )
+
+
+def payout_request(asset: str, amount: str, destination: str, customer: str = CUSTOMER, **kw: Any) -> SignedRequest:
+    body = {"asset": asset, "amount": amount, "destination": destination, "customer": customer}
+    return backend_request("POST", "/v1/withdrawals", body, **kw)
+
+
+def book_request(
+    asset: str, address: str, label: str, customer: str = CUSTOMER, *, at: int, **kw: Any
+) -> SignedRequest:
+    body = {"asset": asset, "address": address, "label": label}
+    return backend_request("POST", f"/v1/customers/{customer}/addresses", body, at=at, idempotency_key="", **kw)
+
+
+def approval(operator: str, wid: str, *, key: SigningKey | None = None, decision: str = "approve") -> Decision:
+    """An operator's signed decision on withdrawal ``wid``, by default with that operator's own key."""
+    signing = key or REVIEWERS[operator]
+    return sign_decision(signing, operator, wid, decision, "checked with the customer", NOW - 120)
+
+
+def payout(
+    ceremony: Ceremony,
+    asset: str,
+    amount: int,
+    destination: str = PAYEE,
+    *,
+    kind: str = "unlisted",
+    request: SignedRequest | None = None,
+    book: SignedRequest | None = None,
+    label: str = "",
+    approvals: Sequence[Decision] = (),
+    wid: str | None = None,
+    customer: str = CUSTOMER,
+) -> BatchWithdrawal:
+    """A customer payout as the exporter lists it; ``request`` None means no backend request at all."""
+    base = ceremony.withdrawal(asset, amount, destination, wid=wid)
+    return dataclasses.replace(
+        base,
+        label=label,
+        customer=customer,
+        kind=kind,
+        request=request,
+        book_request=book,
+        approvals=tuple(sorted(approvals, key=lambda a: a.operator)),
+    )
+
+
+def refused_unsigned(ceremony: Ceremony, raw: bytes, code: str, who: int = 0) -> str:
+    """``signer sign`` refuses with exactly ``code``, writes no signature file and records nothing as signed."""
+    path = ceremony.file(raw)
+    out = ceremony.tmp / f"{path.stem}.{who}.sig"
+    ledger_before = (
+        (ceremony.states[who] / "ledger.jsonl").read_bytes()
+        if (ceremony.states[who] / "ledger.jsonl").exists()
+        else b""
+    )
+    message = refused(ceremony.signing(("sign",), path, out, who), code)
+    assert not out.exists(), "a refused batch must leave no signature file"
+    ledger = ceremony.states[who] / "ledger.jsonl"
+    assert (ledger.read_bytes() if ledger.exists() else b"") == ledger_before, "a refusal recorded something"
+    return message

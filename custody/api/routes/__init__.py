@@ -1,5 +1,5 @@
 """The API's routes, one module per resource; ``create_app`` includes their routers in this order."""
 
-from custody.api.routes import balances, ops, withdrawals
+from custody.api.routes import balances, customers, ops, withdrawals
 
-ROUTERS = (ops.router, withdrawals.router, balances.router)
+ROUTERS = (ops.router, withdrawals.router, customers.router, balances.router)

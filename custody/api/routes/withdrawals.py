@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from custody import logs
-from custody.api.deps import Body, Canceller, Reader, Svc, checked
+from custody.api.deps import Body, Canceller, Reader, Svc, checked, signed_request
 from custody.api.schemas import ERRORS, WithdrawalIn, WithdrawalOut, WithdrawalPage, parse_withdrawal, withdrawal_out
 from custody.errors import MissingIdempotencyKey
 from custody.intake.apikeys import Seen
@@ -37,8 +37,10 @@ async def create_withdrawal(
     if not idempotency_key or not idempotency_key.isprintable():
         raise MissingIdempotencyKey("an Idempotency-Key header (1 to 128 printable characters) is required")
     req = parse_withdrawal(raw)
-    # the request's nonce is recorded in the intake's own transaction: consumed exactly when it commits
-    w, created = await svc.intake.run(Intake(seen.principal, idempotency_key, req, logs.REQUEST_ID.get(), seen))
+    # the request's nonce is recorded in the intake's own transaction: consumed exactly when it commits; what
+    # was signed is kept with a payout not to the treasury whitelist (offline signers verify it)
+    intake = Intake(seen.principal, idempotency_key, req, logs.REQUEST_ID.get(), seen, signed_request(request, raw))
+    w, created = await svc.intake.run(intake)
     if created:  # the access line names the new withdrawal and the state intake left it in
         request.state.log = {"withdrawal": w.id, "to": w.state}
     out = withdrawal_out(w).model_dump()
