@@ -91,11 +91,6 @@ class SignedRequest:
     def time(self) -> int:
         return int(self.timestamp)
 
-    @property
-    def identity(self) -> tuple[str, str]:
-        """(backend, idempotency key): one payment per pair, whatever the retries (each is signed anew)."""
-        return self.key, self.idempotency_key
-
     def message(self) -> bytes:
         return request_message(self.timestamp, self.nonce, self.method, self.path, self.idempotency_key, self.body)
 

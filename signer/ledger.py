@@ -11,7 +11,7 @@ paying a withdrawal twice, stockpiling signatures for far-future nonces, or drai
                     "hot": false,
                     # a customer payout only, each key only when set (older lines keep their bytes):
                     "customer": "<customer id>", "kind": "address_book" | "unlisted",
-                    "request": {"backend": "<name>", "idempotency_key": "<key>"}}, …],
+                    "request": {"backend": "<public key hex>", "idempotency_key": "<key>"}}, …],
      "hash": "<SHA-256 of the canonical entry without 'hash'>"}
 
 ``kind`` is what this signer found the destination to be (``signer.payouts``; absent: the treasury whitelist),
@@ -85,7 +85,9 @@ class Transfer:
     hot: bool
     kind: str | None = None  # "address_book" | "unlisted" as this signer found it; None: the treasury whitelist
     customer: str | None = None
-    request: tuple[str, str] | None = None  # (backend, idempotency key) of the verified request
+    # (backend's public key in hex, idempotency key) of the verified request: the key, not the name, which is
+    # not signed and which a later bundle may change
+    request: tuple[str, str] | None = None
 
     @property
     def payment(self) -> tuple[str, int, str, tuple[str, str] | None]:
@@ -353,7 +355,7 @@ def _check_requests(mine: Sequence[Transfer], entries: Sequence[Entry]) -> None:
         if before != t.id:
             backend, key = t.request
             raise RequestReplayed(
-                f"backend {backend!r}'s request with idempotency key {key!r} was already signed for withdrawal "
+                f"backend key {backend[:16]}…'s request with idempotency key {key!r} was already signed for withdrawal "
                 f"{before}; withdrawal {t.id} would pay it again"
             )
 

@@ -107,7 +107,7 @@ def check_withdrawal(policy: Policy, w: BatchWithdrawal, now: int) -> Payout:
         if w.label != entry.label:
             raise BatchPolicyRefused(f"the whitelist labels {w.destination} {entry.label!r}, not {w.label!r}")
         approved = _approvals(policy, w, needed=bool(w.approvals))
-        return Payout(Destination.WHITELIST, _identity(request), approved, f"whitelisted as {entry.label!r}")
+        return Payout(Destination.WHITELIST, _identity(policy, request), approved, f"whitelisted as {entry.label!r}")
     if request is None:
         raise RequestMissing(
             f"it pays customer {w.customer!r} to {w.destination}, which is not on the treasury whitelist, and "
@@ -143,11 +143,15 @@ def check_withdrawal(policy: Policy, w: BatchWithdrawal, now: int) -> Payout:
         _unlisted(policy, w)
     held = _offline_holds(policy, w, request, kind)
     approved = _approvals(policy, w, needed=bool(w.approvals) or bool(held), why=held)
-    return Payout(kind, request.identity, approved, why)
+    return Payout(kind, _identity(policy, request), approved, why)
 
 
-def _identity(request: SignedRequest | None) -> tuple[str, str] | None:
-    return None if request is None else request.identity
+def _identity(policy: Policy, request: SignedRequest | None) -> tuple[str, str] | None:
+    """What is paid once: the backend's public key (its name is not signed, and a bundle may rename it) and the
+    request's idempotency key."""
+    if request is None:
+        return None
+    return _backend_key(policy, request, RequestUnknownBackend), request.idempotency_key
 
 
 def _backend_key(policy: Policy, request: SignedRequest, error: type[SignerError]) -> str:

@@ -221,9 +221,9 @@ def _customer_lines(w: BatchWithdrawal, payout: Payout) -> list[str]:
     lines = [f"customer {escape(w.customer or '')}: {marker}", f"  {escape(payout.why)}"]
     if w.kind is not None and w.kind != payout.kind:
         lines.append(f"  (the daemon said {w.kind}; this signer found {payout.kind})")
-    if payout.request is not None:
-        backend, key = payout.request
-        lines.append(f"  requested by backend {escape(backend)}, idempotency key {escape(key)}")
+    if payout.request is not None and w.request is not None:
+        _, key = payout.request
+        lines.append(f"  requested by backend {escape(w.request.key)}, idempotency key {escape(key)}")
     if payout.approved_by:
         lines.append(f"  held, approved by {', '.join(escape(name) for name in payout.approved_by)}")
     return lines

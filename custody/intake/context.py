@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from custody.ledger import states, usage
 from custody.ledger.positions import RESERVING, reserved
+from custody.ledger.states import State
 from custody.store.models import AddressBookEntry, ApiKey, Customer, Withdrawal
 from policies.evaluate import BookEntry, Context, Route
 from policies.model import Policy
@@ -93,7 +94,11 @@ class Facts:
         facts.book_only = set(
             s.execute(select(Customer.id).where(Customer.id.in_(customers), Customer.book_only.is_(True))).scalars()
         )
-        W, spending = Withdrawal, ~Withdrawal.state.in_(states.NOT_SPENDING)
+        # What the customer's history holds: payouts that count, but not held ones. A held withdrawal has not
+        # been looked at yet; counting it would let a held decoy (then cancelled) make the next payout to a new
+        # address look like a second one, or pull the median up.
+        W = Withdrawal
+        spending = ~W.state.in_(states.NOT_SPENDING) & (W.state != State.HELD)
         if holds and policy.holds.first_payout:
             paid = select(W.customer, W.destination).where(
                 W.customer.in_(customers), W.destination.in_({a.destination for a in asks}), spending
@@ -119,6 +124,8 @@ class Facts:
         for scope in usage.scopes(w.customer, w.destination_kind):
             for period in self.totals.get((scope, w.asset), {}):
                 self.totals[(scope, w.asset)][period] += w.amount
+        if w.state == State.HELD:  # not history yet (see ``read``)
+            return
         self.paid.add((w.customer, w.destination))
         self.amounts.setdefault((w.customer, w.asset), []).append(w.amount)
 

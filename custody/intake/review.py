@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session
 
 from custody.clock import Clock
 from custody.errors import AlreadyDecided, BadSignature, InvalidField, NotFound, NotHeld, UnknownOperator
-from custody.intake.context import Ask, Facts, asset_context, with_customer, without
-from custody.intake.withdrawals import state_after
+from custody.intake.context import Ask, Facts, asset_context, backends, with_customer, without
+from custody.intake.withdrawals import CUSTOMER_DESTINATIONS, state_after
 from custody.ledger import audit, usage
 from custody.ledger.policy import Active, PolicyCache
 from custody.ledger.positions import hot_reading
@@ -38,7 +38,7 @@ from custody.ledger.states import State
 from custody.ledger.transitions import move
 from custody.store.db import Store, advisory_lock
 from custody.store.models import Approval, Withdrawal
-from policies.evaluate import Context, Decision, Request, evaluate
+from policies.evaluate import Context, Decision, Destination, Outcome, Reason, Request, evaluate
 from signer.decisions import APPROVE, MAX_REASON, REJECT, decision_message
 
 DECISIONS = (APPROVE, REJECT)
@@ -184,6 +184,19 @@ class Review:
     ) -> None:
         """Decide ``w`` again with ``approved=True`` and move it where that decision leads."""
         decision = decide_again(s, active, w, now, reading)
+        was_whitelisted = w.destination_kind == Destination.WHITELIST and w.request is None
+        if decision.destination in CUSTOMER_DESTINATIONS and (
+            was_whitelisted or w.api_key not in backends(s, active.policy, {w.api_key})
+        ):
+            # whitelisted when it was asked for, no longer: only a backend's own signed request may pay a customer's
+            # address-book or unlisted destination, and signers need that request
+            refusal = Reason(
+                "backend",
+                False,
+                "{} is no longer whitelisted, and only a policy backend's signed request may pay it now",
+                (w.destination,),
+            )
+            decision = Decision(Outcome.REJECT, None, None, (*decision.reasons, refusal))
         old, new = usage.scopes(w.customer, w.destination_kind), usage.scopes(w.customer, decision.destination)
         if old != new:  # it counts (held) under the kind of destination it had: now under the one it has
             usage.add_scoped(

@@ -248,8 +248,10 @@ def test_a_held_withdrawal_counts_in_the_windows_and_the_client_may_cancel_it(db
     held = ask(service, "h0", "1", UNLISTED_ADDRESSES[0])
     assert held.state == State.HELD and held.outcome == "hold" and failed(held) == ["hold:first_payout"]
     assert held.eligible_at is None and held.destination_kind == "unlisted"
-    again = ask(service, "h1", "1", UNLISTED_ADDRESSES[0])  # paid before (the held one is not rejected)
-    assert again.state == State.QUEUED_COLD
+    # a held withdrawal is not history: the next payout to the address is a first payout too (else a held
+    # decoy, cancelled afterwards, would let the real payout through unreviewed)
+    again = ask(service, "h1", "1", UNLISTED_ADDRESSES[0])
+    assert again.state == State.HELD and failed(again) == ["hold:first_payout"]
     assert ask(service, "h2", "1", OMNIBUS).state == State.QUEUED_COLD  # never held for the whitelist
     assert scoped(store, "unlisted", now, [DAY]) == {DAY: 2 * ETH}
     cancelled = service.cancel(WHO, held.id)
@@ -308,7 +310,7 @@ def test_a_group_decides_customer_withdrawals_exactly_as_one_at_a_time(db_url):
             _reset(db_url)
     assert results[0] == results[1]
     states = [r[0] for r in results[0]]
-    assert states[1] == State.HELD and states[2] == State.QUEUED_COLD
+    assert states[1] == State.HELD and states[2] == State.HELD  # a held payout is not history: still a first one
     assert states[5] == State.REJECTED and states[6] == State.QUEUED_COLD
     assert states[10] == State.REJECTED and states[12] == State.REJECTED and states[13] == State.QUEUED_COLD
 
@@ -464,3 +466,16 @@ def test_the_service_keeps_the_request_only_off_the_whitelist(setup):
         ck.key.verify_key.encode().hex()
     )
     assert base64.b64decode(stored["body_b64"]).startswith(b'{"asset": "ETH"')
+
+
+def test_held_decoys_do_not_raise_the_median(db_url):
+    """Usually 0.02 ETH; 0.9 ETH is held (10 x the median). More held 0.9s must not become the median that lets
+    the next one through."""
+    now = int(time.time())
+    store, _ = install(db_url, now, holds="median_multiple = 10")
+    service = Withdrawals(store, PolicyCache(), FixedClock(now))
+    assert ask(service, "m0", "0.02", UNLISTED_ADDRESSES[1]).state == State.QUEUED_COLD  # no history: not held
+    for i in range(1, 4):
+        w = ask(service, f"m{i}", "0.9", UNLISTED_ADDRESSES[1])
+        assert w.state == State.HELD and failed(w) == ["hold:median"], i
+    store.dispose()

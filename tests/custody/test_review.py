@@ -302,3 +302,17 @@ def test_the_review_commands(desk, tmp_path, db_url):
     bad = custody("review", "approve", third.id, "--reason", "x", "--key", garbage, "--config", config, ok=False)
     assert bad.exit_code == 1 and "invalid_field" in bad.output
     assert desk.state(third.id) == State.HELD
+
+
+def test_a_release_to_a_customer_destination_without_the_backends_request_is_rejected(desk):
+    """Whitelisted when it was asked for (so no backend request was kept), no longer when two operators release
+    it: it would now pay an unlisted address that only a backend's signed request may pay, and that signers
+    refuse without one. Simulated by marking a held unlisted payout as whitelisted at intake, without request."""
+    held = desk.held("w1")
+    with desk.store.transaction() as s:
+        row = s.execute(select(Withdrawal).where(Withdrawal.id == held.id)).scalar_one()
+        row.request, row.destination_kind = None, "whitelist"
+    desk.decide("olga", held.id)
+    desk.decide("piet", held.id)
+    assert desk.state(held.id) == State.REJECTED
+    assert failed(desk.review.show(held.id).withdrawal)[-1] == "backend"

@@ -12,9 +12,12 @@ import json
 import pytest
 from eth_utils.address import to_checksum_address
 
+from policies.bundle import make_bundle, sign_bundle
+from policies.loader import load_policy_toml
 from tests.conftest import DENIED, OMNIBUS
 from tests.redteam.conftest import (
     ATTACKER,
+    BACKEND,
     CUSTOMER,
     DAY,
     ETH,
@@ -24,6 +27,7 @@ from tests.redteam.conftest import (
     approval,
     book_request,
     payout,
+    payout_policy_text,
     payout_request,
     refused_unsigned,
     signed,
@@ -53,7 +57,8 @@ def test_a_properly_signed_unlisted_payout_within_limits_is_signed(host):
     line = json.loads((host.states[0] / "ledger.jsonl").read_text().splitlines()[-1])
     transfer = line["transfers"][0]
     assert (transfer["kind"], transfer["customer"]) == ("unlisted", CUSTOMER)
-    assert transfer["request"] == {"backend": "backend", "idempotency_key": w.request.idempotency_key}
+    backend = BACKEND.verify_key.encode().hex()  # the ledger knows the backend by its key, not its name
+    assert transfer["request"] == {"backend": backend, "idempotency_key": w.request.idempotency_key}
 
 
 def test_an_address_book_payout_past_its_lock_is_signed_as_one(host):
@@ -234,3 +239,23 @@ def test_a_small_payout_the_hot_wallet_may_have_paid_is_not_signed_from_the_safe
     assert "at or below the hot limit of 0.1 ETH" in refused_unsigned(host, raw, "customer_payout_hot_only")
     just_above = payout(host, "ETH", ETH // 10 + 1, request=payout_request("ETH", "0.100000000000000001", PAYEE))
     signed(host.sign(host.write(host.batch([just_above]))))
+
+
+def test_a_request_already_paid_is_not_paid_again_under_the_backends_new_name(host):
+    """A later bundle gives the backend's key another name. The request's signature does not cover the name, so
+    the host relabels a request the Safe already paid: the ledger knows requests by the backend's public key."""
+    request = payout_request("ETH", "1.5", PAYEE)
+    signed(host.sign(host.write(host.batch([payout(host, "ETH", 3 * ETH // 2, request=request)], nonce=0))))
+    admins = [(op.name, op.card["approval_key"]) for op in host.operators]
+    active = next(iter(host.bundle.policy.whitelist.values())).active_from  # the entries as they are
+    renamed = payout_policy_text(admins, active).replace('name = "backend"', 'name = "exchange"')
+    bundle = make_bundle(load_policy_toml(renamed), host.bundle.head(), NOW - 10)
+    sigs = [
+        host.file(sign_bundle(bundle.hash, op.approval).to_bytes(), f"renamed.{i}.sig")
+        for i, op in enumerate(host.operators[:2])
+    ]
+    host.run("policy", "accept", host.file(bundle.raw, "renamed.json"), *sigs, ok=True)
+    host.bundle = bundle
+    relabelled = dataclasses.replace(request, key="exchange")  # the name is not signed: it still verifies
+    raw = host.write(host.batch([payout(host, "ETH", 3 * ETH // 2, request=relabelled)], nonce=1))
+    assert "already signed for withdrawal" in refused_unsigned(host, raw, "request_replayed")

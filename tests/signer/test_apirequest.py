@@ -55,7 +55,7 @@ def test_the_stored_form_is_all_strings_and_the_body_in_standard_base64():
     assert set(doc) == {"key", "method", "path", "timestamp", "nonce", "idempotency_key", "body_b64", "signature"}
     assert all(isinstance(v, str) for v in doc.values())
     assert decode_body(doc["body_b64"]) == b'{"a":1}' and doc["signature"] == request.signature.hex()
-    assert request.identity == ("backend", "k-1") and request.time == 1_767_225_600
+    assert (request.key, request.idempotency_key) == ("backend", "k-1") and request.time == 1_767_225_600
 
 
 @pytest.mark.parametrize("text", ["eyJhIjoxfQ", "eyJh\nIjoxfQ==", "eyJhIjoxfQ==\n", "!!!!", "eyJhIjoxfR=="])

@@ -28,6 +28,7 @@ from signer.review import assemble, withdrawal_refusal
 from signer.safecontracts import MULTISEND_CALL_ONLY
 from tests.conftest import ADMINS, DENIED, OMNIBUS
 from tests.redteam.conftest import (
+    BACKEND,
     CUSTOMER,
     DAY,
     ETH,
@@ -39,6 +40,7 @@ from tests.redteam.conftest import (
     payout_request,
 )
 
+BACKEND_KEY = BACKEND.verify_key.encode().hex()
 NOW = 2_000_000_000
 SAFE = "0x7d0E20C9DCFd305eba30c2198C969993795bEb61"
 OTHER_SAFE = "0x5E4036Ef5c2eD0b5Cbe123e57880e770e66385bd"
@@ -133,7 +135,8 @@ def test_the_young_entry_hold_at_its_edge():
 def test_the_unlisted_maximum_at_its_edge():
     w = unlisted(2 * ETH, "2")
     payout = check_withdrawal(POLICY, w, NOW)
-    assert (payout.kind, payout.request) == (Destination.UNLISTED, w.request.identity if w.request else None)
+    assert w.request is not None  # known by the backend's key, not its name
+    assert (payout.kind, payout.request) == (Destination.UNLISTED, (BACKEND_KEY, w.request.idempotency_key))
     with pytest.raises(UnlistedOverLimit):
         check_withdrawal(POLICY, unlisted(2 * ETH + 1, "2.000000000000000001"), NOW)
 
@@ -215,10 +218,11 @@ def test_the_ledger_records_what_the_signer_found_and_older_lines_keep_their_byt
         "hot": False,
         "customer": CUSTOMER,
         "kind": "unlisted",
-        "request": {"backend": "backend", "idempotency_key": w.request.idempotency_key if w.request else ""},
+        "request": {"backend": BACKEND_KEY, "idempotency_key": w.request.idempotency_key if w.request else ""},
     }
     assert set(line["transfers"][1]) == {"id", "asset", "amount", "destination", "hot"}  # as before issue 16
-    assert ledger.read(tmp_path)[0].transfers[0].request == ("backend", w.request.idempotency_key if w.request else "")
+    key = w.request.idempotency_key if w.request else ""
+    assert ledger.read(tmp_path)[0].transfers[0].request == (BACKEND_KEY, key)
     # rewriting which request was paid breaks the chain
     path = tmp_path / ledger.FILE
     path.write_text(path.read_text().replace('"idempotency_key":"', '"idempotency_key":"x'))
