@@ -20,7 +20,7 @@ def test_the_shipped_example_compiles_and_round_trips_through_the_canonical_form
     assert [w.seconds for w in eth.windows] == [3600, 86400]
     assert [(t.at_least, t.delay) for t in eth.delay_tiers] == [(10 * 10**18, 3600), (100 * 10**18, 86400)]
     assert policy.assets["USDC"].max_per_transfer == 10**12
-    assert policy.whitelist["0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f"].active_from == 1796083200
+    assert policy.whitelist["0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f"].active_from == 4102444800
     assert policy.governance.quorum == 2 and policy.governance.activation_delay == 86400
     assert policy_from_canonical(policy_to_canonical(policy)) == policy
     shared = load_policy_toml(
@@ -74,7 +74,7 @@ def edit(old: str, new: str) -> str:
         ),
         (edit('assets = ["ETH"]', 'assets = ["BTC"]'), "whitelist[1].assets[0]", "unknown asset BTC"),
         (
-            edit("active_from = 2026-12-01T00:00:00Z", "active_from = 2026-12-01T00:00:00"),
+            edit("active_from = 2100-01-01T00:00:00Z", "active_from = 2100-01-01T00:00:00"),
             "whitelist[0].active_from",
             "time zone",
         ),
@@ -182,9 +182,10 @@ def test_default_batch_rules_are_not_written():
 def test_bundles_made_before_the_new_fields_keep_their_bytes():
     """SHA-256 of the canonical form as the code before hot, hot_topup and [batches] wrote it: a policy that
     uses none of them must hash the same, or every signed bundle would stop verifying."""
-    plain = canonical_bytes(policy_to_canonical(load_policy_toml(EXAMPLE)))
+    dated = EXAMPLE.replace("2100-01-01T00:00:00Z", "2026-12-01T00:00:00Z")  # the example as it was then
+    plain = canonical_bytes(policy_to_canonical(load_policy_toml(dated)))
     assert hashlib.sha256(plain).hexdigest() == "0c62b81284e99a9437511a0da975b922c2fc14ee5e38bb291f33c08121b0c6f9"
-    text = edit("format = 1", 'format = 1\nunfreeze = "0123456789abcdef"')
+    text = dated.replace("format = 1", 'format = 1\nunfreeze = "0123456789abcdef"', 1)
     text = text.replace('hot_limit = "5"', 'hot_limit = "5"\nauto_freeze = { period = "1h", limit = "50" }', 1)
     text = text.replace('hot_limit = "10000"', 'hot_limit = "10000"\nhot_min_share = "2.5"\nhot_max_share = "10"', 1)
     fuller = canonical_bytes(policy_to_canonical(load_policy_toml(text)))
