@@ -39,6 +39,7 @@ from bip_utils import (
 from bip_utils.utils.mnemonic.mnemonic_ex import MnemonicChecksumError
 from nacl.signing import SigningKey
 from shamir_mnemonic import MnemonicError, combine_mnemonics, generate_mnemonics
+from shamir_mnemonic.share import Share
 
 from policies.bundle import read_document
 from policies.canonical import canonical_bytes, parse_canonical
@@ -184,11 +185,49 @@ def backup_shares(entropy: bytes, threshold: int, shares: int) -> list[str]:
 
 
 def recover_entropy(shares: list[str]) -> bytes:
-    """The entropy from enough SLIP-39 shares; one clear line when they do not combine (never a share word)."""
+    """The entropy from exactly a threshold of SLIP-39 shares; one clear line when they do not combine, naming
+    shares by their place in the input and never quoting a share word."""
+    normalised = [" ".join(s.lower().split()) for s in shares]
+    if not normalised:
+        raise MnemonicInvalid("no SLIP-39 shares were given: type or paste them one per line")
+    _check_share_set(normalised)
     try:
-        return bytes(combine_mnemonics([" ".join(s.lower().split()) for s in shares]))
+        return bytes(combine_mnemonics(normalised))
     except MnemonicError as exc:
         raise MnemonicInvalid(f"the SLIP-39 shares do not combine: {_share_reason(exc)}") from None
+
+
+def _check_share_set(shares: list[str]) -> None:
+    """For a single-group backup (what ``signer key backup`` makes), say exactly what is wrong with the set:
+    a share given twice, too many or not enough shares, with the numbers. The library only says "wrong
+    number of mnemonics", and it drops a repeated share silently, so two copies of one share read as "not
+    enough"."""
+    parsed: list[Share] = []
+    for place, mnemonic in enumerate(shares, 1):
+        try:
+            parsed.append(Share.from_mnemonic(mnemonic))
+        except MnemonicError as exc:
+            raise MnemonicInvalid(f"share {place} (of those given) is not valid: {_share_reason(exc)}") from None
+    if len({share.common_parameters() for share in parsed}) != 1:
+        raise MnemonicInvalid("the SLIP-39 shares do not combine: the shares come from different backups")
+    if parsed[0].group_count != 1:
+        return  # a multi-group backup: the library's own checks, worded by _share_reason
+    seen: dict[int, int] = {}
+    for place, share in enumerate(parsed, 1):
+        if share.index in seen:
+            raise MnemonicInvalid(
+                f"share {place} and share {seen[share.index]} (of those given) are the same share; give each share once"
+            )
+        seen[share.index] = place
+    needed, given = parsed[0].member_threshold, len(parsed)
+    if given > needed:
+        raise MnemonicInvalid(
+            f"too many shares: {given} were given, but this backup takes exactly {needed}; give any {needed} of them"
+        )
+    if given < needed:
+        raise MnemonicInvalid(
+            f"not enough shares: {given} {'was' if given == 1 else 'were'} given, but this backup needs {needed}"
+        )
 
 
 def _share_reason(exc: Exception) -> str:
@@ -196,7 +235,7 @@ def _share_reason(exc: Exception) -> str:
     if "checksum" in text:
         return "a share has a wrong checksum (a word is mistyped)"
     if "insufficient" in text or "threshold" in text or "wrong number" in text:
-        return "not enough shares for the threshold"
+        return "the number of shares does not match the backup's thresholds"
     if "not in" in text or "invalid mnemonic word" in text or "word" in text:
         return "a word is not in the SLIP-39 list"
     if "identifier" in text or "same" in text:

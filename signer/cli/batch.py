@@ -59,7 +59,9 @@ def sign_cmd(
     for line in lines:
         click.echo(line)
     digest = "0x" + batch.safe_tx_hash.hex()
-    ks, key = owner_key(st, keystore, yes, passphrase_file, ("batch-sign", batch.id, digest), digest[2:10])
+    ks, key = owner_key(
+        st, keystore, yes, passphrase_file, ("batch-sign", batch.id, digest), digest[2:10], "SafeTx hash"
+    )
     # Checked again at the moment of signing (the operator may have taken a while: expiry, and another signing
     # process on this state), under the ledger's lock, and recorded before the signature exists: a crash in
     # between leaves an entry that only tightens limits, never a signature the ledger does not know.

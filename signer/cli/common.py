@@ -3,6 +3,7 @@ options of every signing command, the keystore passphrase, and the typed confirm
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,7 +55,25 @@ def state_dir(state: Path | None) -> Path:
 def keystore_passphrase(passphrase_file: Path | None, *, confirm: bool = False) -> str:
     """The keystore's passphrase: the first line of ``passphrase_file``, else $SIGNER_PASSPHRASE, else a hidden
     prompt (typed twice with ``confirm``)."""
-    return passphrase(passphrase_file, PASS_ENV, "Keystore passphrase", confirm=confirm)
+    if passphrase_file is not None or os.environ.get(PASS_ENV):
+        return passphrase(passphrase_file, PASS_ENV, "Keystore passphrase", confirm=confirm)
+    return ask_passphrase("Keystore passphrase", confirm=confirm)
+
+
+def ask_passphrase(text: str, *, confirm: bool = False) -> str:
+    """A hidden prompt that says why it asks again: a keystore is never sealed with an empty passphrase (so an
+    empty one is never right), and with ``confirm`` the two typings must match. End of input aborts."""
+    while True:
+        first = str(click.prompt(text, hide_input=True, default="", show_default=False))
+        if not first:
+            click.echo("The passphrase may not be empty; type it again.", err=True)
+            continue
+        if not confirm:
+            return first
+        again = str(click.prompt("Repeat for confirmation", hide_input=True, default="", show_default=False))
+        if again == first:
+            return first
+        click.echo("The two passphrases do not match; type it again.", err=True)
 
 
 def confirm_pin(st: Path, action: str, subject: str, digest: str, yes: bool) -> None:
@@ -71,15 +90,22 @@ def confirm_pin(st: Path, action: str, subject: str, digest: str, yes: bool) -> 
 
 
 def owner_key(
-    st: Path, keystore: Path, yes: bool, passphrase_file: Path | None, record: tuple[str, str, str], expected: str
+    st: Path,
+    keystore: Path,
+    yes: bool,
+    passphrase_file: Path | None,
+    record: tuple[str, str, str],
+    expected: str,
+    label: str,
 ) -> tuple[Keystore, bytes]:
     """A Safe owner's signing key, after checking the key owns the pinned Safe and, unless ``yes``, that the
-    operator typed ``expected`` (the start of the hash being signed). ``record`` is (action, subject, hash)."""
+    operator typed ``expected`` (the start of the hash being signed). ``record`` is (action, subject, hash);
+    ``label`` is the hash's name exactly as the lines shown above print it, since they show several hashes."""
     ks = load_keystore(read_file(keystore))
     if ks.card.owner_address not in coldwallet.pinned(st).owners:
         raise SignerError(f"this key's owner address {ks.card.owner_address} is not an owner of the pinned Safe")
     if not yes:
-        typed = click.prompt(f"\nType the first {len(expected)} hex digits of the hash shown above to sign it")
+        typed = click.prompt(f'\nType the first {len(expected)} hex digits of the "{label}" shown above to sign it')
         if str(typed).strip().lower().removeprefix("0x") != expected:
             policystate.record(st, *record, "declined")
             raise SignerError("confirmation did not match; nothing was signed")

@@ -3,6 +3,7 @@ restore or recover it, and show its public card."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -23,6 +24,10 @@ from signer.keystore import (
     recover_entropy,
     unlock,
 )
+
+WORD_COUNTS = (12, 15, 18, 21, 24)
+CHECK_TRIES = 3  # per word asked back in `key new`
+_NUMBERED = re.compile(r"(\d+)[.):]?(\D*)")
 
 
 @click.group()
@@ -54,13 +59,24 @@ def key_new(
 @key.command("restore")
 @click.option("--name", required=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--words",
+    "count",
+    type=click.Choice([str(n) for n in WORD_COUNTS]),
+    default=None,
+    help="How many words the mnemonic has (default: 24, or all the words of a first line that holds a whole one).",
+)
 @click.option("--bip39-passphrase", "ask_bip39", is_flag=True, help="Ask for the optional BIP-39 passphrase.")
 @passphrase_option
 @state_option
-def key_restore(name: str, out: Path, ask_bip39: bool, passphrase_file: Path | None, state: Path | None) -> None:
-    """Rebuild a keystore from its BIP-39 mnemonic, read from standard input."""
+def key_restore(
+    name: str, out: Path, count: str | None, ask_bip39: bool, passphrase_file: Path | None, state: Path | None
+) -> None:
+    """Rebuild a keystore from its BIP-39 mnemonic, read from standard input: all the words on one line, or
+    one or more per line, numbered as `key new` prints them ("7. word") or not. On a terminal it asks for
+    them without showing what is typed."""
     _refuse_existing(out)
-    words = check_mnemonic(sys.stdin.readline())
+    words = check_mnemonic(_read_mnemonic(int(count) if count else None))
     extra = str(click.prompt("BIP-39 passphrase", hide_input=True, err=True)) if ask_bip39 else ""
     _write_keystore(name, out, words, extra, passphrase_file, state_dir(state), "key-restore")
 
@@ -106,14 +122,88 @@ def _refuse_existing(out: Path) -> None:
 
 
 def _confirm_words(words: str) -> None:
-    """Ask for three of the words back, so a miswritten paper is found now, not on the day it is needed."""
+    """Ask for three of the words back, so a miswritten paper is found now, not on the day it is needed. A
+    mistyped answer may be typed again (CHECK_TRIES in all per word); the words are never shown again, and
+    neither an answer nor a word is ever put in a message."""
     listed = words.split()
     positions = sorted(secrets.SystemRandom().sample(range(1, len(listed) + 1), 3))
     click.echo("\nTo check your paper, type the words it says at these positions.")
-    for pos in positions:
-        typed = str(click.prompt(f"word {pos}", err=True)).strip().lower()
-        if not secrets.compare_digest(typed, listed[pos - 1]):
-            raise MnemonicInvalid(f"word {pos} does not match; nothing was written. Start again with a new key")
+    try:
+        for pos in positions:
+            _check_word(pos, listed[pos - 1])
+    except click.Abort:
+        raise MnemonicInvalid("the check of the paper was not finished; nothing was written") from None
+
+
+def _check_word(pos: int, word: str) -> None:
+    for tries_left in range(CHECK_TRIES - 1, -1, -1):
+        typed = str(click.prompt(f"word {pos}", err=True, default="", show_default=False)).strip().lower()
+        # bytes: compare_digest refuses non-ASCII str, and an operator may type anything
+        if secrets.compare_digest(typed.encode(), word.encode()):
+            return
+        if tries_left:
+            click.echo(
+                f"word {pos} does not match; check the paper and type it again "
+                f"({tries_left} {'tries' if tries_left > 1 else 'try'} left)",
+                err=True,
+            )
+    raise MnemonicInvalid(
+        f"word {pos} does not match after {CHECK_TRIES} tries; nothing was written. "
+        "Start again with a new key and a new paper"
+    )
+
+
+def _read_mnemonic(count: int | None) -> str:
+    """The mnemonic's words from standard input, until ``count`` (else 24) words or the end of input; when no
+    ``count`` was given, a first line that holds a whole mnemonic (12, 15, 18, 21 or 24 words) is all of it,
+    so a BIP-39 passphrase may follow on the next line as before."""
+    target = count or 24
+    terminal = sys.stdin.isatty()
+    if terminal:
+        click.echo(
+            f"Type the {target} words of the mnemonic, one or several per line; nothing is shown as you type."
+            + ("" if count else " (For another length, give --words, or type all the words on one line.)"),
+            err=True,
+        )
+    words: list[str] = []
+    while len(words) < target:
+        if terminal:
+            prompt = f"word {len(words) + 1} of {target}"
+            line = str(click.prompt(prompt, hide_input=True, default="", show_default=False, err=True))
+        else:
+            line = sys.stdin.readline()
+            if not line:
+                break
+        first_line = not words
+        words += _line_words(line, len(words))
+        if first_line and count is None and len(words) in WORD_COUNTS:
+            break
+    if len(words) != target and (count is not None or len(words) not in WORD_COUNTS):
+        raise MnemonicInvalid(
+            f"wrong number of words: {len(words)} read, {target} expected"
+            + ("" if count else " (give --words for a mnemonic of 12, 15, 18 or 21 words on several lines)")
+        )
+    return " ".join(words)
+
+
+def _line_words(line: str, before: int) -> list[str]:
+    """The words of one typed line, with the numbering `key new` prints ("  7. word", also "7)", "7:" or a
+    bare "7") taken off. ``before`` is how many words came on earlier lines: a number must be the position of
+    the word after it, so a skipped or repeated line is named rather than silently shifting every word."""
+    words: list[str] = []
+    for token in line.lower().split():
+        numbered = _NUMBERED.fullmatch(token)
+        if numbered is None:
+            words.append(token)
+            continue
+        position = before + len(words) + 1
+        if int(numbered[1]) != position:
+            raise MnemonicInvalid(
+                f"the number {int(numbered[1])} is where word {position} belongs: a word is missing or repeated"
+            )
+        if numbered[2]:
+            words.append(numbered[2])
+    return words
 
 
 def _write_keystore(

@@ -43,7 +43,7 @@ def por_sign(
     for line in describe_statement(statement, bundle):
         click.echo(line)
     subject = ("por-sign", statement.claims["snapshot_id"], digest)
-    ks, key = owner_key(st, keystore, yes, passphrase_file, subject, digest[:8])
+    ks, key = owner_key(st, keystore, yes, passphrase_file, subject, digest[:8], "statement hash")
     signature = sign_hash(key, safe_digest(statement, cold_wallet.safe))
     out.write_bytes(signature_file(statement, Signed(cold_wallet.safe, ks.card.owner_address, signature)))
     policystate.record(st, "por-sign", statement.claims["snapshot_id"], digest, "signed")
