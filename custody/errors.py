@@ -11,6 +11,7 @@ with is decided in one place, ``custody.api.problems``; the CLI prints any of th
         │   ├── MissingSignature     missing_signature
         │   ├── UnknownKey           unknown_key
         │   ├── BadSignature         bad_signature
+        │   ├── InvalidTimestamp     invalid_timestamp: X-Custody-Timestamp is not decimal unix seconds
         │   ├── ExpiredTimestamp     expired_timestamp
         │   ├── ReplayedRequest      replayed_request
         │   └── UnknownOperator      unknown_operator: a review decision by a key not among the policy's operators
@@ -99,6 +100,10 @@ class UnknownKey(Unauthorized):
 
 class BadSignature(Unauthorized):
     code = "bad_signature"
+
+
+class InvalidTimestamp(Unauthorized):
+    code = "invalid_timestamp"
 
 
 class ExpiredTimestamp(Unauthorized):

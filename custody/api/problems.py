@@ -21,6 +21,7 @@ from custody.errors import (
     DataDirExists,
     Forbidden,
     InvalidRequest,
+    InvalidTimestamp,
     LiabilitiesInvalid,
     MalformedJson,
     NoActivePolicy,
@@ -44,6 +45,7 @@ STATUS: dict[type[CustodyError], int] = {
     ConfigError: 400,
     DataDirExists: 400,
     Unauthorized: 401,
+    InvalidTimestamp: 401,  # a malformed X-Custody-Timestamp: an authentication failure like an expired one
     Forbidden: 403,
     NotAnOwner: 403,
     NotFound: 404,

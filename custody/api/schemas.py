@@ -32,46 +32,70 @@ class WithdrawalIn(BaseModel):
 
 
 class ReasonOut(BaseModel):
-    rule: str
-    passed: bool
-    message: str
+    rule: str = Field(description="The policy rule checked, e.g. whitelist, max_per_transfer, window:1h, hold:…")
+    passed: bool = Field(description="Whether the withdrawal passed it")
+    message: str = Field(description="What the rule found, for people")
 
 
 class DecisionOut(BaseModel):
-    outcome: str
-    route: str | None
-    destination_kind: str | None  # whitelist | address_book | unlisted; None when rejected before it was known
-    eligible_at: str | None
-    policy_version: int
-    policy_hash: str
-    reasons: list[ReasonOut]
+    outcome: str = Field(description="allow, delay, hold or reject")
+    route: str | None = Field(
+        description="hot or cold: the wallet that pays it; null when rejected (for a hold, the route of then)"
+    )
+    destination_kind: str | None = Field(
+        description="whitelist, address_book or unlisted: which kind of destination the policy found; "
+        "null when rejected before that was known"
+    )
+    eligible_at: str | None = Field(
+        description="ISO 8601 UTC: when it may be paid (the decision's time for allow, later for delay); "
+        "null when rejected or held"
+    )
+    policy_version: int = Field(description="The version of the policy bundle that decided")
+    policy_hash: str = Field(description="That bundle's hash, 64 hex digits")
+    reasons: list[ReasonOut] = Field(description="One per rule checked, in the order checked")
 
 
 class WithdrawalOut(BaseModel):
-    id: str
-    state: str
-    asset: str
-    amount: str
-    amount_base_units: str
-    destination: str
-    client_reference: str | None
-    customer: str | None
-    decision: DecisionOut
-    created_at: str
-    updated_at: str
+    id: str = Field(description="The withdrawal's id (a UUID), as the daemon made it")
+    state: str = Field(
+        description="received, rejected, delayed, held, queued_hot, queued_cold, batched, signed, broadcast, "
+        "confirmed, failed, replaced or cancelled (docs/api.md, States)"
+    )
+    asset: str = Field(description="Asset symbol as declared in the policy")
+    amount: str = Field(description='Decimal string in the asset\'s units, normalised ("0.50" is "0.5")')
+    amount_base_units: str = Field(description="The same amount as a decimal integer of base units (wei for ETH)")
+    destination: str = Field(description="EIP-55 checksummed address")
+    client_reference: str | None = Field(description="As the request gave it; null without one")
+    customer: str | None = Field(description="The exchange's customer id, as the request gave it; null without one")
+    decision: DecisionOut = Field(description="The policy's decision (the latest one, for a released hold)")
+    tx_hash: str | None = Field(
+        description="0x-prefixed hash of the mined transaction that paid it (for a cold withdrawal, its batch's "
+        "Safe execution): set once confirmed or failed, null before; the webhook events withdrawal.signed and "
+        "withdrawal.broadcast carry the hashes sent meanwhile"
+    )
+    created_at: str = Field(description="ISO 8601 UTC")
+    updated_at: str = Field(description="ISO 8601 UTC: the last change of state")
 
 
 class WithdrawalPage(BaseModel):
-    items: list[WithdrawalOut]
-    next_cursor: str | None
+    items: list[WithdrawalOut] = Field(description="Up to limit withdrawals of the calling key, oldest first")
+    next_cursor: str | None = Field(description="Pass back as cursor for the next page; null on the last page")
 
 
 class Problem(BaseModel):
-    type: str
-    title: str
-    status: int
-    code: str
-    detail: str
+    """An RFC 9457 problem details object (``application/problem+json``)."""
+
+    type: str = Field(description="https://custody.invalid/problems/{code}: an identifier, not a page to fetch")
+    title: str = Field(description="The code with spaces for underscores")
+    status: int = Field(description="The HTTP status, repeated")
+    code: str = Field(description="The stable error code (docs/api.md, Error codes): what a client branches on")
+    detail: str = Field(description="What was wrong, for people; its wording may change")
+
+
+class CancelIn(BaseModel):
+    """The body of a cancel, if any: an empty object (no field is defined; any field is refused)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # OpenAPI: how a route documents its problem answers.
@@ -120,6 +144,7 @@ def withdrawal_out(w: Withdrawal) -> WithdrawalOut:
             policy_hash=w.policy_hash,
             reasons=[ReasonOut(**r) for r in json.loads(w.reasons)],
         ),
+        tx_hash=w.tx_hash,
         created_at=iso(w.created_at) or "",
         updated_at=iso(w.updated_at) or "",
     )
@@ -220,6 +245,12 @@ def parse_address_entry(raw: bytes) -> NewEntry:
     """The body of ``POST /v1/customers/{customer}/addresses``."""
     parsed = _validated(raw, AddressIn)
     return NewEntry(parsed.asset, parsed.address, parsed.label, parsed.lock)
+
+
+def parse_cancel(raw: bytes) -> None:
+    """The body of ``POST /v1/withdrawals/{id}/cancel``: none at all, or an empty JSON object."""
+    if raw:
+        _validated(raw, CancelIn)
 
 
 def parse_customer_mode(raw: bytes) -> bool:

@@ -25,6 +25,7 @@ from custody.errors import (
     InvalidKeyName,
     InvalidPublicKey,
     InvalidScopes,
+    InvalidTimestamp,
     KeyExists,
     MissingSignature,
     NotFound,
@@ -45,6 +46,7 @@ log = logging.getLogger("custody.apikeys")
 SCOPES = frozenset({"withdraw", "read", "cancel"})
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _NONCE = re.compile(r"[0-9a-f]{16,64}")
+_TIMESTAMP = re.compile(r"[0-9]{1,20}")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,9 @@ class Authenticator:
             raise MissingSignature("the request is not signed (X-Custody-Key, -Timestamp, -Nonce and -Signature)")
         if _NONCE.fullmatch(nonce) is None:
             raise BadSignature("X-Custody-Nonce must be 16 to 64 hex digits")
-        if not stamp.isdigit() or abs(int(stamp) - now) > self.max_skew:
+        if _TIMESTAMP.fullmatch(stamp) is None:
+            raise InvalidTimestamp("X-Custody-Timestamp must be the decimal unix time in seconds (1 to 20 digits 0-9)")
+        if abs(int(stamp) - now) > self.max_skew:
             raise ExpiredTimestamp(
                 f"the request's timestamp is more than {self.max_skew} s from the daemon's clock",
             )

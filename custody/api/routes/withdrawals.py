@@ -1,5 +1,6 @@
 """Withdrawals: request one (idempotently), read one, list them, cancel one."""
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -7,12 +8,26 @@ from fastapi.responses import JSONResponse
 
 from custody import logs
 from custody.api.deps import Body, Canceller, Reader, Svc, checked, signed_request
-from custody.api.schemas import ERRORS, WithdrawalIn, WithdrawalOut, WithdrawalPage, parse_withdrawal, withdrawal_out
-from custody.errors import MissingIdempotencyKey
+from custody.api.schemas import (
+    ERRORS,
+    CancelIn,
+    WithdrawalIn,
+    WithdrawalOut,
+    WithdrawalPage,
+    parse_cancel,
+    parse_withdrawal,
+    withdrawal_out,
+)
+from custody.errors import InvalidCursor, MissingIdempotencyKey
 from custody.intake.apikeys import Seen
 from custody.intake.withdrawals import Intake
 
 router = APIRouter(tags=["withdrawals"])
+# Printable ASCII, no space at either end: HTTP clients and servers strip a header value's outer whitespace and
+# may mangle non-ASCII, so such a key would not be the one the client signed.
+IDEMPOTENCY_KEY = re.compile(r"[!-~](?:[ -~]{0,126}[!-~])?")
+DEFAULT_LIMIT, MAX_LIMIT = 50, 200
+CURSOR = re.compile(r"[0-9]{1,19}")  # what next_cursor is; checked here so that any other text is invalid_cursor
 
 
 @router.post(
@@ -32,10 +47,20 @@ async def create_withdrawal(
     seen: Annotated[Seen, checked("withdraw", record=False)],
     raw: Body,
     svc: Svc,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Required: 1 to 128 printable ASCII characters, no space at either end; the same key "
+            "and body answer the same withdrawal",
+            json_schema_extra={"pattern": f"^{IDEMPOTENCY_KEY.pattern}$", "maxLength": 128},  # checked in the route
+        ),
+    ] = None,
 ) -> Any:
-    if not idempotency_key or not idempotency_key.isprintable():
-        raise MissingIdempotencyKey("an Idempotency-Key header (1 to 128 printable characters) is required")
+    if idempotency_key is None or IDEMPOTENCY_KEY.fullmatch(idempotency_key) is None:
+        raise MissingIdempotencyKey(
+            "an Idempotency-Key header is required: 1 to 128 printable ASCII characters, no space at either end"
+        )
     req = parse_withdrawal(raw)
     # the request's nonce is recorded in the intake's own transaction: consumed exactly when it commits; what
     # was signed is kept with a payout not to the treasury whitelist (offline signers verify it)
@@ -59,13 +84,33 @@ def list_withdrawals(
     who: Reader,
     svc: Svc,
     state: Annotated[str | None, Query(max_length=16)] = None,
-    cursor: Annotated[str | None, Query(max_length=19)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(
+            description="next_cursor of the previous page; absent or empty for the first",
+            json_schema_extra={"pattern": f"^(?:{CURSOR.pattern})?$", "maxLength": 19},
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> WithdrawalPage:
+    if cursor and CURSOR.fullmatch(cursor) is None:
+        raise InvalidCursor("cursor is not a next_cursor this API handed out")
     rows, nxt = svc.withdrawals.list(who, state, cursor, limit)
     return WithdrawalPage(items=[withdrawal_out(w) for w in rows], next_cursor=nxt)
 
 
-@router.post("/v1/withdrawals/{withdrawal_id}/cancel", response_model=WithdrawalOut, responses=ERRORS)
-def cancel_withdrawal(withdrawal_id: str, who: Canceller, svc: Svc) -> WithdrawalOut:
+@router.post(
+    "/v1/withdrawals/{withdrawal_id}/cancel",
+    response_model=WithdrawalOut,
+    responses=ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": CancelIn.model_json_schema()}},
+        }
+    },
+)
+def cancel_withdrawal(withdrawal_id: str, who: Canceller, raw: Body, svc: Svc) -> WithdrawalOut:
+    """Cancel it; the body is empty or `{}` (no field is defined, and unknown fields are refused)."""
+    parse_cancel(raw)
     return withdrawal_out(svc.withdrawals.cancel(who, withdrawal_id))
