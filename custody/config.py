@@ -133,7 +133,10 @@ def load_settings(path: Path) -> Settings:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"no configuration file at {path}; run `custody init` first") from None
+        raise ConfigError(
+            f"no configuration file at {path}: pass --config with the custody.toml that `custody init` wrote in its "
+            "data directory, or set CUSTODY_CONFIG to it (run `custody init` first if there is none)"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     daemon = _table(data, "daemon", {"data_dir", "database_url", "listen_host", "listen_port"})

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from nacl.signing import SigningKey
 
-from custody.cli.common import config_option, open_store
+from custody.cli.common import config_option, echo_json, json_option, open_store
 from custody.clock import SystemClock
 from custody.errors import InvalidPublicKey, NoActivePolicy
 from custody.intake import apikeys
@@ -68,10 +68,28 @@ def check_backend(bundle: Bundle | None, name: str, public_key: str) -> None:
 
 
 @apikey.command("list")
+@json_option
 @config_option
-def apikey_list(config_path: Path) -> None:
+def apikey_list(as_json: bool, config_path: Path) -> None:
+    """Each API key: name, active or revoked, scopes, public key."""
     _, store = open_store(config_path)
-    for k in apikeys.list_keys(store):
+    keys = apikeys.list_keys(store)
+    if as_json:
+        echo_json(
+            [
+                {
+                    "name": k.name,
+                    "status": "revoked" if k.revoked_at else "active",
+                    "scopes": [x for x in k.scopes.split(",") if x],
+                    "public_key": k.public_key,
+                    "created_at": k.created_at,
+                    "revoked_at": k.revoked_at,
+                }
+                for k in keys
+            ]
+        )
+        return
+    for k in keys:
         status = "revoked" if k.revoked_at else "active"
         click.echo(f"{k.name:<24} {status:<8} {k.scopes:<24} {k.public_key}")
 

@@ -5,12 +5,22 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from custody.cli.common import config_option, daemon_passphrase, hot_worker, node_for, open_store, passphrase_option
+from custody.cli.common import (
+    config_option,
+    daemon_passphrase,
+    echo_json,
+    hot_worker,
+    json_option,
+    node_for,
+    open_store,
+    passphrase_option,
+)
 from custody.clock import SystemClock
 from custody.cold import batches, execution, views
 from custody.cold import safes as cold_service
@@ -18,6 +28,7 @@ from custody.errors import Frozen
 from custody.keys import load_identity
 from custody.store.db import Store
 from policies.loader import Reader
+from policies.text import escape
 from signer.batchfile import parse_signature_file
 from signer.cliutil import read_file
 from signer.keystore import parse_owner_card
@@ -62,11 +73,20 @@ def cold_create(
     """Deploy the Safe with the canonical Safe 1.4.1 contracts, read back its owners and threshold, record
     it, and write the file signers pin. The owners are set up in the order given."""
     settings, store = open_store(config_path)
-    owners = [parse_owner_card(read_file(card)).owner_address for card in cards]
+    parsed = [parse_owner_card(read_file(card)) for card in cards]
+    owners = [card.owner_address for card in parsed]
     worker = hot_worker(settings, store, passphrase_file)
     daemon_key = (settings.data_dir / "identity.pub").read_text().strip()
     doc = cold_service.create(
-        store, worker.node, worker, owners, threshold, daemon_key, settings.data_dir, salt_nonce=salt_nonce
+        store,
+        worker.node,
+        worker,
+        owners,
+        threshold,
+        daemon_key,
+        settings.data_dir,
+        salt_nonce=salt_nonce,
+        names={card.owner_address: card.name for card in parsed},
     )
     click.echo(f"cold wallet  Safe {doc.safe} on chain {doc.chain_id}, {doc.threshold} of {len(doc.owners)}")
     for owner in doc.owners:
@@ -154,11 +174,15 @@ def _follow(store: Store, worker: Worker, batch_id: str, wait: float) -> str:
 
 
 @batch.command("list")
+@json_option
 @config_option
-def batch_list(config_path: Path) -> None:
+def batch_list(as_json: bool, config_path: Path) -> None:
     """Each batch, its signatures so far and who is still missing."""
     _, store = open_store(config_path)
     shown = views.list_batches(store)
+    if as_json:
+        echo_json([asdict(v) for v in shown])
+        return
     if not shown:
         click.echo("no batches")
     for v in shown:
@@ -169,7 +193,11 @@ def batch_list(config_path: Path) -> None:
         )
         if v.state == batches.BatchState.EXPORTED:
             for owner in v.missing:
-                click.echo(f"    missing  {owner}")
+                name = v.names.get(owner)
+                click.echo(f"    missing  {escape(name) + ' ' if name else ''}{owner}")
+            for owner in v.signed_by:
+                name = v.names.get(owner)
+                click.echo(f"    signed   {escape(name) + ' ' if name else ''}{owner}")
         if v.tx_hash:
             click.echo(f"    tx       {v.tx_hash}")
 

@@ -3,6 +3,7 @@ daemon's passphrase, opening the store, the node, and the hot worker."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,14 @@ config_option = click.option(
     default=lambda: os.environ.get("CUSTODY_CONFIG", "custody.toml"),
     show_default="custody.toml or $CUSTODY_CONFIG",
 )
+# Listing commands print lines for people; with --json, one JSON document with the same facts for scripts.
+json_option = click.option("--json", "as_json", is_flag=True, help="One JSON document instead of lines.")
+
+
+def echo_json(doc: object) -> None:
+    click.echo(json.dumps(doc, sort_keys=True))
+
+
 # Where the daemon's passphrase comes from (see ``daemon_passphrase``): this file, else $CUSTODY_PASSPHRASE,
 # else a prompt.
 passphrase_option = click.option(

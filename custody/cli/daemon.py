@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,6 +14,9 @@ from custody import logs
 from custody.cli.common import config_option, daemon_passphrase, hot_worker, open_store, passphrase_option
 from custody.clock import SystemClock
 from custody.keys import load_identity
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 @click.command()
@@ -39,19 +43,43 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
     # there before it; with these no-op handlers in place the process then ends normally, with exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
+    config = uvicorn.Config(
+        app,
+        host=host or settings.listen_host,
+        port=port or settings.listen_port,
+        log_level="warning",
+        proxy_headers=False,  # the app reads X-Forwarded-For itself, from the proxies in [api] trusted_proxies only
+        log_config=None,  # our JSON handler on the root logger (logs.setup)
+        access_log=False,  # the API writes its own access line, with the request id
+    )
+    server = _announcing_server(config)
     try:
-        uvicorn.run(
-            app,
-            host=host or settings.listen_host,
-            port=port or settings.listen_port,
-            log_level="warning",
-            proxy_headers=False,  # the app reads X-Forwarded-For itself, from the proxies in [api] trusted_proxies only
-            log_config=None,  # our JSON handler on the root logger (logs.setup)
-            access_log=False,  # the API writes its own access line, with the request id
-        )
+        server.run()
     finally:
         stop.set()
+    if not server.started:  # the port is taken, or the address is not this host's: uvicorn logged why
+        sys.exit(3)
     click.echo("custody serve stopped")
+
+
+def _announcing_server(config: uvicorn.Config) -> uvicorn.Server:
+    """uvicorn's server, saying where it listens once its socket is bound (not before: the port may be taken).
+    Defined here so that only `serve` imports uvicorn."""
+    import socket
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                click.echo(f"listening on {listening_url(self.config.host, self.config.port)}")
+
+    return Server(config)
+
+
+def listening_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @click.command()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from custody.cli.common import config_option, open_store
+from custody.cli.common import config_option, echo_json, json_option, open_store
 from custody.clock import SystemClock
 from custody.ledger import policy as policy_service
+from policies.bundle import Bundle, Head
+from policies.loader import policy_to_canonical
 from signer.cliutil import read_file
 from signer.policyview import describe_bundle
 
@@ -42,13 +45,31 @@ def policy_apply(bundle: Path, signatures: tuple[Path, ...], config_path: Path) 
 
 
 @policy.command("show")
+@json_option
 @config_option
-def policy_show(config_path: Path) -> None:
+def policy_show(as_json: bool, config_path: Path) -> None:
     """Print the active policy and its hash."""
     _, store = open_store(config_path)
     head, bundle = policy_service.current(store)
+    if as_json:
+        echo_json(policy_document(head, bundle))
+        return
     if bundle is None:
         click.echo(f"no policy applied yet; genesis {head.hash}, quorum {head.governance.quorum}")
         return
     for line in describe_bundle(bundle, None):
         click.echo(line)
+
+
+def policy_document(head: Head, bundle: Bundle | None) -> dict[str, Any]:
+    """`policy show --json`: the active bundle's version, hash and whole policy (its canonical form, as the
+    bundle carries it); before the first bundle, the genesis hash and quorum with ``policy`` null."""
+    if bundle is None:
+        return {"version": 0, "hash": head.hash, "quorum": head.governance.quorum, "policy": None}
+    return {
+        "version": bundle.version,
+        "hash": bundle.hash,
+        "previous_hash": bundle.previous_hash,
+        "created_at": bundle.created_at,
+        "policy": policy_to_canonical(bundle.policy),
+    }

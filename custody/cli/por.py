@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -27,6 +28,12 @@ def por() -> None:
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False))
 @click.option("--block", type=int, default=None, help="Read reserves at this block (default: the newest).")
 @click.option("--decimals", multiple=True, help="SYMBOL=N: count this asset's liabilities in N decimals.")
+@click.option(
+    "--assets",
+    default=None,
+    help="SYMBOL,SYMBOL: the assets this snapshot covers (default: every asset of the policy, each of which "
+    "must then have a column in the liabilities file).",
+)
 @config_option
 @passphrase_option
 def snapshot(
@@ -34,6 +41,7 @@ def snapshot(
     out_dir: Path,
     block: int | None,
     decimals: tuple[str, ...],
+    assets: str | None,
     config_path: Path,
     passphrase_file: Path | None,
 ) -> None:
@@ -50,6 +58,7 @@ def snapshot(
         SystemClock().now(),
         block=block,
         decimals=snapshots.load_decimals(decimals),
+        only=None if assets is None else tuple(a.strip() for a in assets.split(",") if a.strip()),
         progress=lambda line: click.echo(line, err=True),
     )
     for line in describe(statement):
@@ -84,7 +93,15 @@ def attach(statement: Path, signatures: tuple[Path, ...]) -> None:
         click.echo(f"attached the signature of {owner}")
     for safe in updated.wallets("safe"):
         have = {s.owner for s in updated.eip1271 if s.wallet == safe["address"]}
-        click.echo(f"Safe {safe['address']}: {len(have)} of the {safe['threshold']} signatures it needs")
+        click.echo(f"Safe {safe['address']}: {signatures_count(len(have), safe['threshold'])}")
+
+
+def signatures_count(have: int, needs: int) -> str:
+    """How many owners' signatures a Safe has against its threshold, in words that stay true past it."""
+    if have > needs:
+        return f"{have} signatures; it needs {needs}"
+    missing = f"; {needs - have} more to attach" if have < needs else ""
+    return f"{have} of the {needs} signatures it needs{missing}"
 
 
 @por.command("verify")
@@ -101,8 +118,21 @@ def attach(statement: Path, signatures: tuple[Path, ...]) -> None:
     help="The policy bundle the statement cites (default: the policy.json beside the statement, if there is one); "
     "--rpc needs it.",
 )
-def verify_cmd(statement: Path, proof_file: Path | None, rpc: str | None, policy_file: Path | None) -> None:
-    """Check a statement (and an account's proof); any failure exits 1 with the reason."""
+@click.option(
+    "--no-rpc",
+    "offline",
+    is_flag=True,
+    help="Check only what needs no node (signatures, sums, the proof) and exit 0 if that holds; the on-chain "
+    "balances, block hash, decimals and the Safe's owners are then not checked.",
+)
+def verify_cmd(
+    statement: Path, proof_file: Path | None, rpc: str | None, policy_file: Path | None, offline: bool
+) -> None:
+    """Check a statement (and an account's proof); any failure exits 1 with the reason. Exit 0 only if
+    everything holds: without --rpc the on-chain balances are not checked, which exits 1 too unless --no-rpc
+    says that an offline check is what was wanted."""
+    if rpc and offline:
+        raise click.UsageError("--rpc and --no-rpc exclude each other")
     raw = read_file(statement)
     node = EthereumNode(rpc, parse_statement(raw).claims["chain_id"]) if rpc else None
     if policy_file is None and (statement.parent / snapshots.POLICY).is_file():
@@ -110,3 +140,18 @@ def verify_cmd(statement: Path, proof_file: Path | None, rpc: str | None, policy
     policy = read_file(policy_file) if policy_file else None
     for line in verify(raw, read_file(proof_file) if proof_file else None, node, policy):
         click.echo(f"ok  {line}")
+    if node is None:
+        click.echo(f"NOT CHECKED  {UNCHECKED}")
+        if not offline:
+            click.echo(
+                "not verified: the reserves were not checked on chain; give --rpc URL (a node of the statement's "
+                "chain), or --no-rpc to accept the checks above alone",
+                err=True,
+            )
+            sys.exit(1)
+
+
+UNCHECKED = (
+    "the wallets' balances, the block hash, the tokens' decimals and the Safe's owners on chain (no --rpc): "
+    "the reserves are as the statement claims"
+)

@@ -8,6 +8,7 @@ signed on this machine with that key and verified by the daemon.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import click
 from nacl.exceptions import ValueError as NaclValueError
 from nacl.signing import SigningKey
 
-from custody.cli.common import config_option, open_store
+from custody.cli.common import config_option, echo_json, json_option, open_store
 from custody.clock import SystemClock
 from custody.errors import InvalidField
 from custody.intake.review import HeldView, Review, sign_decision
@@ -94,9 +95,28 @@ def review_keygen(out: Path) -> None:
 @review.command("list")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
 @config_option
-def review_list(limit: int, config_path: Path) -> None:
+@json_option
+def review_list(limit: int, config_path: Path, as_json: bool) -> None:
     """The held withdrawals, oldest first."""
     held = _service(config_path).held(limit)
+    if as_json:
+        echo_json(
+            [
+                {
+                    "id": w.id,
+                    "state": w.state,
+                    "asset": w.asset,
+                    "amount": format_amount(w.amount, w.decimals),
+                    "customer": w.customer,
+                    "destination": w.destination,
+                    "destination_kind": w.destination_kind,
+                    "created_at": w.created_at,
+                    "holds": [r["rule"] for r in json.loads(w.reasons) if not r["passed"]],
+                }
+                for w in held
+            ]
+        )
+        return
     for w in held:
         click.echo(line(w))
     if not held:

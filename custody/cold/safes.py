@@ -4,7 +4,9 @@ Only the canonical Safe 1.4.1 contracts are used (``signer.safecontracts``): the
 nothing is sent. The hot wallet sends the factory call (through its sender, ``custody.hot.sender``, so its
 nonce is allocated and the signed bytes stored like any other). The Safe's address is known before anything is
 sent: the factory's own answer (a simulated call) must equal the address the signers will derive offline from
-the owners, threshold and salt nonce. Afterwards the owners (in setup order) and threshold are read back from
+the owners, threshold and salt nonce. The hot wallet must hold enough to pay for the call before it is signed,
+and a Safe already at that address that this daemon did not create is refused, naming it (another salt nonce
+gives the same owners another address). Afterwards the owners (in setup order) and threshold are read back from
 the chain and must be exactly what was asked; only then is the Safe recorded, and the cold wallet file written
 for the signers to pin, after the signers' own parser has accepted it.
 """
@@ -13,9 +15,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
+from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from eth_utils.address import is_address, to_checksum_address
+from hexbytes import HexBytes
 from sqlalchemy import select
 
 from custody.chain import safe as safe_contract
@@ -32,6 +37,7 @@ from custody.ledger import audit
 from custody.ledger.states import TxState
 from custody.store.db import Store
 from custody.store.models import ColdWallet, HotTransaction
+from policies.units import format_amount
 from signer.coldwallet import ColdWallet as ColdWalletDoc
 from signer.coldwallet import parse_cold_wallet
 from signer.safecontracts import MULTISEND_CALL_ONLY, PROXY_FACTORY, create_proxy_data, safe_address
@@ -50,6 +56,7 @@ def create(
     *,
     salt_nonce: int = 0,
     timeout: float = 120.0,
+    names: Mapping[str, str] | None = None,
 ) -> ColdWalletDoc:
     """Create the Safe with these owners, in this order (the order ``getOwners`` returns and the cold wallet
     file lists), this threshold and salt nonce; record it and write the file the signers pin."""
@@ -69,15 +76,26 @@ def create(
     safe_contract.check_contracts(node)
     sender.ensure_wallet()
     data = create_proxy_data(owners, threshold, salt_nonce)
-    derived = safe_address(owners, threshold, salt_nonce)
-    address = safe_contract.predict_address(node, sender.address, data)
-    if address != derived:
-        raise ColdWalletMismatch(
-            f"the proxy factory on chain {node.chain_id} would create {address}, not {derived}, the address the "
-            "signers derive for these owners, threshold and salt nonce; refusing to create it",
-        )
-    if not node.code(address):  # else an earlier attempt's call was mined before the process stopped
-        version = sender.sign_call(PROXY_FACTORY, 0, data)
+    address = safe_address(owners, threshold, salt_nonce)
+    if node.code(address):
+        # The factory refuses to create it twice ("Create2 call failed"). Either an earlier attempt of this
+        # daemon was mined before the process stopped (then go on and record it), or someone else made it.
+        if not _made_here(store, sender.address, data):
+            raise ColdWalletExists(
+                f"a Safe for these owners, threshold and salt nonce already exists at {address} (another daemon "
+                f"or an earlier installation created it); to create a new one for the same owners, choose another "
+                f"salt with --salt-nonce (now {salt_nonce})"
+            )
+    else:
+        predicted = safe_contract.predict_address(node, sender.address, data)
+        if predicted != address:
+            raise ColdWalletMismatch(
+                f"the proxy factory on chain {node.chain_id} would create {predicted}, not {address}, the address "
+                "the signers derive for these owners, threshold and salt nonce; refusing to create it",
+            )
+        gas = node.estimate_gas(sender.address, PROXY_FACTORY, 0, data)
+        check_funded(node, sender, gas)
+        version = sender.sign_call(PROXY_FACTORY, 0, data, gas=gas)
         _wait_mined(store, sender, version.tx_hash, timeout)
     if not node.code(address):
         raise ColdWalletFailed(f"creating the Safe failed: no contract at {address}")
@@ -108,6 +126,7 @@ def create(
                 owners=json.dumps(owners),
                 threshold=threshold,
                 multisend=MULTISEND_CALL_ONLY,
+                owner_names=json.dumps({to_checksum_address(a): n for a, n in (names or {}).items()}, sort_keys=True),
             )
         )
         audit.append(
@@ -119,6 +138,37 @@ def create(
         )
     (data_dir / COLD_WALLET_FILE).write_bytes(raw)
     return doc
+
+
+def _made_here(store: Store, wallet: str, data: bytes) -> bool:
+    """Whether this hot wallet signed this very factory call (these owners, threshold and salt nonce): then the
+    Safe on chain is this daemon's own earlier attempt, mined before the process stopped."""
+    with store.read() as s:
+        raws = s.execute(
+            select(HotTransaction.raw).where(
+                HotTransaction.wallet == wallet,
+                HotTransaction.withdrawal_id.is_(None),  # a plain call: neither a payment nor a batch
+                HotTransaction.batch_id.is_(None),
+            )
+        ).scalars()
+        for raw in raws:
+            tx = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
+            if bytes(tx["to"]) == bytes.fromhex(PROXY_FACTORY[2:]) and bytes(tx["data"]) == data:
+                return True
+    return False
+
+
+def check_funded(node: EthereumNode, sender: TransactionSender, gas: int) -> None:
+    """Refuse before anything is signed when the hot wallet cannot pay for ``gas`` at the fee it would offer:
+    the node would refuse the transaction ("insufficient funds") at every resend until the timeout."""
+    max_fee, _ = node.fees(sender.settings.max_fee_per_gas)
+    needed, held = gas * max_fee, node.balance(sender.address, None)
+    if held < needed:
+        raise ColdWalletFailed(
+            f"the hot wallet {sender.address} holds {format_amount(held, 18)} ETH; creating the Safe costs up to "
+            f"{format_amount(needed, 18)} ETH ({gas} gas at {max_fee} wei per gas): fund the hot wallet with at "
+            f"least {format_amount(needed - held, 18)} ETH more, then run `custody cold create` again"
+        )
 
 
 def _wait_mined(store: Store, sender: TransactionSender, tx_hash: str, timeout: float) -> None:

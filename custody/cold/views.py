@@ -3,6 +3,7 @@ caller's transaction so that ``custody batch list`` and the status figures show 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ class BatchView:
     missing: tuple[str, ...]  # in the Safe's owner order
     threshold: int
     tx_hash: str | None
+    names: dict[str, str]  # owner address -> the name on the owner's card (for people to read)
 
 
 def batch_views(s: Session, states: Iterable[BatchState] | None = None) -> list[BatchView]:
@@ -33,6 +35,7 @@ def batch_views(s: Session, states: Iterable[BatchState] | None = None) -> list[
     wallet = s.execute(select(ColdWallet).limit(1)).scalar_one_or_none()
     owners = owners_of(wallet) if wallet else []
     threshold = (wallet.threshold or 0) if wallet else 0
+    names: dict[str, str] = json.loads(wallet.owner_names) if wallet and wallet.owner_names else {}
     query = select(Batch).order_by(Batch.created_at, Batch.safe_nonce)
     if states is not None:
         query = query.where(Batch.state.in_(list(states)))
@@ -53,6 +56,7 @@ def batch_views(s: Session, states: Iterable[BatchState] | None = None) -> list[
             tuple(o for o in owners if o not in signed[b.id]),
             threshold,
             b.tx_hash,
+            names,
         )
         for b in rows
     ]

@@ -224,8 +224,22 @@ class Dispatcher:
         outage.Loop("webhooks", log, idle=idle).forever(one_pass, stop)
 
 
-def send_test(key: SigningKey, url: str, now: int) -> int:
-    """``custody webhooks test URL``: one signed test event; returns the HTTP status."""
-    body = json.dumps({"id": "test", "type": "test", "at": now, "data": {}}, sort_keys=True).encode()
-    answer = httpx.post(url, content=body, headers=signed_headers(key, "test", body, now), timeout=10)
-    return answer.status_code
+@dataclass(frozen=True)
+class ReceiverAnswer:
+    """What ``send_test`` got: the receiver's HTTP status, or (``status`` None) why there was no answer."""
+
+    status: int | None
+    error: str | None = None
+
+
+def send_test(key: SigningKey, url: str, now: int, timeout: float = 10.0) -> ReceiverAnswer:
+    """``custody webhooks test URL``: one signed test event. A URL that cannot be reached (refused, unknown
+    host, timeout, not an http(s) URL) is an answer too, with the reason, not an exception."""
+    # the shape of every event (``event``), so a receiver's parser is tested too; seq 0 is never a real entry's
+    test = {"id": "test", "seq": 0, "type": "test", "subject": "test", "at": now, "data": {}}
+    body = json.dumps(test, sort_keys=True).encode()
+    try:
+        answer = httpx.post(url, content=body, headers=signed_headers(key, "test", body, now), timeout=timeout)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        return ReceiverAnswer(None, f"{type(exc).__name__}: {str(exc)[:200] or 'no detail'}")
+    return ReceiverAnswer(answer.status_code)

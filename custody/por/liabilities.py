@@ -6,7 +6,8 @@
 
 Every mistake is refused with its line number, and nothing is written: a balance that is negative, has more
 decimal places than the snapshot's decimals for its asset, or is 2^64 base units or more (never clamped or
-rounded); a duplicate account id; a row with the wrong number of fields; an unknown asset.
+rounded); a duplicate account id; a row with the wrong number of fields; an unknown asset. A UTF-8 byte-order
+mark at the start (as spreadsheets write) is accepted and ignored.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def read_liabilities(path: Path, decimals: dict[str, int], snapshot_id: bytes) -
     """The assets in the file's column order, and every account with a fresh salt. ``decimals`` gives each
     asset's decimals for this snapshot (the unit liabilities are counted in)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # spreadsheets often save UTF-8 with a byte-order mark
     except (OSError, UnicodeDecodeError) as exc:
         raise LiabilitiesInvalid(f"{path}: cannot be read as UTF-8 text: {exc}") from None
     rows = csv.reader(io.StringIO(text), strict=True)

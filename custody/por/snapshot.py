@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from eth_abi.exceptions import DecodingError
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
@@ -22,7 +23,7 @@ from sqlalchemy import select
 
 from custody.chain import safe as safe_contract
 from custody.chain.ethereum import EthereumNode
-from custody.errors import ConfigError, NoActivePolicy, ProofInvalid
+from custody.errors import CallReverted, ConfigError, LiabilitiesInvalid, NoActivePolicy, ProofInvalid
 from custody.ledger import audit
 from custody.ledger.policy import head
 from custody.por.liabilities import read_liabilities
@@ -56,9 +57,12 @@ def snapshot(
     *,
     block: int | None = None,
     decimals: dict[str, int] | None = None,
+    only: tuple[str, ...] | None = None,
     workers: int = 2,
     progress: Callable[[str], None] = lambda _: None,
 ) -> Statement:
+    """``only`` narrows the assets the snapshot covers (by default every asset of the policy): the liabilities
+    file must have a column for each covered asset and no other, so an asset is never left out unsaid."""
     with store.read() as s:
         _, bundle = head(s)
         cold = s.execute(select(ColdWallet).limit(1)).scalar_one_or_none()
@@ -72,15 +76,21 @@ def snapshot(
         if not 0 <= d <= places[symbol]:
             raise ConfigError(f"--decimals {symbol}={d}: must be between 0 and its {places[symbol]} on-chain decimals")
         places[symbol] = d
+    covered = list(places) if only is None else list(dict.fromkeys(only))
+    for symbol in covered:
+        if symbol not in places:
+            raise ConfigError(f"--assets names {symbol}, which is not an asset of the policy")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"{out_dir} is not empty: a snapshot goes into a new directory")
     snapshot_id = os.urandom(32)
     progress(f"reading {liabilities}")
     assets, accounts = read_liabilities(liabilities, places, snapshot_id)
+    check_covered(liabilities, assets, covered)
     number = node.block_number() if block is None else block
     block_hash = node.block_hash(number)
     if block_hash is None:
         raise ProofInvalid(f"the node has no block {number}")
+    safe = None if cold is None else _safe_at(node, cold.address, number)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         height = height_for(accounts.count)
@@ -96,9 +106,8 @@ def snapshot(
         proofs.close()
         progress(f"reading every custody wallet at block {number}")
         wallets = [_wallet(node, hot.address, "hot", [hot.address], 1, assets, policy.assets, number)]
-        if cold is not None:
-            owners = safe_contract.owners(node, cold.address, number)
-            threshold = safe_contract.threshold(node, cold.address, number)
+        if cold is not None and safe is not None:
+            owners, threshold = safe
             wallets.append(_wallet(node, cold.address, "safe", owners, threshold, assets, policy.assets, number))
         reserves = {
             a: reserves_in_snapshot_units(
@@ -150,6 +159,34 @@ def snapshot(
             {"statement_hash": statement.hash.hex(), "block": number, "root": root.hex(), "accounts": accounts.count},
         )
     return statement
+
+
+def check_covered(path: Path, columns: list[str], covered: list[str]) -> None:
+    """The file's asset columns are exactly the covered assets: a policy asset without a column would be left
+    out of the statement without a word, which an auditor could not tell from an asset nobody holds."""
+    missing = [a for a in covered if a not in columns]
+    if missing:
+        raise LiabilitiesInvalid(
+            f"{path}: line 1: no column for {', '.join(missing)}, an asset of the policy: add the column (0 for "
+            f"accounts without any), or leave it out of this snapshot on purpose with --assets "
+            f"{','.join(a for a in covered if a not in missing) or 'SYMBOL'}"
+        )
+    extra = [a for a in columns if a not in covered]
+    if extra:
+        raise LiabilitiesInvalid(
+            f"{path}: line 1: a column for {', '.join(extra)}, which --assets leaves out of this snapshot"
+        )
+
+
+def _safe_at(node: EthereumNode, address: str, block: int) -> tuple[list[str], int]:
+    """The Safe's owners and threshold at ``block``; refused, with what to do, when it did not exist yet."""
+    try:
+        return safe_contract.owners(node, address, block), safe_contract.threshold(node, address, block)
+    except (DecodingError, CallReverted):
+        raise ProofInvalid(
+            f"the Safe {address} has no code at block {block}: it was created after that block. Take the "
+            "snapshot at a later block (or without --block, at the newest)"
+        ) from None
 
 
 def _wallet(

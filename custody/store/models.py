@@ -227,6 +227,8 @@ class ColdWallet(Base):
     owners: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list of checksummed addresses
     threshold: Mapped[int | None] = mapped_column(Integer, nullable=True)
     multisend: Mapped[str | None] = mapped_column(String(42), nullable=True)  # the pinned MultiSendCallOnly
+    # The owners' names from the cards they were created from (JSON {address: name}), for people to read only.
+    owner_names: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Batch(Base):

@@ -5,6 +5,7 @@ rejects it, two approvals at once release it once, and every refusal writes noth
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -275,6 +276,11 @@ def test_the_review_commands(desk, tmp_path, db_url):
     other = desk.held("h2", destination=UNLISTED_ADDRESSES[1], customer="bob")
     listed = custody("review", "list", "--config", config).output
     assert w.id in listed and other.id in listed and "held" in listed
+    as_json = json.loads(custody("review", "list", "--json", "--config", config).output)
+    assert [(h["id"], h["customer"], h["holds"]) for h in as_json] == [
+        (w.id, "alice", ["hold:first_payout"]),
+        (other.id, "bob", ["hold:first_payout"]),
+    ]
     shown = custody("review", "show", w.id, "--config", config).output
     assert "hold:first_payout" in shown and "alice" in shown and "none yet" in shown
     out = custody("review", "approve", w.id, "--reason", "known address", "--key", keys["olga"], "--config", config)

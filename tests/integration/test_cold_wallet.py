@@ -100,6 +100,8 @@ def test_fifty_cold_withdrawals_in_one_batch_paid_once_at_quorum(tmp_path, chain
     assert safe_contract.nonce(node, safe) == nonce_before
     listing = custody("batch", "list", *cfg[:2]).output
     assert "signatures 1/2" in listing and ops[1].address in listing and ops[2].address in listing
+    # each owner by the name on their card, as well as the address
+    assert f"missing  op1 {ops[1].address}" in listing and f"signed   op0 {ops[0].address}" in listing
     status = custody("status", *cfg[:2]).output
     assert "batches waiting for signatures: 1" in status and "1/2 signed, missing " in status
     assert ops[1].address in status and ops[2].address in status and ops[0].address not in status
