@@ -177,15 +177,11 @@ def _verified_request(policy: Policy, w: BatchWithdrawal, request: SignedRequest
         amount = parse_amount(body.amount, rule.decimals)
     except AmountError as exc:
         raise RequestMismatch(f"the signed amount is not one: {exc.message}") from None
-    differences = [
-        f"{name} {signed!r} where the withdrawal has {listed!r}"
-        for name, signed, listed in (
-            ("asset", body.asset, w.asset),
-            ("destination", body.destination, w.destination),
-            ("customer", body.customer, w.customer),
-        )
-        if signed != listed
-    ]
+    differences = _differences(
+        ("asset", body.asset, w.asset),
+        ("destination", body.destination, w.destination),
+        ("customer", body.customer, w.customer),
+    )
     if amount != w.amount:
         differences.append(
             f"amount {format_amount(amount, rule.decimals)} {w.asset} where the withdrawal pays "
@@ -194,6 +190,13 @@ def _verified_request(policy: Policy, w: BatchWithdrawal, request: SignedRequest
     if differences:
         raise RequestMismatch("the backend signed " + "; ".join(differences))
     return request
+
+
+def _differences(*fields: tuple[str, object, object]) -> list[str]:
+    """Each (name, what was signed, what the withdrawal has) that differs, in words."""
+    return [
+        f"{name} {signed!r} where the withdrawal has {listed!r}" for name, signed, listed in fields if signed != listed
+    ]
 
 
 def _verified_book(policy: Policy, w: BatchWithdrawal, request: SignedRequest) -> AddressBody:
@@ -206,15 +209,11 @@ def _verified_book(policy: Policy, w: BatchWithdrawal, request: SignedRequest) -
         body = address_body(request)
     except ValueError as exc:
         raise BookRequestInvalid(f"the address-book request is not one: {exc}") from None
-    differences = [
-        f"{name} {signed!r} where the withdrawal has {listed!r}"
-        for name, signed, listed in (
-            ("customer", body.customer, w.customer),
-            ("asset", body.asset, w.asset),
-            ("address", body.address, w.destination),
-        )
-        if signed != listed
-    ]
+    differences = _differences(
+        ("customer", body.customer, w.customer),
+        ("asset", body.asset, w.asset),
+        ("address", body.address, w.destination),
+    )
     if differences:
         raise BookRequestInvalid("the address-book request added " + "; ".join(differences))
     return body
