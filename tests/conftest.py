@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -218,6 +219,22 @@ def server(seeded, tmp_path) -> Iterator[Server]:
 class ClientKey:
     name: str
     key: SigningKey
+
+
+@contextmanager
+def seeded_server(tmp: Path) -> Iterator[tuple[Server, ClientKey]]:
+    """A SQLite store in ``tmp`` with the test policy and a client key allowed everything, served."""
+    from custody.store.db import Store
+
+    store = Store(f"sqlite:///{tmp / 'custody.db'}")
+    store.migrate()
+    seed_policy(store, int(time.time()))
+    client = add_client(store, scopes="withdraw,read,cancel")
+    try:
+        with running_server(store, tmp) as srv:
+            yield srv, client
+    finally:
+        store.dispose()
 
 
 def add_client(

@@ -15,22 +15,15 @@ import httpx
 import pytest
 
 from custody.intake.signatures import sign_request
-from custody.store.db import Store
-from tests.conftest import OMNIBUS, add_client, running_server, seed_policy
+from tests.conftest import OMNIBUS, seeded_server
 
 SIGNATURE_HEADERS = {"X-Custody-Key", "X-Custody-Timestamp", "X-Custody-Nonce", "X-Custody-Signature"}
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("api-exact")
-    store = Store(f"sqlite:///{tmp / 'custody.db'}")
-    store.migrate()
-    seed_policy(store, int(time.time()))
-    client = add_client(store, scopes="withdraw,read,cancel")
-    with running_server(store, tmp) as srv:
-        yield srv, client
-    store.dispose()
+    with seeded_server(tmp_path_factory.mktemp("api-exact")) as served:
+        yield served
 
 
 def send(srv, ck, method: str, target: str, body: bytes = b"", *, signed_target=None, idem="", headers=None):

@@ -21,8 +21,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from custody.intake.signatures import sign_request
-from custody.store.db import Store
-from tests.conftest import add_client, running_server, seed_policy
+from tests.conftest import seeded_server
 
 CASES: Counter[str] = Counter()
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -30,14 +29,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("api-fuzz")
-    store = Store(f"sqlite:///{tmp / 'custody.db'}")
-    store.migrate()
-    seed_policy(store, int(time.time()))
-    client = add_client(store, scopes="withdraw,read,cancel")
-    with running_server(store, tmp) as srv:
-        yield srv, client
-    store.dispose()
+    with seeded_server(tmp_path_factory.mktemp("api-fuzz")) as served:
+        yield served
     print(f"\nschemathesis: {sum(CASES.values())} cases, by operation: {dict(sorted(CASES.items()))}")
 
 
