@@ -20,7 +20,7 @@ from custody.errors import (
     NotFound,
     SignatureForAnotherBatch,
 )
-from custody.hot.sender import Call, Fees, TransactionSender
+from custody.hot.sender import Call, TransactionSender
 from custody.ledger import audit, freeze
 from custody.ledger.states import State
 from custody.ledger.transitions import move
@@ -144,7 +144,7 @@ def execute_if_ready(
             f"executing batch {batch_id} would revert now ({exc.message}); is the Safe funded?"
         ) from None
     gas = node.estimate_gas(sender.address, doc.safe, 0, data)
-    fees = Fees(*node.fees(sender.settings.max_fee_per_gas))
+    fees = sender.fees()
     with store.transaction() as s:
         row = s.get_one(Batch, batch_id, with_for_update=True)
         if row.state != BatchState.EXPORTED:

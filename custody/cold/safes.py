@@ -161,7 +161,7 @@ def _made_here(store: Store, wallet: str, data: bytes) -> bool:
 def check_funded(node: EthereumNode, sender: TransactionSender, gas: int) -> None:
     """Refuse before anything is signed when the hot wallet cannot pay for ``gas`` at the fee it would offer:
     the node would refuse the transaction ("insufficient funds") at every resend until the timeout."""
-    max_fee, _ = node.fees(sender.settings.max_fee_per_gas)
+    max_fee = sender.fees().max_fee
     needed, held = gas * max_fee, node.balance(sender.address, None)
     if held < needed:
         raise ColdWalletFailed(

@@ -43,7 +43,7 @@ from custody.cold import batches, execution
 from custody.hot.payer import Payer, PaymentSettler
 from custody.hot.rebalance import rebalance
 from custody.hot.rollback import RollbackWatch
-from custody.hot.sender import Call, Sender, Settlers, WorkerSettings
+from custody.hot.sender import Call, Fees, Sender, Settlers, WorkerSettings
 from custody.ledger.policy import PolicyCache
 from custody.store.db import Store
 from custody.store.models import ChainBalance, ColdWallet, HotTransaction
@@ -116,6 +116,9 @@ class Worker:
 
     def sign_next(self) -> bool:
         return self.payer.sign_next()
+
+    def fees(self) -> Fees:
+        return self.sender.fees()
 
     def sign_call(self, to: str, value: int, data: bytes, *, gas: int | None = None) -> HotTransaction:
         return self.sender.sign_call(to, value, data, gas=gas)
