@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from policies.units import parse_amount
 
 MAX_PAGE = 200
 # Destinations only a policy backend may ask to pay (the treasury whitelist is every withdrawing key's).
+CURSOR = re.compile(r"[0-9]{1,19}")  # what next_cursor is (a position); any other text is invalid_cursor
 CUSTOMER_DESTINATIONS = frozenset({Destination.ADDRESS_BOOK, Destination.UNLISTED})
 TABLE = cast(Table, Withdrawal.__table__)
 COLUMNS = [c for c in TABLE.columns if c.key != "seq"]
@@ -418,8 +420,8 @@ class Withdrawals:
             raise InvalidField(f"limit must be between 1 and {MAX_PAGE}")
         after = 0
         if cursor:
-            if not cursor.isdigit() or len(cursor) > 19:
-                raise InvalidCursor("invalid cursor")
+            if CURSOR.fullmatch(cursor) is None:  # ASCII digits only: str.isdigit() takes "²", which int() refuses
+                raise InvalidCursor("cursor is not a next_cursor this API handed out")
             after = int(cursor)
         query = select(Withdrawal).where(Withdrawal.api_key == who.name, Withdrawal.seq > after)
         if state is not None:
