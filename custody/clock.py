@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Protocol
 
@@ -26,3 +27,8 @@ class FixedClock:
 
     def advance(self, seconds: int) -> None:
         self.value += seconds
+
+
+def iso(ts: int | None) -> str | None:
+    """Unix seconds as the API and webhooks write times: ISO 8601 in UTC, e.g. ``2026-12-06T19:45:10Z``."""
+    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")

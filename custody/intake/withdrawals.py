@@ -184,6 +184,7 @@ def new_withdrawal(
         "idempotency_key": idempotency_key,
         "asset": asset,
         "amount": str(amount),
+        "decimals": decimals,  # so an auditor or a webhook receiver can read the amount in the asset's units
         "destination": destination,
         "policy_hash": policy_hash,
     }

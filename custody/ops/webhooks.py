@@ -33,8 +33,10 @@ from nacl.signing import SigningKey
 from sqlalchemy import CursorResult, func, or_, select, update
 
 from custody import logs, outage
+from custody.clock import iso
 from custody.store.db import Store
 from custody.store.models import AuditEntry, AuditHead, WebhookEndpoint
+from policies.units import format_amount
 
 log = logging.getLogger("custody.webhooks")
 DOMAIN = b"custody-webhook-v1"
@@ -58,14 +60,32 @@ def signed_headers(key: SigningKey, delivery: str, body: bytes, timestamp: int) 
 
 
 def event(entry: AuditEntry) -> dict[str, Any]:
+    """The audit entry as a receiver gets it, in the API's units: times ISO 8601, amounts decimal strings."""
     return {
         "id": entry.hash,
         "seq": entry.seq,
         "type": entry.kind,
         "subject": entry.subject,
-        "at": entry.at,
-        "data": json.loads(entry.data),
+        "at": iso(entry.at),
+        "data": edge_units(json.loads(entry.data)),
     }
+
+
+def edge_units(data: dict[str, Any]) -> dict[str, Any]:
+    """The log keeps unix seconds and base units (exact, compact); the edge speaks ISO 8601 and the asset's
+    decimal units, like the API. An amount is given both ways: ``amount`` in the asset's units and
+    ``amount_base_units``; an entry written before the log recorded ``decimals`` has only the latter."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        is_time = key == "at" or key.endswith("_at")
+        out[key] = iso(value) if is_time and isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(out.get("amount"), str):
+        base = out.pop("amount")
+        decimals = out.pop("decimals", None)
+        if isinstance(decimals, int):
+            out["amount"] = format_amount(int(base), decimals)
+        out["amount_base_units"] = base
+    return out
 
 
 def backoff(attempts: int) -> float:
@@ -236,7 +256,7 @@ def send_test(key: SigningKey, url: str, now: int, timeout: float = 10.0) -> Rec
     """``custody webhooks test URL``: one signed test event. A URL that cannot be reached (refused, unknown
     host, timeout, not an http(s) URL) is an answer too, with the reason, not an exception."""
     # the shape of every event (``event``), so a receiver's parser is tested too; seq 0 is never a real entry's
-    test = {"id": "test", "seq": 0, "type": "test", "subject": "test", "at": now, "data": {}}
+    test = {"id": "test", "seq": 0, "type": "test", "subject": "test", "at": iso(now), "data": {}}
     body = json.dumps(test, sort_keys=True).encode()
     try:
         answer = httpx.post(url, content=body, headers=signed_headers(key, "test", body, now), timeout=timeout)
