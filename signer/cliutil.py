@@ -68,13 +68,30 @@ def quiet_broken_pipe() -> NoReturn:
 
 
 def passphrase(file: Path | None, env: str, prompt: str, *, confirm: bool = False) -> str:
-    """From a file (first line), else the environment variable ``env``, else a hidden prompt."""
+    """From a file (first line), else the environment variable ``env``, else a hidden prompt (``ask_passphrase``)."""
     if file is not None:
         lines = file.read_text(encoding="utf-8").splitlines()
         return lines[0] if lines else ""
     if os.environ.get(env):
         return os.environ[env]
-    return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
+    return ask_passphrase(prompt, confirm=confirm)
+
+
+def ask_passphrase(text: str, *, confirm: bool = False) -> str:
+    """A hidden prompt that says why it asks again: nothing is ever sealed with an empty passphrase
+    (``signer.sealed``), so an empty one is never right, and with ``confirm`` the two typings must match. End of
+    input aborts."""
+    while True:
+        first = str(click.prompt(text, hide_input=True, default="", show_default=False))
+        if not first:
+            click.echo("The passphrase may not be empty; type it again.", err=True)
+            continue
+        if not confirm:
+            return first
+        again = str(click.prompt("Repeat for confirmation", hide_input=True, default="", show_default=False))
+        if again == first:
+            return first
+        click.echo("The two passphrases do not match; type it again.", err=True)
 
 
 def read_file(path: Path, limit: int = 16 * 1024 * 1024) -> bytes:

@@ -3,7 +3,6 @@ options of every signing command, the keystore passphrase, and the typed confirm
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,25 +54,7 @@ def state_dir(state: Path | None) -> Path:
 def keystore_passphrase(passphrase_file: Path | None, *, confirm: bool = False) -> str:
     """The keystore's passphrase: the first line of ``passphrase_file``, else $SIGNER_PASSPHRASE, else a hidden
     prompt (typed twice with ``confirm``)."""
-    if passphrase_file is not None or os.environ.get(PASS_ENV):
-        return passphrase(passphrase_file, PASS_ENV, "Keystore passphrase", confirm=confirm)
-    return ask_passphrase("Keystore passphrase", confirm=confirm)
-
-
-def ask_passphrase(text: str, *, confirm: bool = False) -> str:
-    """A hidden prompt that says why it asks again: a keystore is never sealed with an empty passphrase (so an
-    empty one is never right), and with ``confirm`` the two typings must match. End of input aborts."""
-    while True:
-        first = str(click.prompt(text, hide_input=True, default="", show_default=False))
-        if not first:
-            click.echo("The passphrase may not be empty; type it again.", err=True)
-            continue
-        if not confirm:
-            return first
-        again = str(click.prompt("Repeat for confirmation", hide_input=True, default="", show_default=False))
-        if again == first:
-            return first
-        click.echo("The two passphrases do not match; type it again.", err=True)
+    return passphrase(passphrase_file, PASS_ENV, "Keystore passphrase", confirm=confirm)
 
 
 def confirm_pin(st: Path, action: str, subject: str, digest: str, yes: bool) -> None:
