@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 NODE_STAMP := node_modules/.installed
+BITCOIND_STAMP := .tools/.bitcoind
 
 .PHONY: demo test chaos bench lint typecheck clean
 
@@ -19,7 +20,12 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
-test: $(STAMP) $(NODE_STAMP)
+# bitcoind (the Bitcoin node for development and tests): one on PATH, or Debian's bitcoin-knots fetched into .tools/
+$(BITCOIND_STAMP): scripts/fetch-bitcoind.sh
+	bash scripts/fetch-bitcoind.sh
+	touch $(BITCOIND_STAMP)
+
+test: $(STAMP) $(NODE_STAMP) $(BITCOIND_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
@@ -28,18 +34,18 @@ test: $(STAMP) $(NODE_STAMP)
 # The long fault tests (a few minutes): PostgreSQL down 20 s and a worker frozen 30 s, as in a real incident
 # (`make test` runs the same tests with shorter outages), replicas killed at random under load, and the node
 # restarted without its mempool again and again, or rolled back under live workers.
-chaos: $(STAMP) $(NODE_STAMP)
+chaos: $(STAMP) $(NODE_STAMP) $(BITCOIND_STAMP)
 	CUSTODY_CHAOS_LONG=1 $(PY) -m pytest -s tests/integration/test_db_outages.py tests/integration/test_chaos.py \
 		tests/integration/test_node_faults.py
 
-demo: $(STAMP) $(NODE_STAMP)
+demo: $(STAMP) $(NODE_STAMP) $(BITCOIND_STAMP)
 	$(PY) scripts/demo.py
 
-bench: $(STAMP) $(NODE_STAMP)
+bench: $(STAMP) $(NODE_STAMP) $(BITCOIND_STAMP)
 	$(PY) bench/run.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) node_modules demo-data
+	rm -rf $(VENV) node_modules demo-data .tools

@@ -32,6 +32,7 @@ with is decided in one place, ``custody.api.problems``; the CLI prints any of th
         │   ├── ColdWalletExists     cold_wallet_exists
         │   ├── ColdWalletMismatch   cold_wallet_mismatch: the Safe on chain is not the one the signers derive
         │   ├── ColdWalletFailed     cold_wallet_failed: no contract where the Safe was to be created
+        │   │   └── HotWalletUnfunded hot_wallet_unfunded: the hot wallet cannot pay the gas (says how much to add)
         │   ├── ColdWalletPending    cold_wallet_pending: the Safe creation is not mined yet
         │   ├── NotHeld              not_held: a review decision on a withdrawal that is not held
         │   └── AlreadyDecided       already_decided: this operator has decided this withdrawal already
@@ -39,6 +40,7 @@ with is decided in one place, ``custody.api.problems``; the CLI prints any of th
         │   ├── NothingToExport      nothing_to_export
         │   └── BatchWaitingForNonce batch_waiting_for_nonce: an earlier Safe nonce must execute first
         ├── SignatureForAnotherBatch signature_for_another_batch
+        │   └── PartialSignatureInvalid partial_signature_invalid: a Bitcoin signature file's signature does not verify
         ├── BodyTooLarge             body_too_large
         ├── InvalidRequest           invalid_request
         │   ├── MalformedJson        malformed_json
@@ -63,7 +65,8 @@ with is decided in one place, ``custody.api.problems``; the CLI prints any of th
         ├── SafeError                safe_error: the canonical Safe contracts are missing or answer wrongly
         ├── AuditBroken              audit_broken: the audit chain does not verify
         ├── LiabilitiesInvalid       liabilities_invalid: a liabilities CSV row refused (with its line)
-        └── ProofInvalid             proof_invalid: a proof of reserves that does not verify
+        ├── ProofInvalid             proof_invalid: a proof of reserves that does not verify
+        └── BitcoinNodeError         bitcoin_node_error: bitcoind answered an error, refused the login or is unreachable
 
 Policy-side errors (invalid_amount, invalid_address, bundle errors) keep their own codes, in
 ``policies.errors``.
@@ -182,6 +185,10 @@ class ColdWalletFailed(Conflict):
     code = "cold_wallet_failed"
 
 
+class HotWalletUnfunded(ColdWalletFailed):
+    code = "hot_wallet_unfunded"
+
+
 class ColdWalletPending(Conflict):
     code = "cold_wallet_pending"
 
@@ -200,6 +207,10 @@ class BatchWaitingForNonce(BatchRefused):
 
 class SignatureForAnotherBatch(DaemonError):
     code = "signature_for_another_batch"
+
+
+class PartialSignatureInvalid(SignatureForAnotherBatch):
+    code = "partial_signature_invalid"
 
 
 class BodyTooLarge(DaemonError):
@@ -304,6 +315,18 @@ class LiabilitiesInvalid(DaemonError):
 
 class ProofInvalid(DaemonError):
     code = "proof_invalid"
+
+
+class BitcoinNodeError(DaemonError):
+    """bitcoind's JSON-RPC error: ``node_code`` is the node's own error code (``None`` when there was no JSON-RPC
+    answer: unreachable, timed out, login refused) and ``node_message`` its message. Never holds the password."""
+
+    code = "bitcoin_node_error"
+
+    def __init__(self, message: str, *, node_code: int | None = None, node_message: str = "") -> None:
+        super().__init__(message)
+        self.node_code = node_code
+        self.node_message = node_message
 
 
 class UnknownOperator(Unauthorized):

@@ -17,6 +17,8 @@ import psycopg
 import pytest
 from nacl.signing import SigningKey
 
+from tests.bitcoin_node import bitcoind  # noqa: F401  (the session's bitcoind -regtest fixture)
+
 PG_HOST = "127.0.0.1"
 ADMINS = [SigningKey(bytes([i + 1]) * 32) for i in range(3)]
 DAY = 86400
