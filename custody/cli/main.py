@@ -3,7 +3,8 @@ handler: ``Group`` (shared with the signer) turns any project error raised below
 ``error [code]: message``, and exit 1.
 
 Each command lives with its group in a module of its own (``init``, ``daemon``, ``apikey``, ``policy``,
-``webhooks``, ``audit``, ``status``, ``cold``, ``por``, ``review``); each parses, calls one service, and prints.
+``webhooks``, ``audit``, ``status``, ``cold``, ``por``, ``review``, ``dev``); each parses, calls one service, and
+prints.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from custody.cli.apikey import apikey
 from custody.cli.audit import audit
 from custody.cli.cold import batch, cold
 from custody.cli.daemon import serve, worker
+from custody.cli.dev import dev
 from custody.cli.init import init
 from custody.cli.policy import policy
 from custody.cli.por import por
@@ -28,5 +30,5 @@ def main() -> None:
     """The online custody daemon: withdrawal API, policy, audit log."""
 
 
-for command in (init, serve, worker, webhooks, apikey, policy, audit, status, freeze, cold, batch, por, review):
+for command in (init, serve, worker, webhooks, apikey, policy, audit, status, freeze, cold, batch, por, review, dev):
     main.add_command(command)

@@ -30,6 +30,7 @@ from custody.errors import (
     ColdWalletFailed,
     ColdWalletMismatch,
     ColdWalletPending,
+    HotWalletUnfunded,
     InvalidRequest,
 )
 from custody.hot.sender import TransactionSender
@@ -164,7 +165,7 @@ def check_funded(node: EthereumNode, sender: TransactionSender, gas: int) -> Non
     max_fee = sender.fees().max_fee
     needed, held = gas * max_fee, node.balance(sender.address, None)
     if held < needed:
-        raise ColdWalletFailed(
+        raise HotWalletUnfunded(
             f"the hot wallet {sender.address} holds {format_amount(held, 18)} ETH; creating the Safe costs up to "
             f"{format_amount(needed, 18)} ETH ({gas} gas at {max_fee} wei per gas): fund the hot wallet with at "
             f"least {format_amount(needed - held, 18)} ETH more, then run `custody cold create` again"

@@ -192,7 +192,7 @@ def test_por_and_cold_wallet_mistakes_are_one_clear_line(tmp_path, db_url, chain
     result = custody("cold", "create", *cards, "--threshold", 2, *cfg, ok=False)
     no_traceback(result)
     assert time.monotonic() - started < 30
-    assert result.exit_code == 1 and "[cold_wallet_failed]" in result.output
+    assert result.exit_code == 1 and "[hot_wallet_unfunded]" in result.output
     assert f"the hot wallet {daemon.hot} holds 0 ETH" in result.output and "fund the hot wallet" in result.output
     assert "Insufficient funds" not in result.output
 
@@ -238,3 +238,13 @@ def test_shell_completion_scripts_are_generated_for_both_tools():
             [os.path.join(os.path.dirname(sys.executable), tool)], env=env, capture_output=True, text=True
         )
         assert out.returncode == 0 and f"_{tool}_completion" in out.stdout, out.stderr
+
+
+def test_dev_safe_contracts_refuses_anything_but_a_local_anvil():
+    result = custody("dev", "safe-contracts", "--rpc", "http://10.0.0.1:8545", ok=False)
+    no_traceback(result)
+    assert result.exit_code == 1 and "[config_invalid]" in result.output and "on this machine" in result.output
+    port = free_port()
+    result = custody("dev", "safe-contracts", "--rpc", f"http://127.0.0.1:{port}", ok=False)
+    no_traceback(result)
+    assert result.exit_code == 1 and "[node_unavailable]" in result.output and "start anvil first" in result.output
