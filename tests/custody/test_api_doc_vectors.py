@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -160,3 +162,25 @@ def test_the_verifier_printed_on_the_webhooks_page_accepts_the_example(webhook_v
     exec(compile(code.group(1), "docs/webhooks.md", "exec"), scope)  # the page's own snippet
     headers = {k: v[k] for k in ("X-Custody-Delivery", "X-Custody-Timestamp", "X-Custody-Signature")}
     scope["verify"](headers, v["body"].encode(), v["identity.pub (hex)"])  # type: ignore[operator]
+
+
+def test_the_node_js_key_loading_on_the_page_signs_the_example(request_vector, tmp_path):
+    """The page's Node.js expression for loading a key file, run as printed by node (which the project's setup
+    needs anyway, for npm), signs the worked example's message into the page's signature."""
+    v = request_vector
+    page = (DOCS / "api.md").read_text(encoding="utf-8")
+    found = re.search(r"in Node\.js,\s*`(crypto\.createPrivateKey\(.*?\))`", page, re.S)
+    assert found is not None, "api.md: no Node.js key-loading expression"
+    key_file = tmp_path / "backend.key"
+    key_file.write_text(v["private key (seed, hex)"] + "\n")  # the file format the page describes
+    script = (
+        "const crypto = require('crypto'); const fs = require('fs');\n"
+        "const seed = Buffer.from(fs.readFileSync(process.argv[1], 'utf8').trim(), 'hex');\n"
+        f"const key = {found.group(1)};\n"
+        "process.stdout.write(crypto.sign(null, Buffer.from(process.argv[2], 'utf8'), key).toString('hex'));\n"
+    )
+    node = shutil.which("node")
+    assert node is not None, "node is not installed: run make test (the project's setup needs Node.js for npm)"
+    message = json.loads(v["message (JSON string)"])
+    out = subprocess.run([node, "-e", script, "--", str(key_file), message], capture_output=True, text=True, check=True)
+    assert out.stdout == v["signature (hex)"]
