@@ -254,29 +254,30 @@ def verify_successor(head: Head, bundle: Bundle, signatures: Sequence[BundleSign
 
 def check_decimals(head: Head, bundle: Bundle) -> None:
     """A token's decimals never change on chain, so neither may the policy's: not for an asset that keeps its
-    symbol, and not for a contract that reappears under another symbol. Otherwise "1 USDC" on a review
-    screen could pay 10^12 base units."""
+    symbol, and not for a contract (or a chain's native coin) that reappears under another symbol. Otherwise
+    "1 USDC" on a review screen could pay 10^12 base units. What an asset is: its chain, network and contract
+    (None for the native coin), so ETH and BTC, both native coins, are two things."""
 
-    def by_contract(assets: Mapping[str, AssetRule]) -> dict[str | None, tuple[str, int]]:
-        return {r.contract: (s, r.decimals) for s, r in assets.items()}
+    def identity(r: AssetRule) -> tuple[str, str | None, str | None]:
+        return r.chain, r.network, r.contract
 
     for symbol, kept in sorted(head.assets.items()):
         after = bundle.policy.assets.get(symbol)
-        # An asset stays, with its contract, for ever (disable it instead): were it dropped for one bundle,
-        # its contract could come back in the next with other decimals, and no bundle pair would show it.
-        if after is None or after.contract != kept.contract:
+        # An asset stays, with its chain and contract, for ever (disable it instead): were it dropped for one
+        # bundle, its contract could come back in the next with other decimals, and no bundle pair would show it.
+        if after is None or identity(after) != identity(kept):
             raise AssetRemoved(
-                f"{symbol} is {'removed' if after is None else 'moved to another contract'}; an asset keeps its "
-                "symbol and contract for good: set enabled = false, and add a token under a new symbol"
+                f"{symbol} is {'removed' if after is None else 'moved to another chain or contract'}; an asset keeps "
+                "its symbol, chain and contract for good: set enabled = false, and add a token under a new symbol"
             )
-    old_contracts = by_contract(head.assets)
+    old = {identity(r): (s, r.decimals) for s, r in head.assets.items()}
     for symbol, rule in sorted(bundle.policy.assets.items()):
         before = head.assets.get(symbol)
-        if before is not None and before.contract == rule.contract and before.decimals != rule.decimals:
+        if before is not None and identity(before) == identity(rule) and before.decimals != rule.decimals:
             raise DecimalsChanged(f"{symbol}'s decimals change from {before.decimals} to {rule.decimals}")
-        known = old_contracts.get(rule.contract)
+        known = old.get(identity(rule))
         if known is not None and known[1] != rule.decimals:
-            what = "the native coin" if rule.contract is None else f"contract {rule.contract}"
+            what = f"the native coin of {rule.chain}" if rule.contract is None else f"contract {rule.contract}"
             raise DecimalsChanged(f"{symbol} gives {what} {rule.decimals} decimals; as {known[0]} it had {known[1]}")
 
 

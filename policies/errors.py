@@ -3,6 +3,7 @@
     CustodyError                  error: the root; a refusal with no more specific code
     ├── AmountError               invalid_amount: not a decimal, zero, negative, too many decimals
     ├── AddressError              invalid_address: not 20 bytes of hex, or a bad EIP-55 checksum
+    │   └── AddressWrongChain     address_wrong_chain: a valid address, of another chain or network
     ├── PolicyFileError           policy_invalid: a mistake in a policy file, with its location
     ├── CanonicalError            canonical_invalid: data that has no canonical encoding
     └── BundleError               bundle_invalid: a bundle that must not be applied or trusted
@@ -36,6 +37,10 @@ class AmountError(CustodyError):
 
 class AddressError(CustodyError):
     code = "invalid_address"
+
+
+class AddressWrongChain(AddressError):
+    code = "address_wrong_chain"
 
 
 class PolicyFileError(CustodyError):

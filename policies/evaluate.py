@@ -6,6 +6,8 @@ leaves a ``Reason``; the outcome is ``reject`` if any failed, else ``hold`` if a
 checked even after one fails so the operator sees every problem at once:
 
     asset            the asset is declared and enabled
+    destination      the destination is an address of the asset's chain (and network); only a failure is
+                     written. Bitcoin destinations are compared in their canonical form (bech32 lowercase)
     deny_list        the destination is not denied (denial beats any whitelist, address-book or unlisted rule)
     whitelist        the destination is whitelisted for this asset and its entry is active
     max_per_transfer the amount is at most the asset's per-transfer maximum
@@ -35,8 +37,12 @@ applies: the decision is exactly the whitelist's.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
+from policies.addresses import destination
+from policies.chains import chain_name
 from policies.decision import (
     BookEntry,
     Context,
@@ -50,6 +56,7 @@ from policies.decision import (
     Route,
     period_name,
 )
+from policies.errors import AddressError
 from policies.holds import check_holds
 from policies.model import AssetRule, Limits, Policy, WhitelistEntry, Window
 
@@ -83,6 +90,12 @@ def evaluate(policy: Policy, request: Request, context: Context) -> Decision:
         return Decision(Outcome.REJECT, None, None, tuple(reasons))
     add(Reason("asset", True, "asset {} is enabled", (asset,)))
     decimals = rule.decimals
+    canonical, problem = _canonical(rule, dest)
+    if canonical is None:
+        add(Reason("destination", False, "destination is not a {} address: {}", (chain_name(rule), problem)))
+        return Decision(Outcome.REJECT, None, None, tuple(reasons))
+    if canonical != dest:  # every rule below, and the holds, see the one form the policy's addresses are in
+        request, dest = replace(request, destination=canonical), canonical
 
     denied = policy.deny.get(dest)
     ok = denied is None
@@ -281,6 +294,25 @@ def _limits(
     return within and ok
 
 
+_HEX40 = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+def _canonical(rule: AssetRule, dest: str) -> tuple[str | None, str]:
+    """The destination in its chain's canonical form, or None and why it is no address of the asset's chain.
+
+    An Ethereum destination is only checked for its shape (callers check the EIP-55 checksum, and the keccak
+    would dominate the cost of a decision); a Bitcoin one is reduced to its canonical form.
+    """
+    if rule.chain == "ethereum":
+        if isinstance(dest, str) and _HEX40.fullmatch(dest):
+            return dest, ""
+        return None, f"{str(dest)[:60]!r} is not 0x and 40 hex digits"
+    try:
+        return destination(rule.chain, rule.network, dest), ""
+    except AddressError as exc:
+        return None, exc.message
+
+
 _NOT_DENIED = Reason("deny_list", True, "destination is not on the deny list")
 _MAX_TEMPLATES = {
     "customer": "{} is {} customer {!r}'s per-transfer maximum of {}",
@@ -336,7 +368,7 @@ def _windows(
 
 # The rules that depend on nothing but the policy, the transfer and the time: what an offline signer can
 # re-check for each transfer of a batch without the daemon's history (velocity needs that history).
-STATIC_RULES = frozenset({"asset", "deny_list", "whitelist", "max_per_transfer"})
+STATIC_RULES = frozenset({"asset", "destination", "deny_list", "whitelist", "max_per_transfer"})
 
 
 def static_failures(policy: Policy, asset: str, amount: int, destination: str, now: int) -> tuple[Reason, ...]:

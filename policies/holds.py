@@ -12,8 +12,10 @@ two operators have approved it (``Context.approved``). Each rule that is on and 
                              now - added_at < young_entry
     hold:velocity            some window of the customer's limits would reach velocity_share % of its limit:
                              (used + amount) * 100 >= velocity_share * limit
-    hold:similar_to_denied   a denied address has the same first 4 and last 4 hex digits (case-insensitive)
-                             and is not the destination itself
+    hold:similar_to_denied   a denied address of the same kind has the same first 4 and last 4 significant
+                             characters (case-insensitive) and is not the destination itself: the hex digits
+                             after 0x; for bech32 the data after the prefix and witness version ("bc1q"),
+                             which every such address shares; for base58 everything after the version digit
 """
 
 from __future__ import annotations
@@ -138,15 +140,27 @@ def _velocity(
 
 
 def _similar_denied(policy: Policy, destination: str) -> str | None:
-    """A denied address with the same first and last 4 hex digits as ``destination`` (case-insensitive) that is
-    not ``destination`` itself, or None."""
+    """A denied address with the same first and last 4 significant characters as ``destination``
+    (case-insensitive) that is not ``destination`` itself, or None."""
     low = destination.lower()
-    head, tail = low[2:6], low[-4:]
+    kind, body = _significant(low)
+    head, tail = body[:4], body[-4:]
     for address in policy.deny:
         other = address.lower()
-        if other[2:6] == head and other[-4:] == tail and other != low:
+        other_kind, other_body = _significant(other)
+        if other_kind == kind and other_body[:4] == head and other_body[-4:] == tail and other != low:
             return address
     return None
+
+
+def _significant(address: str) -> tuple[str, str]:
+    """What an address always starts with (which a look-alike shares for free), and the rest."""
+    if address.startswith("0x"):
+        return "0x", address[2:]
+    prefix, separator, data = address.rpartition("1")
+    if separator and prefix in ("bc", "tb", "bcrt"):  # bech32: the prefix, then the witness version
+        return address[: len(prefix) + 2], data[1:]
+    return address[:1], address[1:]  # base58: the first digit follows from the version byte
 
 
 _NO_HOLDS = HoldRules()

@@ -14,6 +14,7 @@ import tomllib
 from dataclasses import replace
 from typing import Any
 
+from policies.chains import CHAIN_KEYS, ChainReader, chain_to_canonical
 from policies.errors import PolicyFileError
 from policies.model import (
     Admin,
@@ -87,6 +88,7 @@ def policy_to_canonical(policy: Policy) -> dict[str, Any]:
             | _window_field("auto_freeze", r.auto_freeze)
             | _window_field("hot_topup", r.hot_topup)
             | ({} if r.unlisted is None else {"unlisted": limits_to_canonical(r.unlisted)})
+            | chain_to_canonical(r)
             for s, r in sorted(policy.assets.items())
         },
         "whitelist": [
@@ -142,9 +144,9 @@ def describe_amount(policy: Policy, asset: str, value: int) -> str:
     return f"{format_amount(value, rule.decimals)} {asset}" if rule else f"{value} base units of {asset}"
 
 
-class Reader(SectionReader):
-    """The whole policy: the primitives (``policies.reading``), the payout sections (``policies.sections``)
-    and the rest, section by section."""
+class Reader(SectionReader, ChainReader):
+    """The whole policy: the primitives (``policies.reading``), the payout sections (``policies.sections``),
+    the chains (``policies.chains``) and the rest, section by section."""
 
     # -- structure --------------------------------------------------------------------------------
     def policy(self, data: Any) -> Policy:
@@ -156,14 +158,7 @@ class Reader(SectionReader):
         assets = {s: self.asset(s, v, f"assets.{s}") for s, v in assets_table.items()}
         if not assets:
             raise PolicyFileError("assets", "must declare at least one asset")
-        native = sorted(symbol for symbol, rule in assets.items() if rule.contract is None)
-        if len(native) > 1:
-            # Without a contract an asset is paid as the chain's native coin; two such assets would pay one
-            # asset's amounts in the other's units.
-            raise PolicyFileError(
-                f"assets.{native[1]}.contract",
-                f"only one asset may be the native coin (no contract); {native[0]} already is",
-            )
+        self.one_native_coin_each(assets)
         contracts: dict[str, str] = {}
         for symbol, rule in sorted(assets.items()):
             if rule.contract is not None and rule.contract in contracts:
@@ -180,7 +175,9 @@ class Reader(SectionReader):
         ]
         self.unique(whitelist, lambda e: e.address, "whitelist", "address")
         self.hot_entry(whitelist, assets)
-        deny = [self.deny_entry(v, f"deny[{i}]") for i, v in enumerate(self.array(root.get("deny", []), "deny"))]
+        deny = [
+            self.deny_entry(v, f"deny[{i}]", assets) for i, v in enumerate(self.array(root.get("deny", []), "deny"))
+        ]
         self.unique(deny, lambda e: e.address, "deny", "address")
         keys_table = self.typed(root.get("api_keys", {}), dict, "api_keys")
         api_keys = {n: self.key_rule(n, v, f"api_keys.{n}", assets) for n, v in keys_table.items()}
@@ -210,6 +207,10 @@ class Reader(SectionReader):
         for i, entry in hot:
             for symbol in entry.assets:
                 rule = assets[symbol]
+                if rule.chain == "bitcoin":
+                    raise PolicyFileError(
+                        f"whitelist[{i}].hot", f"{symbol} is a bitcoin asset, and there is no Bitcoin hot wallet yet"
+                    )
                 if rule.hot_topup is None:
                     raise PolicyFileError(
                         f"assets.{symbol}.hot_topup",
@@ -279,9 +280,11 @@ class Reader(SectionReader):
                 "auto_freeze",
                 "hot_topup",
                 "unlisted",
+                *CHAIN_KEYS,
             },
         )
         decimals = self.count(t["decimals"], f"{path}.decimals", 0, 36)
+        chain = self.chain_fields(t, path, decimals)
         windows = self.windows(t.get("windows", []), f"{path}.windows", decimals)
         tiers = []
         for i, item in enumerate(self.array(t.get("delay_tiers", []), f"{path}.delay_tiers")):
@@ -325,7 +328,12 @@ class Reader(SectionReader):
             hot_topup=None
             if t.get("hot_topup") is None
             else self.windows([t["hot_topup"]], f"{path}.hot_topup", decimals)[0],
+            chain=chain.chain,
+            network=chain.network,
+            max_fee=chain.max_fee,
+            max_fee_rate=chain.max_fee_rate,
         )
+        self.check_cold_only(rule, t, path)
         if "unlisted" in t:
             rule = replace(rule, unlisted=self.limits(t["unlisted"], f"{path}.unlisted", rule, unlisted=True))
         return rule
@@ -340,7 +348,7 @@ class Reader(SectionReader):
                 raise PolicyFileError(f"{path}.assets[{i}]", f"unknown asset {name}")
         self.unique(names, lambda n: n, f"{path}.assets", "asset")
         return WhitelistEntry(
-            address=self.address(t["address"], f"{path}.address"),
+            address=self.entry_address(t["address"], path, names, assets),
             assets=tuple(sorted(names)),
             label=self.label(t["label"], f"{path}.label"),
             active_from=self.instant(t["active_from"], f"{path}.active_from"),
@@ -355,9 +363,10 @@ class Reader(SectionReader):
             raise PolicyFileError(path, "is written only when true")
         return flag
 
-    def deny_entry(self, value: Any, path: str) -> DenyEntry:
+    def deny_entry(self, value: Any, path: str, assets: dict[str, AssetRule]) -> DenyEntry:
         t = self.table(value, path, {"address"}, {"note"})
-        return DenyEntry(self.address(t["address"], f"{path}.address"), self.label(t.get("note", ""), f"{path}.note"))
+        address = self.any_chain_address(t["address"], f"{path}.address", assets)
+        return DenyEntry(address, self.label(t.get("note", ""), f"{path}.note"))
 
     def key_rule(self, name: str, value: Any, path: str, assets: dict[str, AssetRule]) -> KeyRule:
         if NAME.fullmatch(name) is None:

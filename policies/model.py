@@ -60,6 +60,14 @@ class AssetRule:
     # Payouts to an address that is neither whitelisted nor in the customer's active address book: allowed
     # only within these limits (counted over every unlisted payout of the asset). None: refused (the default).
     unlisted: Limits | None = None
+    # The chain the asset lives on, and for Bitcoin its network (policies.addresses.NETWORKS): every address
+    # of the asset (whitelist, deny list, destinations) is checked and compared in that chain's canonical form.
+    chain: str = "ethereum"
+    network: str | None = None
+    # Bitcoin only: the most fee one cold batch may pay, in satoshis, and the highest fee rate, in sat/vB.
+    # The signers refuse a transaction above either: a host that sets the fee could otherwise pay it to miners.
+    max_fee: int | None = None
+    max_fee_rate: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,12 @@ class WithdrawalIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     asset: str = Field(min_length=1, max_length=16, description="Asset symbol as declared in the policy, e.g. ETH")
     amount: str = Field(min_length=1, max_length=80, description='Decimal string in the asset\'s units, e.g. "1.25"')
-    destination: str = Field(min_length=1, max_length=42, description="EIP-55 checksummed address")
+    destination: str = Field(
+        min_length=1,
+        max_length=90,
+        description="An address of the asset's chain: EIP-55 checksummed for Ethereum; for Bitcoin bech32 "
+        "(lowercase, or all uppercase) or base58 of the policy's network, answered in lowercase",
+    )
     client_reference: str | None = Field(default=None, max_length=128)
     customer: str | None = Field(  # its pattern is checked by intake (invalid_customer), not here (invalid_field)
         default=None,
@@ -64,7 +69,7 @@ class WithdrawalOut(BaseModel):
     asset: str = Field(description="Asset symbol as declared in the policy")
     amount: str = Field(description='Decimal string in the asset\'s units, normalised ("0.50" is "0.5")')
     amount_base_units: str = Field(description="The same amount as a decimal integer of base units (wei for ETH)")
-    destination: str = Field(description="EIP-55 checksummed address")
+    destination: str = Field(description="The address paid, in its chain's canonical form (EIP-55; Bitcoin: lowercase)")
     client_reference: str | None = Field(description="As the request gave it; null without one")
     customer: str | None = Field(description="The exchange's customer id, as the request gave it; null without one")
     decision: DecisionOut = Field(description="The policy's decision (the latest one, for a released hold)")
@@ -185,7 +190,12 @@ M = TypeVar("M", bound=BaseModel)
 class AddressIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     asset: str = Field(min_length=1, max_length=16, description="Asset symbol as declared in the policy, e.g. ETH")
-    address: str = Field(min_length=1, max_length=42, description="EIP-55 checksummed address")
+    address: str = Field(
+        min_length=1,
+        max_length=90,
+        description="An address of the asset's chain: EIP-55 checksummed for Ethereum; for Bitcoin bech32 "
+        "(lowercase, or all uppercase) or base58 of the policy's network, stored in lowercase",
+    )
     label: str = Field(
         min_length=1, max_length=128, description="Shown to people: letters, digits, spaces, punctuation"
     )

@@ -40,7 +40,7 @@ from custody.ledger import audit
 from custody.ledger.policy import PolicyCache
 from custody.store.db import Store, advisory_lock
 from custody.store.models import AddressBookEntry, ApiKey, Customer
-from policies.addresses import checksum_address
+from policies.addresses import destination
 from policies.sections import CUSTOMER_ID
 from policies.text import label_problem
 
@@ -152,7 +152,7 @@ class AddressBook:
         None); ``request`` is the signed request, as JSON, kept with the entry. Refused, writing nothing: a
         malformed customer, address or label, an unknown asset, a lock under the policy's, a key that is not a
         backend, or a live entry for the same address and asset."""
-        customer, address, label = check_customer(customer), checksum_address(new.address), check_label(new.label)
+        customer, label = check_customer(customer), check_label(new.label)
         if new.lock is not None and not 0 <= new.lock <= MAX_LOCK:
             raise InvalidField(f"lock: must be 0 to {MAX_LOCK} seconds")
         now = self.clock.now()
@@ -170,8 +170,11 @@ class AddressBook:
                         f"API key {who.name!r} is not one of the policy's backends with this public key: only a "
                         "backend may add address-book entries"
                     )
-                if new.asset not in policy.assets:
+                rule = policy.assets.get(new.asset)
+                if rule is None:
                     raise UnknownAsset(f"asset {new.asset[:16]!r} is not known to the active policy")
+                # in the canonical form of the asset's chain, as the policy engine compares destinations
+                address = destination(rule.chain, rule.network, new.address)
                 minimum = policy.customers.address_lock
                 lock = minimum if new.lock is None else new.lock
                 if lock < minimum:
@@ -229,9 +232,13 @@ class AddressBook:
 
     def remove(self, who: Principal, customer: str, asset: str, address: str) -> Entry:
         """Remove the customer's live entry for ``address`` and ``asset``, at once."""
-        customer, address = check_customer(customer), checksum_address(address)
+        customer = check_customer(customer)
         now = self.clock.now()
         with self.store.transaction() as s:
+            rule = self.policies.get(s).policy.assets.get(asset)
+            if rule is None:
+                raise NotFound(f"customer {customer!r} has no {asset[:16]} entry: the active policy has no such asset")
+            address = destination(rule.chain, rule.network, address)
             advisory_lock(s, f"addressbook:{customer}")
             entry = _live(s, customer, asset, address, lock=True)
             if entry is None:

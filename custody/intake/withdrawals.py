@@ -38,7 +38,7 @@ from custody.ledger.states import State
 from custody.ledger.transitions import move
 from custody.store.db import Store, advisory_lock
 from custody.store.models import Withdrawal
-from policies.addresses import checksum_address
+from policies.addresses import destination
 from policies.canonical import canonical_bytes, canonical_hash
 from policies.errors import CustodyError
 from policies.evaluate import Context, Decision, Destination, Outcome, Request, Route, evaluate
@@ -237,7 +237,10 @@ def _check(active: Active, item: Intake, digest: str) -> _Checked:
     if not rule.enabled:
         raise AssetDisabled(f"asset {req.asset} is disabled by the active policy")
     amount = parse_amount(req.amount, rule.decimals)
-    return _Checked(item, digest, rule.decimals, amount, checksum_address(req.destination), customer)
+    # The canonical form for the asset's chain (bech32 lowercase for Bitcoin): the policy's addresses are in it.
+    # Another chain's or network's address is address_wrong_chain.
+    canonical = destination(rule.chain, rule.network, req.destination)
+    return _Checked(item, digest, rule.decimals, amount, canonical, customer)
 
 
 Remember = Callable[[Session, list[Seen]], list[Unauthorized | None]]

@@ -508,3 +508,42 @@ def test_apikey_add_without_an_applied_policy_checks_nothing(store, tmp_path):
         "apikey", "add", "backend", "--public-key", SigningKey.generate().verify_key.encode().hex(), "--config", cfg
     )
     assert added_keys(store) == ["backend"]
+
+
+# -- Bitcoin (issue 18): addresses checked for the asset's chain and network, kept in canonical form ----------
+BTC_ASSET = """
+[assets.BTC]
+chain = "bitcoin"
+network = "regtest"
+decimals = 8
+max_per_transfer = "10"
+hot_limit = "0"
+max_fee = "0.001"
+max_fee_rate = 50
+"""
+BTC_ALICE = "bcrt1qqypqxpq9qcrsszg2pvxq6rs0zqg3yyc5phstwt"  # P2WPKH of the bytes 1..20
+
+
+def test_a_bitcoin_entry_is_checked_for_its_network_and_kept_in_lowercase(store, tmp_path):
+    key = SigningKey.generate()
+    install(store, NOW, key, BTC_ASSET)
+    register(store, "backend", key)
+    clock = FixedClock(NOW)
+    with serving(store, tmp_path, clock) as srv, CustodyClient(srv.url, "backend", key, clock=clock.now) as c:
+        added = c.add_address("cust-1", "BTC", BTC_ALICE.upper(), "Alice's QR code")
+        assert added["address"] == BTC_ALICE and added["asset"] == "BTC"
+        before = written(store)
+        for asset, address, code, words in [
+            ("BTC", ALICE, "address_wrong_chain", "is an Ethereum address, not a Bitcoin one"),
+            ("ETH", BTC_ALICE, "address_wrong_chain", "is a Bitcoin address, not an Ethereum one"),
+            ("BTC", "bc1qqypqxpq9qcrsszg2pvxq6rs0zqg3yyc5fcj4z3", "address_wrong_chain", "not a regtest one"),
+            ("BTC", BTC_ALICE[:8] + BTC_ALICE[8:].upper(), "invalid_address", "mixes upper and lower case"),
+        ]:
+            with pytest.raises(CustodyAPIError) as info:
+                c.add_address("cust-2", asset, address, "x")
+            assert (info.value.status, info.value.code) == (422, code) and words in info.value.detail, address
+        assert written(store) == before
+        with pytest.raises(CustodyAPIError) as info:
+            c.add_address("cust-1", "BTC", BTC_ALICE, "again")  # the same address, however it is spelt
+        assert info.value.code == "address_exists"
+        assert c.remove_address("cust-1", BTC_ALICE.upper(), "BTC")["state"] == "removed"

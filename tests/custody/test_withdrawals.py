@@ -170,3 +170,45 @@ def test_a_batch_decides_exactly_as_one_request_at_a_time(db_url):
             assert audit.verify(s).ok
     finally:
         store.dispose()
+
+
+BTC_POLICY = """
+[assets.BTC]
+chain = "bitcoin"
+network = "regtest"
+decimals = 8
+max_per_transfer = "10"
+hot_limit = "0"
+max_fee = "0.001"
+max_fee_rate = 50
+[[whitelist]]
+address = "bcrt1qqypqxpq9qcrsszg2pvxq6rs0zqg3yyc5phstwt"
+assets = ["BTC"]
+label = "reserve"
+active_from = {active}
+"""
+BTC_RESERVE = "bcrt1qqypqxpq9qcrsszg2pvxq6rs0zqg3yyc5phstwt"
+
+
+def test_a_bitcoin_withdrawal_is_checked_for_its_chain_and_stored_in_canonical_form(store):
+    """Issue 18: the destination is validated for the asset's chain and network from the policy, and stored in
+    lowercase (the form the whitelist is in); another chain's address is address_wrong_chain."""
+    from policies.loader import load_policy_toml
+    from tests.conftest import add_client, apply_policy, policy_toml
+
+    now = int(time.time())
+    active = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 86400))  # as policy_toml's entries
+    apply_policy(store, load_policy_toml(policy_toml(now) + BTC_POLICY.format(active=active)), now)
+    add_client(store)
+    service = Withdrawals(store, PolicyCache(), FixedClock(now))
+    w, _ = service.create(WHO, "b1", NewWithdrawal("BTC", "0.5", BTC_RESERVE.upper()))
+    assert (w.state, w.destination, w.amount) == (State.QUEUED_COLD, BTC_RESERVE, 50_000_000)  # no hot wallet
+    for asset, destination, code in [
+        ("BTC", OMNIBUS, "address_wrong_chain"),
+        ("ETH", BTC_RESERVE, "address_wrong_chain"),
+        ("BTC", "bc1qqypqxpq9qcrsszg2pvxq6rs0zqg3yyc5fcj4z3", "address_wrong_chain"),  # mainnet
+        ("BTC", BTC_RESERVE[:8] + BTC_RESERVE[8:].upper(), "invalid_address"),
+    ]:
+        with pytest.raises(CustodyError) as info:
+            service.create(WHO, f"x-{asset}-{destination}", NewWithdrawal(asset, "0.5", destination))
+        assert (info.value.code, status_of(info.value)) == (code, 422), destination

@@ -195,7 +195,7 @@ def test_an_asset_is_never_dropped_nor_moved_and_genesis_has_none():
     with pytest.raises(AssetRemoved):
         check_decimals(FIRST.head(), make_bundle(renamed, FIRST.head(), SECOND_AT))
     moved = with_assets(USDC=replace(USDC, contract="0x6B175474E89094C44Da98b954EedeAC495271d0F", decimals=18))
-    with pytest.raises(AssetRemoved, match="moved to another contract"):
+    with pytest.raises(AssetRemoved, match="moved to another chain or contract"):
         check_decimals(FIRST.head(), make_bundle(moved, FIRST.head(), SECOND_AT))
     check_decimals(GENESIS, make_bundle(moved, GENESIS, NOW))
     disabled = with_assets(USDC=replace(USDC, enabled=False))
@@ -222,3 +222,15 @@ def test_the_daemon_checks_only_the_future_side():
         check_created_at(NOW + 301, NOW, max_age=None)
     with pytest.raises(BundleTimeError, match=r"2d 1h before this computer's clock"):
         check_created_at(NOW - 2 * 86400 - 3600, NOW)
+
+
+def test_a_second_chain_s_native_coin_is_another_asset_and_keeps_its_network():
+    """ETH and BTC are both native coins (no contract): BTC's 8 decimals are not ETH's 18 changed."""
+    eth = FIRST_POLICY.assets["ETH"]
+    btc = replace(eth, symbol="BTC", decimals=8, chain="bitcoin", network="regtest", hot_limit=0)
+    added = replace(FIRST_POLICY, assets={**FIRST_POLICY.assets, "BTC": btc})
+    check_decimals(FIRST.head(), make_bundle(added, FIRST.head(), SECOND_AT))
+    second = make_bundle(added, FIRST.head(), SECOND_AT)
+    moved = replace(added, assets={**added.assets, "BTC": replace(btc, network="testnet")})
+    with pytest.raises(AssetRemoved, match="BTC is moved to another chain or contract"):
+        check_decimals(second.head(), make_bundle(moved, second.head(), SECOND_AT + 1))
