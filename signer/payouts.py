@@ -46,11 +46,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from policies.addresses import destination
 from policies.decision import BookEntry, Context, Destination, Reason, Request
-from policies.errors import AmountError
+from policies.errors import AddressError, AmountError
 from policies.evaluate import static_failures
 from policies.holds import check_holds
-from policies.model import Policy
+from policies.model import AssetRule, Policy
 from policies.units import format_amount, parse_amount
 from signer.apirequest import AddressBody, SignedRequest, address_body, withdrawal_body
 from signer.batchfile import BatchWithdrawal
@@ -179,7 +180,7 @@ def _verified_request(policy: Policy, w: BatchWithdrawal, request: SignedRequest
         raise RequestMismatch(f"the signed amount is not one: {exc.message}") from None
     differences = _differences(
         ("asset", body.asset, w.asset),
-        ("destination", body.destination, w.destination),
+        ("destination", _canonical(rule, body.destination), w.destination),
         ("customer", body.customer, w.customer),
     )
     if amount != w.amount:
@@ -190,6 +191,15 @@ def _verified_request(policy: Policy, w: BatchWithdrawal, request: SignedRequest
     if differences:
         raise RequestMismatch("the backend signed " + "; ".join(differences))
     return request
+
+
+def _canonical(rule: AssetRule, address: str) -> str:
+    """The address as the daemon stores it (a Bitcoin address signed in its all-uppercase QR spelling is the
+    lowercase one), or as signed when it is none: then it differs from the withdrawal's, which is refused."""
+    try:
+        return destination(rule.chain, rule.network, address)
+    except AddressError:
+        return address
 
 
 def _differences(*fields: tuple[str, object, object]) -> list[str]:
@@ -212,7 +222,7 @@ def _verified_book(policy: Policy, w: BatchWithdrawal, request: SignedRequest) -
     differences = _differences(
         ("customer", body.customer, w.customer),
         ("asset", body.asset, w.asset),
-        ("address", body.address, w.destination),
+        ("address", _canonical(policy.assets[w.asset], body.address), w.destination),
     )
     if differences:
         raise BookRequestInvalid("the address-book request added " + "; ".join(differences))

@@ -97,6 +97,12 @@ def _asset(symbol: str, r: AssetRule) -> list[Field]:
         (f"{p}.max_per_transfer", _amount(r.max_per_transfer, r)),
         (f"{p}.hot_limit", _amount(r.hot_limit, r)),
     ]
+    if r.chain != "ethereum":  # shown only where set, so an Ethereum-only review reads as before
+        out.append((f"{p}.chain", f"{r.chain} ({r.network})"))
+    if r.max_fee is not None:
+        out.append((f"{p}.max_fee", f"{_amount(r.max_fee, r)} per batch transaction"))
+    if r.max_fee_rate is not None:
+        out.append((f"{p}.max_fee_rate", f"{r.max_fee_rate} sat/vB"))
     out += [(f"{p}.windows.{format_period(w.seconds)}", _amount(w.limit, r)) for w in r.windows]
     out += [(f"{p}.delay_tiers[{_amount(t.at_least, r)}]", format_period(t.delay)) for t in r.delay_tiers]
     for name, amount in (("hot_min", r.hot_min), ("hot_max", r.hot_max)):

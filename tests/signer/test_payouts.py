@@ -239,3 +239,35 @@ def test_the_exporters_room_keeps_unlisted_payouts_and_requests_within_one_batch
     assert "unlisted limit" in (room.take(third, check_withdrawal(POLICY, third, NOW)) or "")
     same = dataclasses.replace(unlisted(2 * ETH, "2"), request=first.request)
     assert "already" in (room.take(same, check_withdrawal(POLICY, same, NOW)) or "")
+
+
+# -- Bitcoin: a destination signed in its all-uppercase QR spelling is the one the daemon stores in lowercase ---
+BTC_PAYEE = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"  # BIP-173's first vector
+BTC_POLICY = dataclasses.replace(
+    POLICY,
+    assets={
+        **POLICY.assets,
+        "BTC": dataclasses.replace(
+            POLICY.assets["ETH"], symbol="BTC", decimals=8, contract=None, chain="bitcoin", network="mainnet",
+            hot_limit=0, hot_min=None, hot_max=None, hot_min_share=None, hot_max_share=None, auto_freeze=None,
+            hot_topup=None, max_fee=100_000, max_fee_rate=50,
+        ),
+    },
+)
+
+
+def btc_unlisted(signed_destination: str) -> BatchWithdrawal:
+    return BatchWithdrawal(
+        str(uuid.uuid4()), "BTC", 10**8, 8, None, BTC_PAYEE, "", customer=CUSTOMER, kind="unlisted",
+        request=payout_request("BTC", "1", signed_destination),
+    )
+
+
+def test_a_bitcoin_destination_is_compared_in_its_canonical_form():
+    assert check_withdrawal(BTC_POLICY, btc_unlisted(BTC_PAYEE.upper()), NOW).kind == Destination.UNLISTED
+    assert check_withdrawal(BTC_POLICY, btc_unlisted(BTC_PAYEE), NOW).kind == Destination.UNLISTED
+    other = "bc1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qccfmv3"  # BIP-173's P2WSH vector
+    with pytest.raises(RequestMismatch, match="destination"):
+        check_withdrawal(BTC_POLICY, btc_unlisted(other), NOW)
+    with pytest.raises(RequestMismatch, match="destination"):
+        check_withdrawal(BTC_POLICY, btc_unlisted("Bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"), NOW)  # mixed case

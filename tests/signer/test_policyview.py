@@ -18,6 +18,10 @@ CONTRACT = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
 NEW_CONTRACT = "0x6B175474E89094C44Da98b954EedeAC495271d0F"
 OUTSIDER_KEY = ADMIN_KEYS[3].verify_key.encode().hex()
 KEY0 = ADMIN_KEYS[0].verify_key.encode().hex()
+BTC = replace(
+    BASE.assets["ETH"], symbol="BTC", decimals=8, chain="bitcoin", network="regtest", hot_limit=0,
+    max_per_transfer=10**9, windows=(), delay_tiers=(), max_fee=100_000, max_fee_rate=50,
+)
 
 
 def asset(symbol: str, **changes: object) -> Policy:
@@ -73,6 +77,13 @@ W_GOOD, W_OTHER = f"whitelist.{GOOD}", f"whitelist.{OTHER}"
         (asset("ETH", auto_freeze=Window(3600, 50 * ETH)), "+ assets.ETH.auto_freeze: 50 ETH per 1h"),
         (asset("ETH", hot_topup=Window(86400, 50 * ETH)), "+ assets.ETH.hot_topup: 50 ETH per 1d"),
         (without("assets", "USDC"), "- assets.USDC.decimals: 6"),
+        # a Bitcoin asset's chain and fee caps (what a batch's fee is checked against offline)
+        (
+            replace(BASE, assets={**BASE.assets, "BTC": BTC}),
+            "+ assets.BTC.chain: bitcoin (regtest)",
+        ),
+        (replace(BASE, assets={**BASE.assets, "BTC": BTC}), "+ assets.BTC.max_fee: 0.001 BTC per batch transaction"),
+        (replace(BASE, assets={**BASE.assets, "BTC": BTC}), "+ assets.BTC.max_fee_rate: 50 sat/vB"),
         (without("assets", "USDC"), "- assets.USDC.contract: " + CONTRACT),
         # whitelist entries
         (entry(GOOD, assets=("ETH",)), f"~ {W_GOOD}.assets: ETH, USDC -> ETH"),
