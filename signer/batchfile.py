@@ -44,6 +44,7 @@ Amounts are strings of base units (they pass 2^53); counts and times are integer
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -261,7 +262,12 @@ def _batch(r: Reader, value: Any) -> Batch:
     )
 
 
-def _withdrawal(r: Reader, value: Any, path: str) -> BatchWithdrawal:
+def _withdrawal(
+    r: Reader, value: Any, path: str, destination: Callable[[Any, str], str] | None = None
+) -> BatchWithdrawal:
+    """One withdrawal object; ``destination`` reads its address (default: an EIP-55 Ethereum address; a
+    Bitcoin batch passes its network's reader, ``signer.btcbatch``)."""
+    read_destination = destination or r.address
     w = r.table(
         value,
         path,
@@ -293,7 +299,7 @@ def _withdrawal(r: Reader, value: Any, path: str) -> BatchWithdrawal:
         amount=r.amount(w["amount"], 0, f"{path}.amount"),
         decimals=r.count(w["decimals"], f"{path}.decimals", 0, 36),
         token=None if w["token"] is None else r.address(w["token"], f"{path}.token"),
-        destination=r.address(w["destination"], f"{path}.destination"),
+        destination=read_destination(w["destination"], f"{path}.destination"),
         label=r.label(w["label"], f"{path}.label"),
         customer=customer,
         kind=kind,
@@ -301,6 +307,9 @@ def _withdrawal(r: Reader, value: Any, path: str) -> BatchWithdrawal:
         book_request=None if "book_request" not in w else parse_request(r, w["book_request"], f"{path}.book_request"),
         approvals=approvals,
     )
+
+
+read_withdrawal = _withdrawal
 
 
 def parse_request(r: Reader, value: Any, path: str) -> SignedRequest:
@@ -350,12 +359,13 @@ def _approval(r: Reader, value: Any, path: str) -> Decision:
     )
 
 
-def withdrawal_problem(w: BatchWithdrawal) -> str | None:
+def withdrawal_problem(w: BatchWithdrawal, destination: Callable[[Any, str], str] | None = None) -> str | None:
     """Why the parser would refuse this withdrawal in a batch file, or None: the exporter leaves such a
-    withdrawal out instead of writing a file that every signer refuses whole."""
+    withdrawal out instead of writing a file that every signer refuses whole. ``destination`` as for
+    ``read_withdrawal`` (a Bitcoin batch's: ``signer.btcbatch.withdrawal_problem``)."""
     body = w.body()
     try:
-        parsed = _withdrawal(Reader(human=False), body, "withdrawal")
+        parsed = _withdrawal(Reader(human=False), body, "withdrawal", destination)
     except CustodyError as exc:
         return exc.message
     except ValueError as exc:

@@ -42,6 +42,27 @@ CustodyError (policies.errors)
     │   ├── ApprovalsMissing       approvals_missing: a held payout without two distinct operators' approvals
     │   └── ApprovalInvalid        approval_invalid: a decision not signed by the policy operator it names, or
     │                              a rejection
+    ├── BtcWalletInvalid      btc_cold_wallet_invalid: a Bitcoin cold wallet file that is malformed, with keys for
+    │   │                     another network or path, a key twice, or a threshold out of range
+    │   └── BtcDescriptorMismatch btc_descriptor_mismatch: its descriptor is not the one rebuilt from its owners
+    ├── BtcBatchInvalid       btc_batch_invalid: a Bitcoin batch or signature file, or its PSBT, that is malformed
+    │   ├── BtcWrongWallet         btc_wrong_wallet: another network or descriptor than the pinned Bitcoin wallet
+    │   ├── BtcForeignInput        btc_foreign_input: an input whose derivations do not re-derive its script
+    │   │                          from the pinned keys (branch 0 or 1, within the gap limit)
+    │   ├── BtcUtxoMissing         btc_utxo_missing: an input without both non_witness_utxo and witness_utxo
+    │   ├── BtcUtxoMismatch        btc_utxo_mismatch: a previous transaction that is not the outpoint's, or a
+    │   │                          witness_utxo that is not that output
+    │   ├── BtcDuplicateInput      btc_duplicate_input: one outpoint spent twice
+    │   ├── BtcOutputsMismatch     btc_outputs_mismatch: outputs that are not exactly the withdrawals plus change
+    │   ├── BtcChangeInvalid       btc_change_invalid: a change output not on branch 1 of the wallet in the gap limit
+    │   ├── BtcOutputForbidden     btc_output_forbidden: an OP_RETURN, zero-value or dust output
+    │   ├── BtcFeeTooHigh          btc_fee_too_high: over the asset's max_fee or max_fee_rate, or 10% of the amount
+    │   ├── BtcSighashForbidden    btc_sighash_forbidden: an input asking for another sighash than SIGHASH_ALL
+    │   ├── BtcXpubMismatch        btc_xpub_mismatch: the PSBT's global xpubs are not the pinned ones
+    │   ├── BtcTxFormInvalid       btc_tx_form_invalid: not version 2, RBF not signalled, or a locktime refused
+    │   ├── BtcInputAlreadySigned  btc_input_already_signed: an outpoint signed in another batch (not a fee bump)
+    │   └── BtcReplacementInvalid  btc_replacement_invalid: a fee bump (``replaces``) that is not one, or of a
+    │                              batch already replaced
     └── StatementInvalid      statement_invalid: a proof-of-reserves statement or signature that does not hold
         ├── StatementPolicyMismatch statement_policy_mismatch: cites another policy bundle than the newest
         │                           one this signer verified (or it has verified none)
@@ -219,3 +240,73 @@ class StatementAssetContract(StatementInvalid):
 
 class StatementAssetDecimals(StatementInvalid):
     code = "statement_asset_decimals"
+
+
+class BtcWalletInvalid(SignerError):
+    code = "btc_cold_wallet_invalid"
+
+
+class BtcDescriptorMismatch(BtcWalletInvalid):
+    code = "btc_descriptor_mismatch"
+
+
+class BtcBatchInvalid(SignerError):
+    code = "btc_batch_invalid"
+
+
+class BtcWrongWallet(BtcBatchInvalid):
+    code = "btc_wrong_wallet"
+
+
+class BtcForeignInput(BtcBatchInvalid):
+    code = "btc_foreign_input"
+
+
+class BtcUtxoMissing(BtcBatchInvalid):
+    code = "btc_utxo_missing"
+
+
+class BtcUtxoMismatch(BtcBatchInvalid):
+    """The segwit fee attack: a witness_utxo claiming another amount than the previous transaction's output."""
+
+    code = "btc_utxo_mismatch"
+
+
+class BtcDuplicateInput(BtcBatchInvalid):
+    code = "btc_duplicate_input"
+
+
+class BtcOutputsMismatch(BtcBatchInvalid):
+    code = "btc_outputs_mismatch"
+
+
+class BtcChangeInvalid(BtcBatchInvalid):
+    code = "btc_change_invalid"
+
+
+class BtcOutputForbidden(BtcBatchInvalid):
+    code = "btc_output_forbidden"
+
+
+class BtcFeeTooHigh(BtcBatchInvalid):
+    code = "btc_fee_too_high"
+
+
+class BtcSighashForbidden(BtcBatchInvalid):
+    code = "btc_sighash_forbidden"
+
+
+class BtcXpubMismatch(BtcBatchInvalid):
+    code = "btc_xpub_mismatch"
+
+
+class BtcTxFormInvalid(BtcBatchInvalid):
+    code = "btc_tx_form_invalid"
+
+
+class BtcInputAlreadySigned(BtcBatchInvalid):
+    code = "btc_input_already_signed"
+
+
+class BtcReplacementInvalid(BtcBatchInvalid):
+    code = "btc_replacement_invalid"

@@ -3,13 +3,20 @@
 From the one seed come:
 - the Ethereum owner key, BIP-44 m/44'/60'/0'/0/0 (a Safe owner; signs SafeTx hashes);
 - the Ed25519 approval key, SLIP-10 m/10117'/0'/0' (signs policy bundles);
-- the fingerprint, the BIP-32 master key fingerprint, so operators can tell keys apart on paper.
+- the fingerprint, the BIP-32 master key fingerprint, so operators can tell keys apart on paper;
+- the Bitcoin multisig account keys, BIP-48 m/48'/0'/0'/2' (an xpub, mainnet) and m/48'/1'/0'/2' (a tpub, the
+  test networks), ``signer.btckeys``.
 
 Keystore file, canonical JSON:
 
     {"kind": "custody-signer-keystore", "format": 2,
-     "card": {"name": ..., "fingerprint": "<8 hex>", "owner_address": "0x…", "approval_key": "<64 hex>"},
+     "card": {"name": ..., "fingerprint": "<8 hex>", "owner_address": "0x…", "approval_key": "<64 hex>",
+              "bitcoin_xpub": "xpub…", "bitcoin_tpub": "tpub…"},
      "sealed_seed": <signer.sealed document, label "bip39-entropy">}
+
+The two Bitcoin keys are computed when the key is created or restored, so ``signer key card`` needs no
+passphrase. A keystore written before they existed has neither (its card, and its owner card, keep their bytes);
+``signer key card --add-bitcoin`` unlocks it once and adds them.
 
 The sealed secret is the mnemonic's entropy and the BIP-39 passphrase (canonical JSON
 ``{"entropy": "<hex>", "bip39_passphrase": "…"}``), not just the seed: the entropy is what a SLIP-39 backup
@@ -18,6 +25,7 @@ splits into shares, and the seed is derived from both on unlocking.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -41,16 +49,17 @@ from nacl.signing import SigningKey
 from shamir_mnemonic import MnemonicError, combine_mnemonics, generate_mnemonics
 from shamir_mnemonic.share import Share
 
-from policies.bundle import read_document
 from policies.canonical import canonical_bytes, parse_canonical
 from policies.errors import CustodyError
 from policies.loader import Reader
+from signer.btckeys import BitcoinKey, account_key, account_path, account_private, parse_xpub
 from signer.errors import KeystoreDamaged, MnemonicInvalid, SignerError
 from signer.sealed import SCRYPT_N, open_sealed, seal
 
 APPROVAL_PATH = "m/10117'/0'/0'"
 SEED_LABEL = "bip39-entropy"
 FORMAT = 2
+BITCOIN_FIELDS = ("bitcoin_xpub", "bitcoin_tpub")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +70,27 @@ class KeyCard:
     fingerprint: str
     owner_address: str
     approval_key: str
+    # BIP-48 account keys (``signer.btckeys``); both or neither (a card made before Bitcoin has neither)
+    bitcoin_xpub: str | None = None
+    bitcoin_tpub: str | None = None
 
     def to_dict(self) -> dict[str, str]:
-        return {
+        out = {
             "name": self.name,
             "fingerprint": self.fingerprint,
             "owner_address": self.owner_address,
             "approval_key": self.approval_key,
         }
+        if self.bitcoin_xpub is not None and self.bitcoin_tpub is not None:
+            out |= {"bitcoin_xpub": self.bitcoin_xpub, "bitcoin_tpub": self.bitcoin_tpub}
+        return out
+
+    def bitcoin_key(self, network: str) -> BitcoinKey | None:
+        """This owner's BIP-48 account key for ``network``, or None on a card made before Bitcoin."""
+        xpub = self.bitcoin_xpub if network == "mainnet" else self.bitcoin_tpub
+        if xpub is None:
+            return None
+        return BitcoinKey(self.fingerprint, account_path(network), xpub)
 
 
 def owner_card_bytes(card: KeyCard) -> bytes:
@@ -77,19 +99,36 @@ def owner_card_bytes(card: KeyCard) -> bytes:
 
 
 def parse_owner_card(raw: bytes) -> KeyCard:
-    doc = read_document(
-        raw, "custody-owner-card", {"name", "fingerprint", "owner_address", "approval_key"}, SignerError, 1
-    )
+    """An owner card, old (no Bitcoin keys) or new (both); each Bitcoin key checked for its network family."""
+    try:
+        doc = parse_canonical(raw)
+        Reader(human=False).table(
+            doc, "", {"kind", "format", "name", "fingerprint", "owner_address", "approval_key"}, set(BITCOIN_FIELDS)
+        )
+    except CustodyError as exc:
+        raise SignerError(f"not a valid custody-owner-card file: {exc.message}") from None
+    if doc["kind"] != "custody-owner-card":
+        raise SignerError(f"this is a {str(doc['kind'])[:40]!r} file, not a custody-owner-card")
+    if doc["format"] != 1:
+        raise SignerError(f"unsupported custody-owner-card format {doc['format']!r}")
+    if ("bitcoin_xpub" in doc) != ("bitcoin_tpub" in doc):
+        raise SignerError("not a valid owner card: it has one Bitcoin key without the other (both or neither)")
     r = Reader(human=False)
     try:
-        return KeyCard(
+        card = KeyCard(
             name=r.text(doc["name"], "name"),
             fingerprint=r.text(doc["fingerprint"], "fingerprint", re.compile(r"[0-9a-f]{8}"), "fingerprint"),
             owner_address=r.address(doc["owner_address"], "owner_address"),
             approval_key=r.text(doc["approval_key"], "approval_key", re.compile(r"[0-9a-f]{64}"), "Ed25519 key"),
         )
+        if "bitcoin_xpub" in doc:
+            xpub, tpub = doc["bitcoin_xpub"], doc["bitcoin_tpub"]
+            parse_xpub(xpub, "mainnet")
+            parse_xpub(tpub, "testnet")
+            card = dataclasses.replace(card, bitcoin_xpub=xpub, bitcoin_tpub=tpub)
     except CustodyError as exc:
         raise SignerError(f"not a valid owner card: {exc.message}") from None
+    return card
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +160,19 @@ class UnlockedKey:
     def owner_private_key(self) -> bytes:
         return bytes(_owner_node(self._seed).PrivateKey().Raw().ToBytes())
 
-    def card(self, name: str) -> KeyCard:
+    def bitcoin_account(self, network: str) -> Any:
+        """The BIP-48 multisig account's private HD key (embit) for ``network``."""
+        return account_private(self._seed, network)
+
+    def card(self, name: str, *, bitcoin: bool = True) -> KeyCard:
+        """The public card; ``bitcoin=False`` gives the card of a keystore made before Bitcoin (to compare)."""
         return KeyCard(
             name=name,
             fingerprint=Bip32Secp256k1.FromSeed(self._seed).FingerPrint().ToHex(),
             owner_address=_owner_node(self._seed).PublicKey().ToAddress(),
             approval_key=self.approval_key().verify_key.encode().hex(),
+            bitcoin_xpub=account_key(self._seed, "mainnet").xpub if bitcoin else None,
+            bitcoin_tpub=account_key(self._seed, "testnet").xpub if bitcoin else None,
         )
 
 
@@ -293,6 +339,21 @@ def unlock(keystore: Keystore, passphrase: str) -> UnlockedKey:
         key = UnlockedKey(seed_from_mnemonic(mnemonic_from_entropy(entropy), secret["bip39_passphrase"]), entropy)
     except (CustodyError, KeyError, TypeError, ValueError):
         raise KeystoreDamaged("the keystore's sealed secret is damaged") from None
-    if key.card(keystore.card.name) != keystore.card:
+    if key.card(keystore.card.name, bitcoin=keystore.card.bitcoin_xpub is not None) != keystore.card:
         raise KeystoreDamaged("the keystore's public card does not match its sealed seed")
     return key
+
+
+def with_bitcoin_keys(data: bytes, passphrase: str) -> bytes:
+    """The keystore ``data`` with the Bitcoin keys added to its card (unlocking it to derive them); the sealed
+    seed is kept byte for byte. A keystore that has them already comes back unchanged."""
+    keystore = load_keystore(data)
+    card = unlock(keystore, passphrase).card(keystore.card.name)
+    return canonical_bytes(
+        {
+            "kind": "custody-signer-keystore",
+            "format": FORMAT,
+            "card": card.to_dict(),
+            "sealed_seed": parse_canonical(keystore.sealed_seed),
+        }
+    )

@@ -17,6 +17,10 @@ paying a withdrawal twice, stockpiling signatures for far-future nonces, or drai
 ``kind`` is what this signer found the destination to be (``signer.payouts``; absent: the treasury whitelist),
 ``request`` the backend request it verified for the payout.
 
+A Bitcoin batch has an entry of its own shape in the same chain (``"chain": "bitcoin"``, the wallet, txid,
+outpoints spent and the batch it fee-bumps); its rules are ``signer.btcledger``'s, and it shares with the Safe's
+entries the backend requests paid and the windows' arithmetic (``check_requests``, ``check_windows``).
+
 ``check`` refuses, before anything is signed (policy rules from the newest verified bundle, times from this
 machine's clock):
 
@@ -50,7 +54,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from policies.canonical import canonical_bytes
 from policies.decision import Destination
@@ -140,8 +144,26 @@ class Entry:
     safe_nonce: int
     safe_tx_hash: str
     transfers: tuple[Transfer, ...]
+    # A Bitcoin entry (``signer.btcledger``): ``safe`` holds the wallet's id, ``safe_tx_hash`` the txid, and it
+    # records the outpoints it spends and the batch it fee-bumps; its line has another shape (module docstring).
+    chain: str = "ethereum"
+    inputs: tuple[str, ...] = ()
+    replaces: str | None = None
 
     def body(self) -> dict[str, Any]:
+        if self.chain == "bitcoin":
+            return {
+                "seq": self.seq,
+                "prev": self.prev,
+                "at": self.at,
+                "batch_id": self.batch_id,
+                "chain": self.chain,
+                "wallet": self.safe,
+                "txid": self.safe_tx_hash,
+                "inputs": list(self.inputs),
+                "replaces": self.replaces,
+                "transfers": [t.body() for t in self.transfers],
+            }
         return {
             "seq": self.seq,
             "prev": self.prev,
@@ -166,12 +188,12 @@ def transfers_of(batch: Batch, policy: Policy, now: int) -> tuple[Transfer, ...]
     what its destination is and which backend request it pays."""
     hot = policy.hot_entry
     return tuple(
-        _transfer(w, check_withdrawal(policy, w, now), hot is not None and w.destination == hot.address)
+        transfer_of(w, check_withdrawal(policy, w, now), hot is not None and w.destination == hot.address)
         for w in batch.withdrawals
     )
 
 
-def _transfer(w: BatchWithdrawal, payout: Payout, hot: bool) -> Transfer:
+def transfer_of(w: BatchWithdrawal, payout: Payout, hot: bool) -> Transfer:
     kind = None if payout.kind == Destination.WHITELIST else str(payout.kind)
     return Transfer(w.id, w.asset, w.amount, w.destination, hot, kind, w.customer, payout.request)
 
@@ -187,16 +209,7 @@ def read(state: Path) -> list[Entry]:
     for n, raw in enumerate(path.read_bytes().splitlines(), 1):
         try:
             doc = json.loads(raw)
-            entry = Entry(
-                seq=doc["seq"],
-                prev=doc["prev"],
-                at=doc["at"],
-                batch_id=doc["batch_id"],
-                safe=doc["safe"],
-                safe_nonce=doc["safe_nonce"],
-                safe_tx_hash=doc["safe_tx_hash"],
-                transfers=tuple(Transfer.from_json(t) for t in doc["transfers"]),
-            )
+            entry = _entry(doc)
             ok = entry.line() == raw + b"\n" and doc["hash"] == entry.hash
         except (ValueError, KeyError, TypeError):
             ok = False
@@ -208,6 +221,43 @@ def read(state: Path) -> list[Entry]:
         entries.append(entry)
         prev = entry.hash
     return entries
+
+
+def _entry(doc: dict[str, Any]) -> Entry:
+    transfers = tuple(Transfer.from_json(t) for t in doc["transfers"])
+    if doc.get("chain") == "bitcoin":
+        return Entry(
+            doc["seq"],
+            doc["prev"],
+            doc["at"],
+            doc["batch_id"],
+            doc["wallet"],
+            0,
+            doc["txid"],
+            transfers,
+            "bitcoin",
+            tuple(doc["inputs"]),
+            doc["replaces"],
+        )
+    return Entry(
+        seq=doc["seq"],
+        prev=doc["prev"],
+        at=doc["at"],
+        batch_id=doc["batch_id"],
+        safe=doc["safe"],
+        safe_nonce=doc["safe_nonce"],
+        safe_tx_hash=doc["safe_tx_hash"],
+        transfers=transfers,
+    )
+
+
+def write_entry(state: Path, entry: Entry) -> None:
+    """Append ``entry`` durably (its seq and prev already set from the entries read under the lock)."""
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / FILE, "ab") as f:
+        f.write(entry.line())
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def append(state: Path, entries: Sequence[Entry], batch: Batch, policy: Policy, now: int) -> Entry | None:
@@ -230,11 +280,7 @@ def append(state: Path, entries: Sequence[Entry], batch: Batch, policy: Policy, 
         safe_tx_hash=tx_hash,
         transfers=transfers,
     )
-    state.mkdir(parents=True, exist_ok=True)
-    with open(state / FILE, "ab") as f:
-        f.write(entry.line())
-        f.flush()
-        os.fsync(f.fileno())
+    write_entry(state, entry)
     return entry
 
 
@@ -250,7 +296,17 @@ def record(state: Path, batch: Batch, policy: Policy, now: int) -> Entry | None:
 
 
 # -- the rules -----------------------------------------------------------------------------------------
-def check_times(batch: Batch, policy: Policy, now: int) -> None:
+class Dated(Protocol):
+    """A batch of either chain, as far as its dates go."""
+
+    @property
+    def created_at(self) -> int: ...
+
+    @property
+    def expires_at(self) -> int: ...
+
+
+def check_times(batch: Dated, policy: Policy, now: int) -> None:
     """The batch's dates against this machine's clock: not expired, not from the future, not long-lived."""
     if now >= batch.expires_at:
         raise BatchExpired(f"the batch expired at {when(batch.expires_at)}; ask for a new export")
@@ -302,7 +358,13 @@ def check(batch: Batch, policy: Policy, entries: Sequence[Entry], now: int) -> N
                 f"withdrawal {t.id} was signed before at this nonce as {before.amount} base units of {before.asset} "
                 f"to {before.destination}; a re-export must pay exactly that"
             )
-    _check_requests(mine, entries)
+    check_requests(mine, entries)
+    check_windows(mine, history, policy, now)
+
+
+def check_windows(mine: Sequence[Transfer], history: Sequence[Entry], policy: Policy, now: int) -> None:
+    """Velocity, unlisted and top-up windows: ``mine`` (the batch's transfers) with every other withdrawal
+    signed from the same wallet (``history``) within each window."""
     ids = {t.id for t in mine}
     earlier = _distinct(t for e in history for t in e.transfers if t.id not in ids)
     times = _signed_times(history)
@@ -340,7 +402,7 @@ def check(batch: Batch, policy: Policy, entries: Sequence[Entry], now: int) -> N
                 )
 
 
-def _check_requests(mine: Sequence[Transfer], entries: Sequence[Entry]) -> None:
+def check_requests(mine: Sequence[Transfer], entries: Sequence[Entry]) -> None:
     """One payment per backend request, whatever withdrawal id the host gives it and whichever Safe pays it.
     The same id with the same request is a re-export (its nonce is checked above)."""
     paid: dict[tuple[str, str], str] = {}

@@ -2,7 +2,8 @@
 
 The group, the registration of every command, and the one error handler: ``Group`` turns any project error
 raised below it into one line, ``error [code]: message``, and exit 1. The commands live with their group in
-``keys`` (``signer key …``), ``policy``, ``cold``, ``batch`` (``signer review`` and ``signer sign``) and ``por``;
+``keys`` (``signer key …``), ``policy``, ``cold``, ``batch`` (``signer review`` and ``signer sign``; a Bitcoin
+batch in ``btc``) and ``por``;
 what several of them share is in ``common``.
 """
 

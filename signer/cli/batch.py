@@ -1,5 +1,6 @@
 """`signer review FILE` and `signer sign FILE`: check a cold batch against the pinned cold wallet, the newest
-verified policy and this signer's ledger, show it, and sign its SafeTx hash as one of the Safe's owners."""
+verified policy and this signer's ledger, show it, and sign its SafeTx hash as one of the Safe's owners. A
+Bitcoin batch (kind ``custody-btc-batch``) goes to ``signer.cli.btc``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import click
 from policies.bundle import Bundle
 from signer import coldwallet, ledger, policystate
 from signer.batchfile import Batch, OwnerSignature
+from signer.cli import btc
 from signer.cli.common import owner_key, signing_options, state_dir, state_option
 from signer.cliutil import read_file
 from signer.errors import SignerError
@@ -39,9 +41,14 @@ def review_batch(raw: bytes, st: Path) -> tuple[Batch, Bundle, list[str]]:
 @click.argument("batch_file", metavar="FILE", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @state_option
 def review_cmd(batch_file: Path, state: Path | None) -> None:
-    """Check a batch file against the pinned cold wallet and the newest verified policy, and show it."""
+    """Check a batch file (Safe or Bitcoin) against the pinned cold wallet and the newest verified policy, and
+    show it."""
     st = state_dir(state)
-    batch, _, lines = review_batch(read_file(batch_file), st)
+    raw = read_file(batch_file)
+    if btc.is_btc_batch(raw):
+        btc.review(raw, st)
+        return
+    batch, _, lines = review_batch(raw, st)
     for line in lines:
         click.echo(line)
     policystate.record(st, "batch-review", batch.id, "0x" + batch.safe_tx_hash.hex(), "passed")
@@ -53,9 +60,14 @@ def review_cmd(batch_file: Path, state: Path | None) -> None:
 def sign_cmd(
     batch_file: Path, keystore: Path, out: Path, yes: bool, passphrase_file: Path | None, state: Path | None
 ) -> None:
-    """Review the batch, confirm, and write this owner's signature over its SafeTx hash."""
+    """Review the batch, confirm, and write this owner's signature: over its SafeTx hash, or for a Bitcoin batch
+    the PSBT with this owner's partial signatures."""
     st = state_dir(state)
-    batch, bundle, lines = review_batch(read_file(batch_file), st)
+    raw = read_file(batch_file)
+    if btc.is_btc_batch(raw):
+        btc.sign(raw, keystore, out, yes, passphrase_file, st)
+        return
+    batch, bundle, lines = review_batch(raw, st)
     for line in lines:
         click.echo(line)
     digest = "0x" + batch.safe_tx_hash.hex()

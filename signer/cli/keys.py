@@ -15,6 +15,7 @@ from signer.cli.common import keystore_passphrase, passphrase_option, state_dir,
 from signer.cliutil import read_file
 from signer.errors import MnemonicInvalid, SignerError
 from signer.keystore import (
+    KeyCard,
     check_mnemonic,
     create_keystore,
     load_keystore,
@@ -23,7 +24,9 @@ from signer.keystore import (
     owner_card_bytes,
     recover_entropy,
     unlock,
+    with_bitcoin_keys,
 )
+from signer.policystate import write_atomic
 
 WORD_COUNTS = (12, 15, 18, 21, 24)
 CHECK_TRIES = 3  # per word asked back in `key new`
@@ -215,27 +218,60 @@ def _write_keystore(
     out.chmod(0o600)
     card = load_keystore(data).card
     policystate.record(state, action, name, card.fingerprint, "written")
-    _show_card(card.to_dict())
+    _show_card(card)
 
 
 @key.command("show")
 @click.argument("keystore", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 def key_show(keystore: Path) -> None:
-    """Print the key's public card (no passphrase needed)."""
-    _show_card(load_keystore(read_file(keystore)).card.to_dict())
+    """Print the key's public card (no passphrase needed), with its Bitcoin account keys (fingerprint, path,
+    xpub) when the keystore has them."""
+    _show_card(load_keystore(read_file(keystore)).card)
 
 
 @key.command("card")
 @click.argument("keystore", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
-def key_card(keystore: Path, out: Path) -> None:
-    """Write the public owner card for the daemon and the other operators."""
-    out.write_bytes(owner_card_bytes(load_keystore(read_file(keystore)).card))
+@click.option(
+    "--add-bitcoin",
+    is_flag=True,
+    help="For a keystore made before Bitcoin support (its card has no Bitcoin keys): ask for the keystore's "
+    "passphrase, derive the BIP-48 multisig account keys (xpub for mainnet, tpub for the test networks) from its "
+    "seed, add them to the keystore's card (the sealed seed is kept as it is), then write the card.",
+)
+@passphrase_option
+@state_option
+def key_card(keystore: Path, out: Path, add_bitcoin: bool, passphrase_file: Path | None, state: Path | None) -> None:
+    """Write the public owner card for the daemon and the other operators (no passphrase needed, except with
+    --add-bitcoin)."""
+    data = read_file(keystore)
+    card = load_keystore(data).card
+    if add_bitcoin and card.bitcoin_xpub is None:
+        data = with_bitcoin_keys(data, keystore_passphrase(passphrase_file))
+        write_atomic(keystore, data)
+        keystore.chmod(0o600)
+        card = load_keystore(data).card
+        policystate.record(state_dir(state), "key-add-bitcoin", card.name, card.fingerprint, "written")
+    elif card.bitcoin_xpub is None:
+        click.echo(
+            "note: this keystore predates Bitcoin support, so the card has no Bitcoin keys; run "
+            "`signer key card KEYSTORE --out FILE --add-bitcoin` to add them (it asks for the passphrase)",
+            err=True,
+        )
+    out.write_bytes(owner_card_bytes(card))
     click.echo(f"wrote {out}")
 
 
-def _show_card(card: dict[str, str]) -> None:
-    click.echo(f"\nname           {card['name']}")
-    click.echo(f"fingerprint    {card['fingerprint']}")
-    click.echo(f"owner address  {card['owner_address']}")
-    click.echo(f"approval key   {card['approval_key']}")
+def _show_card(card: KeyCard) -> None:
+    click.echo(f"\nname           {card.name}")
+    click.echo(f"fingerprint    {card.fingerprint}")
+    click.echo(f"owner address  {card.owner_address}")
+    click.echo(f"approval key   {card.approval_key}")
+    for network in ("mainnet", "testnet"):
+        btc = card.bitcoin_key(network)
+        if btc is None:
+            click.echo("bitcoin        none (a keystore made before Bitcoin: `signer key card --add-bitcoin`)")
+            return
+        which = "mainnet" if network == "mainnet" else "testnet, signet, regtest"
+        click.echo(f"bitcoin        {which}: fingerprint {btc.fingerprint}, path {btc.path}")
+        click.echo(f"               {btc.xpub}")

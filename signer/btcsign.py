@@ -1,0 +1,34 @@
+"""Signing a reviewed Bitcoin batch: this owner's partial signature on every input, SIGHASH_ALL (BIP-143).
+
+Only called with what ``signer.psbtreview`` returned, so every input is the wallet's and its branch and index
+are the ones re-derived from the pinned keys; the key is checked once more to be one of the input's witness
+script's before it signs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from embit.script import Script
+from embit.transaction import SIGHASH
+
+from signer.btcbatch import BtcSignature
+from signer.btckeys import BitcoinKey
+from signer.errors import SignerError
+from signer.psbtreview import BtcReview
+
+
+def sign_review(found: BtcReview, account: Any, key: BitcoinKey) -> BtcSignature:
+    """The signature file: the batch's PSBT with this owner's partial signature on each input. ``account`` is
+    the owner's BIP-48 account private key (``UnlockedKey.bitcoin_account``), ``key`` its public card entry."""
+    psbt = found.batch.parsed_psbt()
+    for i, spend in enumerate(found.inputs):
+        inp = psbt.inputs[i]
+        child = account.derive([spend.branch, spend.index])
+        pub = child.key.get_public_key()
+        script = bytes(inp.witness_script.data)
+        if bytes(pub.sec()) not in script:
+            raise SignerError(f"this key is not one of input {i}'s keys; nothing was signed")
+        digest = psbt.sighash_segwit(i, Script(script), spend.value, sighash=SIGHASH.ALL)
+        inp.partial_sigs[pub] = bytes(child.key.sign(digest).serialize()) + bytes([SIGHASH.ALL])
+    return BtcSignature(found.batch.id, found.txid, key.fingerprint, str(psbt.to_base64()))
