@@ -3,13 +3,13 @@ formatted. Amounts are decimal strings in the asset's units; times are ISO 8601 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from custody.api.problems import DOCUMENTED
+from custody.clock import iso
 from custody.errors import InvalidField, MalformedJson, MissingField, UnknownField
 from custody.intake.addressbook import Book, CustomerMode, Entry, NewEntry
 from custody.intake.withdrawals import NewWithdrawal
@@ -124,10 +124,6 @@ def parse_withdrawal(raw: bytes) -> NewWithdrawal:
         error = {"extra_forbidden": UnknownField, "missing": MissingField}.get(first["type"], InvalidField)
         raise error(f"{field}: {first['msg']}") from None
     return NewWithdrawal(parsed.asset, parsed.amount, parsed.destination, parsed.client_reference, parsed.customer)
-
-
-def iso(ts: int | None) -> str | None:
-    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def withdrawal_out(w: Withdrawal) -> WithdrawalOut:
