@@ -15,7 +15,7 @@ from policies.errors import AmountError
 from policies.units import parse_amount
 
 DATABASE_ENV = "CUSTODY_DATABASE_URL"
-SECTIONS = {"daemon", "database", "api", "chain", "webhooks"}
+SECTIONS = {"daemon", "database", "api", "chain", "bitcoin", "webhooks"}
 TIMEOUT_KEYS = {  # [database] key -> Timeouts field
     "idle_in_transaction_timeout_seconds": "idle_in_transaction",
     "lock_timeout_seconds": "lock",
@@ -80,12 +80,49 @@ stuck_after_seconds = 120
 # (64 is two epochs, when Ethereum finalises). The wallet's nonce on chain is checked against every payment.
 settled_watch_blocks = 64
 
+[bitcoin]
+# The bitcoind JSON-RPC URL that holds the Bitcoin cold wallet's watch-only descriptor wallet; empty: no Bitcoin.
+# Log in with rpc_user and rpc_password, or leave both empty and give rpc_cookie_file (the node's .cookie).
+rpc_url = {bitcoin_rpc_url}
+rpc_user = {bitcoin_rpc_user}
+rpc_password = {bitcoin_rpc_password}
+rpc_cookie_file = ""
+# Blocks, the one including a batch's transaction counted, before its withdrawals count as confirmed.
+confirmations = {bitcoin_confirmations}
+# The fee rate (sat/vB) a batch offers when the node has no estimate (regtest, a young node); always capped by
+# the asset's max_fee_rate in the policy.
+fallback_fee_rate = 10
+
 [webhooks]
 # Every state change of a withdrawal or batch is POSTed to each URL, in order, signed with the daemon's
 # Ed25519 key (see the README), from a persistent outbox: retried with backoff until the receiver answers 2xx.
 # A URL added later receives the events from then on.
 urls = []
 """
+
+
+@dataclass(frozen=True)
+class BitcoinSettings:
+    """The ``[bitcoin]`` section. The password is kept out of ``repr`` so that no log line or traceback shows it."""
+
+    rpc_url: str = ""
+    rpc_user: str = ""
+    rpc_password: str = field(default="", repr=False)
+    rpc_cookie_file: str = ""
+    confirmations: int = 3
+    fallback_fee_rate: int = 10  # sat/vB
+
+    def login(self) -> tuple[str, str]:
+        """(user, password): the configured pair, else the node's cookie file (``__cookie__:<password>``)."""
+        if self.rpc_user or self.rpc_password or not self.rpc_cookie_file:
+            return self.rpc_user, self.rpc_password
+        try:
+            user, _, password = Path(self.rpc_cookie_file).read_text(encoding="utf-8").strip().partition(":")
+        except OSError as exc:
+            raise ConfigError(f"[bitcoin] rpc_cookie_file {self.rpc_cookie_file}: {exc.strerror}") from None
+        if not user or not password:
+            raise ConfigError(f"[bitcoin] rpc_cookie_file {self.rpc_cookie_file} is not a bitcoind cookie file")
+        return user, password
 
 
 @dataclass(frozen=True)
@@ -106,6 +143,7 @@ class Settings:
     stuck_after_seconds: int = 120
     settled_watch_blocks: int = 64
     webhook_urls: tuple[str, ...] = ()
+    bitcoin: BitcoinSettings = field(default_factory=BitcoinSettings)
     database_timeouts: Timeouts = field(default_factory=Timeouts)
 
 
@@ -114,14 +152,25 @@ def _toml_string(value: str) -> str:
 
 
 def render_config(
-    data_dir: Path, database_url: str, *, rpc_url: str = "", chain_id: int = 31337, confirmations: int = 3
+    data_dir: Path,
+    database_url: str,
+    *,
+    rpc_url: str = "",
+    chain_id: int = 31337,
+    confirmations: int = 3,
+    bitcoin: BitcoinSettings | None = None,
 ) -> str:
+    btc = bitcoin or BitcoinSettings()
     return TEMPLATE.format(
         data_dir=_toml_string(str(data_dir)),
         database_url=_toml_string(database_url),
         rpc_url=_toml_string(rpc_url),
         chain_id=chain_id,
         confirmations=confirmations,
+        bitcoin_rpc_url=_toml_string(btc.rpc_url),
+        bitcoin_rpc_user=_toml_string(btc.rpc_user),
+        bitcoin_rpc_password=_toml_string(btc.rpc_password),
+        bitcoin_confirmations=btc.confirmations,
     )
 
 
@@ -158,6 +207,11 @@ def load_settings(path: Path) -> Settings:
         },
     )
     hooks = _table(data, "webhooks", {"urls"})
+    btc = _table(
+        data,
+        "bitcoin",
+        {"rpc_url", "rpc_user", "rpc_password", "rpc_cookie_file", "confirmations", "fallback_fee_rate"},
+    )
     database = _table(data, "database", set(TIMEOUT_KEYS))
     if set(data) - SECTIONS:
         raise ConfigError(f"{path}: unknown section {sorted(set(data) - SECTIONS)[0]!r}")
@@ -184,6 +238,7 @@ def load_settings(path: Path) -> Settings:
             stuck_after_seconds=int(chain.get("stuck_after_seconds", 120)),
             settled_watch_blocks=int(chain.get("settled_watch_blocks", 64)),
             webhook_urls=tuple(urls),
+            bitcoin=_bitcoin(btc),
             database_timeouts=Timeouts(
                 **{name: _seconds(database, key, getattr(Timeouts(), name)) for key, name in TIMEOUT_KEYS.items()}
             ),
@@ -191,6 +246,17 @@ def load_settings(path: Path) -> Settings:
     except (KeyError, TypeError, ValueError, AmountError) as exc:
         raise ConfigError(f"{path}: invalid value ({exc})") from None
     return settings
+
+
+def _bitcoin(table: dict[str, Any]) -> BitcoinSettings:
+    text = {k: table.get(k, "") for k in ("rpc_url", "rpc_user", "rpc_password", "rpc_cookie_file")}
+    if not all(isinstance(v, str) for v in text.values()):
+        raise ValueError("[bitcoin] rpc_url, rpc_user, rpc_password and rpc_cookie_file are strings")
+    numbers = {"confirmations": table.get("confirmations", 3), "fallback_fee_rate": table.get("fallback_fee_rate", 10)}
+    for key, value in numbers.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
+            raise ValueError(f"[bitcoin] {key} must be an integer from 1 to 10000")
+    return BitcoinSettings(**text, **numbers)
 
 
 def _networks(value: Any, where: str) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from custody.store.db import Store
 from signer.cliutil import passphrase
 
 if TYPE_CHECKING:
+    from custody.chain.bitcoin import BitcoinNode
     from custody.chain.ethereum import EthereumNode
     from custody.loops.worker import Worker
 
@@ -66,9 +67,20 @@ def node_for(settings: Settings, need: str) -> EthereumNode:
     return EthereumNode(settings.rpc_url, settings.chain_id)
 
 
+def bitcoin_node(settings: Settings) -> BitcoinNode:
+    """The configured bitcoind (``[bitcoin]``), without a wallet."""
+    from custody.chain.bitcoin import BitcoinNode
+
+    if not settings.bitcoin.rpc_url:
+        raise ConfigError("[bitcoin] rpc_url is empty: the Bitcoin cold wallet needs a node")
+    user, password = settings.bitcoin.login()
+    return BitcoinNode(settings.bitcoin.rpc_url, user, password)
+
+
 def hot_worker(settings: Settings, store: Store, passphrase_file: Path | None, *, secret: str | None = None) -> Worker:
     """The hot wallet's worker: it pays hot withdrawals, executes cold batches and creates the Safe. The
     passphrase comes from ``secret`` when the caller has already asked for it."""
+    from custody.cold.btcexecution import BtcFollower
     from custody.keys import load_hot_account
     from custody.loops.worker import Worker, WorkerSettings
 
@@ -86,4 +98,8 @@ def hot_worker(settings: Settings, store: Store, passphrase_file: Path | None, *
             settings.settled_watch_blocks,
         ),
         SystemClock(),
+        # Bitcoin cold batches: expiry, sending, confirmations, reorgs (only where a node is configured)
+        bitcoin=BtcFollower(store, bitcoin_node(settings), settings.bitcoin.confirmations, SystemClock())
+        if settings.bitcoin.rpc_url
+        else None,
     )

@@ -138,7 +138,13 @@ def export(
         nonce = onchain
         while nonce in held:
             nonce += 1
-        query = select(Withdrawal).where(Withdrawal.state == State.QUEUED_COLD).order_by(Withdrawal.seq)
+        # Withdrawals of a bitcoin asset are paid by the Bitcoin cold wallet (custody.cold.btcbatches), never here.
+        bitcoin = [symbol for symbol, rule in active.policy.assets.items() if rule.chain == "bitcoin"]
+        query = (
+            select(Withdrawal)
+            .where(Withdrawal.state == State.QUEUED_COLD, Withdrawal.asset.not_in(bitcoin))
+            .order_by(Withdrawal.seq)
+        )
         if store.is_postgres:
             query = query.with_for_update(skip_locked=True)
         chosen: list[tuple[Withdrawal, BatchWithdrawal]] = []

@@ -1,5 +1,6 @@
 """What operators see of cold batches: each batch with who has signed it and who is missing, read in the
-caller's transaction so that ``custody batch list`` and the status figures show the same thing."""
+caller's transaction so that ``custody batch list`` and the status figures show the same thing. The Safe's
+batches and the Bitcoin cold wallet's (``BtcBatchView``, owners named by their fingerprints) are listed apart."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from custody.cold.batches import BatchState, owners_of
+from custody.cold.btcbatches import BtcState
 from custody.errors import NotFound
 from custody.store.db import Store
-from custody.store.models import Batch, BatchSignature, ColdWallet
+from custody.store.models import Batch, BatchSignature, BtcBatch, BtcBatchSignature, BtcColdWallet, ColdWallet
 
 
 @dataclass(frozen=True)
@@ -73,3 +75,66 @@ def batch_state(store: Store, batch_id: str) -> BatchState:
         if batch is None:
             raise NotFound(f"no batch {batch_id}")
         return BatchState(batch.state)
+
+
+@dataclass(frozen=True)
+class BtcBatchView:
+    id: str
+    state: str
+    network: str
+    asset: str
+    withdrawals: int
+    expires_at: int
+    signed_by: tuple[str, ...]  # fingerprints, sorted
+    missing: tuple[str, ...]  # in the descriptor's owner order
+    threshold: int
+    txid: str
+    fee: int
+    names: dict[str, str]  # fingerprint -> the name on the owner's card
+
+
+def btc_batch_views(s: Session) -> list[BtcBatchView]:
+    """Every Bitcoin batch, oldest first."""
+    wallets = {w.wallet: w for w in s.execute(select(BtcColdWallet)).scalars()}
+    rows = list(s.execute(select(BtcBatch).order_by(BtcBatch.created_at, BtcBatch.id)).scalars())
+    signed: dict[str, list[str]] = {b.id: [] for b in rows}
+    if rows:
+        pairs = select(BtcBatchSignature.batch_id, BtcBatchSignature.fingerprint).where(
+            BtcBatchSignature.batch_id.in_(signed)
+        )
+        for batch_id, fingerprint in s.execute(pairs).all():
+            signed[batch_id].append(fingerprint)
+    views = []
+    for b in rows:
+        wallet = wallets[b.wallet]
+        owners = json.loads(wallet.owners)
+        views.append(
+            BtcBatchView(
+                b.id,
+                b.state,
+                wallet.network,
+                b.asset,
+                b.withdrawals,
+                b.expires_at,
+                tuple(sorted(signed[b.id])),
+                tuple(o["fingerprint"] for o in owners if o["fingerprint"] not in signed[b.id]),
+                wallet.threshold,
+                b.txid,
+                b.fee,
+                {o["fingerprint"]: o["name"] for o in owners},
+            )
+        )
+    return views
+
+
+def list_btc_batches(store: Store) -> list[BtcBatchView]:
+    with store.read() as s:
+        return btc_batch_views(s)
+
+
+def btc_batch_state(store: Store, batch_id: str) -> BtcState:
+    with store.read() as s:
+        batch = s.get(BtcBatch, batch_id)
+        if batch is None:
+            raise NotFound(f"no batch {batch_id}")
+        return BtcState(batch.state)

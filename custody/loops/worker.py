@@ -24,6 +24,10 @@ The hot wallet is also the executor of cold batches (``execTransaction`` on the 
 and sends the call that creates the Safe. Those go through the same nonce allocation, storage and following;
 only what a mined version settles differs (a withdrawal, a batch's withdrawals, or nothing). This is where the
 sender is given a settler for each (``Settlers``), so that ``custody.hot`` never imports ``custody.cold``.
+
+With a Bitcoin node configured, each pass also moves the Bitcoin cold batches along
+(``custody.cold.btcexecution.BtcFollower``: expiry, sending stored transactions, confirmations, reorgs); bitcoind
+being away is logged and never holds up the Ethereum work.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from custody import logs, outage
 from custody.chain.ethereum import EthereumNode
 from custody.clock import Clock
 from custody.cold import batches, execution
+from custody.cold.btcexecution import BtcFollower
+from custody.errors import BitcoinNodeError
 from custody.hot.payer import Payer, PaymentSettler
 from custody.hot.rebalance import rebalance
 from custody.hot.rollback import RollbackWatch
@@ -47,6 +53,7 @@ from custody.hot.sender import Call, Fees, Sender, Settlers, WorkerSettings
 from custody.ledger.policy import PolicyCache
 from custody.store.db import Store
 from custody.store.models import ChainBalance, ColdWallet, HotTransaction
+from policies.chains import ETHEREUM
 
 __all__ = ["Worker", "WorkerSettings"]
 
@@ -58,7 +65,14 @@ class Worker:
     watch, the payer, the rebalancer, batch housekeeping and balance readings, one pass at a time."""
 
     def __init__(
-        self, store: Store, node: EthereumNode, account: LocalAccount, settings: WorkerSettings, clock: Clock
+        self,
+        store: Store,
+        node: EthereumNode,
+        account: LocalAccount,
+        settings: WorkerSettings,
+        clock: Clock,
+        *,
+        bitcoin: BtcFollower | None = None,
     ) -> None:
         self.sender = Sender(
             store, node, account, settings, clock, Settlers(withdrawal=PaymentSettler(), batch=execution.BatchSettler())
@@ -68,6 +82,8 @@ class Worker:
         self.payer = Payer(self.sender, self.policies)
         self.store, self.node, self.account, self.settings, self.clock = store, node, account, settings, clock
         self.address: str = account.address
+        self.bitcoin = bitcoin
+        self._bitcoin_down = False
 
     def __repr__(self) -> str:
         return f"Worker({self.address})"
@@ -99,7 +115,24 @@ class Worker:
             if not self.sign_next():
                 break
             busy = True
+        busy = self.follow_bitcoin() or busy
         return self.follow() or busy or watched
+
+    def follow_bitcoin(self) -> bool:
+        """One pass over the Bitcoin cold batches, if a Bitcoin node is configured; True if it did work."""
+        if self.bitcoin is None:
+            return False
+        try:
+            busy = self.bitcoin.step()
+        except BitcoinNodeError as exc:
+            if not self._bitcoin_down:
+                log.warning("bitcoind is unavailable; Bitcoin batches wait: %s", exc.message)
+            self._bitcoin_down = True
+            return False
+        if self._bitcoin_down:
+            log.info("bitcoind is back; following Bitcoin batches again")
+        self._bitcoin_down = False
+        return busy
 
     # -- the parts, for the commands and tests that drive one step by hand ---------------------------
     def ensure_wallet(self) -> None:
@@ -136,10 +169,11 @@ class Worker:
             cold = s.execute(select(ColdWallet.address).limit(1)).scalar_one_or_none()
         block = self.node.block_number()
         wallets = [self.address] + ([cold] if cold else [])
-        readings = {
+        readings = {  # this node is Ethereum's: a Bitcoin asset's "native coin" here would be ETH
             (wallet, symbol): self.node.balance(wallet, rule.contract, block)
             for wallet in wallets
             for symbol, rule in assets.items()
+            if rule.chain == ETHEREUM
         }
         now = self.clock.now()
         for tries in (1, 2):

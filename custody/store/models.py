@@ -100,7 +100,8 @@ class Withdrawal(Base):
     asset: Mapped[str] = mapped_column(String(16))
     amount: Mapped[int] = mapped_column(Amount)
     decimals: Mapped[int] = mapped_column(Integer)  # the asset's decimals when the request was made
-    destination: Mapped[str] = mapped_column(String(42))
+    # An EIP-55 address (42 characters) or a Bitcoin address (up to 90: bech32's limit).
+    destination: Mapped[str] = mapped_column(String(100))
     client_reference: Mapped[str | None] = mapped_column(String(128), nullable=True)
     state: Mapped[str] = mapped_column(String(16))
     route: Mapped[str | None] = mapped_column(String(8), nullable=True)
@@ -309,7 +310,7 @@ class AddressBookEntry(Base):
     id: Mapped[int] = mapped_column(SerialKey, primary_key=True, autoincrement=True)
     customer: Mapped[str] = mapped_column(String(64))
     asset: Mapped[str] = mapped_column(String(16))
-    address: Mapped[str] = mapped_column(String(42))
+    address: Mapped[str] = mapped_column(String(100))  # as withdrawals.destination
     label: Mapped[str] = mapped_column(String(128))
     added_at: Mapped[int] = mapped_column(BigInteger)
     active_at: Mapped[int] = mapped_column(BigInteger)
@@ -334,3 +335,70 @@ class Approval(Base):
     reason: Mapped[str] = mapped_column(Text)
     at: Mapped[int] = mapped_column(BigInteger)
     signature: Mapped[str] = mapped_column(String(128))
+
+
+class BtcColdWallet(Base):
+    """A Bitcoin cold wallet: a P2WSH sortedmulti descriptor over the owners' BIP-48 account keys, watched by a
+    watch-only descriptor wallet on the node (``wallet``). One per network; the Safe (``ColdWallet``) is apart."""
+
+    __tablename__ = "btc_cold_wallets"
+    wallet: Mapped[str] = mapped_column(String(64), primary_key=True)  # the node's wallet name
+    network: Mapped[str] = mapped_column(String(16), unique=True)
+    descriptor: Mapped[str] = mapped_column(Text)  # with its checksum, exactly as the signers pin it
+    threshold: Mapped[int] = mapped_column(Integer)
+    owners: Mapped[str] = mapped_column(Text)  # JSON list of {name, fingerprint, path, xpub}, descriptor order
+    raw: Mapped[bytes] = mapped_column(LargeBinary)  # the cold wallet file the signers pin
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class BtcBatch(Base):
+    """A Bitcoin cold batch: one PSBT from the watch-only wallet paying some ``queued_cold`` withdrawals of one
+    asset. States (``custody.cold.btcbatches.BtcState``): exported -> signed (final transaction stored) ->
+    broadcast -> confirmed; exported -> expired | cancelled (inputs unlocked, withdrawals back to the queue)."""
+
+    __tablename__ = "btc_batches"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    wallet: Mapped[str] = mapped_column(String(64), ForeignKey("btc_cold_wallets.wallet"))
+    asset: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(12))
+    txid: Mapped[str] = mapped_column(String(64))  # of the unsigned transaction, which segwit signing keeps
+    psbt: Mapped[str] = mapped_column(Text)  # base64, as exported
+    raw: Mapped[bytes] = mapped_column(LargeBinary)  # the batch file, exactly as signed by the daemon
+    fee: Mapped[int] = mapped_column(Amount)  # satoshis
+    replaces: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    policy_version: Mapped[int] = mapped_column(Integer)
+    withdrawals: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    # The finalized transaction (hex), stored before it is first broadcast; after a crash it is sent again.
+    final_tx: Mapped[str | None] = mapped_column(Text, nullable=True)
+    block_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # where it was last seen mined
+    block_height: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    __table_args__ = (Index("ix_btc_batches_state", "state"),)
+
+
+class BtcBatchInput(Base):
+    """A coin a Bitcoin batch spends, locked on the node (``lockunspent``) while the batch is open."""
+
+    __tablename__ = "btc_batch_inputs"
+    batch_id: Mapped[str] = mapped_column(String(36), ForeignKey("btc_batches.id"), primary_key=True)
+    txid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vout: Mapped[int] = mapped_column(Integer, primary_key=True)
+    amount: Mapped[int] = mapped_column(Amount)
+
+    __table_args__ = (Index("ix_btc_batch_inputs_outpoint", "txid", "vout"),)
+
+
+class BtcBatchSignature(Base):
+    """One owner's signed PSBT of one Bitcoin batch, stored once however often it is imported."""
+
+    __tablename__ = "btc_batch_signatures"
+    id: Mapped[int] = mapped_column(SerialKey, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(36), ForeignKey("btc_batches.id"))
+    fingerprint: Mapped[str] = mapped_column(String(8))
+    psbt: Mapped[str] = mapped_column(Text)
+    imported_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (UniqueConstraint("batch_id", "fingerprint", name="uq_btc_batch_signature_owner"),)
