@@ -18,7 +18,8 @@ from custody.cli.por import signatures_count
 from custody.por.liabilities import read_liabilities
 from signer.cli import main as signer_main
 from signer.cliutil import BROKEN_PIPE_EXIT, Group
-from tests.cli_helpers import custody, run, signer
+from tests.cli_helpers import custody, signer
+from tests.cli_helpers import run as run_tool
 from tests.conftest import free_port
 from tests.custody.test_cli import installation  # noqa: F401 (a fixture)
 from tests.integration.conftest import (  # noqa: F401 (fixtures)
@@ -108,7 +109,9 @@ def test_the_daemon_passphrase_prompt_says_why_it_asks_again(installation, monke
     monkeypatch.delenv("CUSTODY_PASSPHRASE", raising=False)
     secret = installation["pw"].read_text().splitlines()[0]
     url = f"http://127.0.0.1:{free_port()}/hook"
-    result = run(custody_main, "webhooks", "test", url, "--config", installation["config"], ok=False, stdin=f"\n{secret}\n")
+    answers = f"\n{secret}\n"  # an empty passphrase, then the right one
+    cfg = ("--config", installation["config"])
+    result = run_tool(custody_main, "webhooks", "test", url, *cfg, ok=False, stdin=answers)
     no_traceback(result)
     assert result.output.count("The passphrase may not be empty; type it again.") == 1
     assert f"{url} could not be reached" in result.output  # the second answer was taken and unlocked the key

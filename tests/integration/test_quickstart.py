@@ -193,7 +193,8 @@ def test_the_page_is_extracted_as_expected():
     files = [name for kind, name, _ in found if kind == "file"]
     lines = [body for kind, _, body in found if kind == "run"]
     assert files == ["policy.toml", "withdraw.py", "check.py"]
-    for command in ("anvil", "custody init", "eth_sendTransaction", "custody dev safe-contracts", "custody cold create"):
+    commands = ("anvil", "custody init", "eth_sendTransaction", "custody dev safe-contracts", "custody cold create")
+    for command in commands:
         assert any(command in line for line in lines), command
     assert not any(line.startswith("kill") for line in lines)
     assert sum(line.endswith("&") for line in lines) == 3
