@@ -1,13 +1,13 @@
 """The proof-of-reserves statement and the Safe owners' signatures of it: defined here, because the signers
 sign it (``signer por sign``) and must check what they sign; the daemon writes it and the verifier reads it.
 
-    {"kind": "custody-por-statement", "format": 2,
+    {"kind": "custody-por-statement", "format": 3,
      "claims": {
         "snapshot_id": "<64 hex>", "created_at": <unix s>, "chain_id": 1,
         "block": {"number": 19000000, "hash": "0x<64 hex>"},
         "policy_hash": "<64 hex>",                  SHA-256 of the policy bundle the assets are taken from
         "assets": [{"symbol": "ETH", "decimals": 9, "chain_decimals": 18, "contract": null}, …],
-        "liabilities": {"root": "<64 hex>", "height": 24, "accounts": 10000000,
+        "liabilities": {"root": "<64 hex>", "height": 25, "accounts": 10000000, "leaves": 29999512,
                         "totals": {"ETH": "<units of the snapshot's decimals>", …}},
         "wallets": [{"address": "0x…", "kind": "hot" | "safe", "owners": ["0x…", …], "threshold": 2,
                      "balances": {"ETH": "<on-chain base units>", …}}, …],
@@ -27,6 +27,11 @@ to say, not the online host's. An owner signs only a statement that cites the ne
 signer has verified and whose every asset has that policy's contract and decimals (``check_policy``), so a
 statement the Safe signed vouches for its policy hash too; the verifier then checks the contracts against
 that bundle and the decimals against the chain. A format 1 statement, which names no policy, is refused.
+
+Format 3 added ``liabilities.leaves``: the tree is the split one (tree format 2, leaf privacy: each account's
+balances cut into 2 to 4 pieces scattered among the leaves), and ``leaves`` is how many pieces it has. A
+format 2 statement (one leaf per account, no ``leaves``) still parses and verifies; which one a statement is
+follows from its claims, so the statement hash covers the format too.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from policies.bundle import Bundle, read_document
-from policies.canonical import canonical_bytes
+from policies.canonical import canonical_bytes, parse_canonical
 from policies.errors import CustodyError
 from policies.loader import Reader
 from policies.model import AssetRule
@@ -54,7 +59,8 @@ from signer.errors import (
 from signer.safetx import SignatureInvalid, recover_owner, safe_message_hash
 
 KIND, SIGNATURE_KIND = "custody-por-statement", "custody-por-signature"
-FORMAT = 2  # of the statement; the signature file and the tree's leaves (docs/proof-of-reserves.md) are format 1
+FORMAT = 3  # the newest statement format; 2 is still read (``FORMATS``). The signature file stays format 1
+FORMATS = (2, 3)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HASH = re.compile(r"0x[0-9a-f]{64}")
 _SIG = re.compile(r"0x[0-9a-f]{130}")
@@ -80,11 +86,16 @@ class Statement:
     def hash(self) -> bytes:
         return hashlib.sha256(canonical_bytes(self.claims)).digest()
 
+    @property
+    def format(self) -> int:
+        """3 for a split tree (its liabilities count the leaves), 2 for one leaf per account."""
+        return 3 if "leaves" in self.claims["liabilities"] else 2
+
     def to_bytes(self) -> bytes:
         return canonical_bytes(
             {
                 "kind": KIND,
-                "format": FORMAT,
+                "format": self.format,
                 "claims": self.claims,
                 "statement_hash": self.hash.hex(),
                 "control": {
@@ -120,10 +131,11 @@ def reserves_in_snapshot_units(onchain: int, chain_decimals: int, decimals: int)
 
 def parse_statement(raw: bytes) -> Statement:
     """Strictly (unknown fields anywhere are refused), and check that the claims add up."""
-    doc = read_document(raw, KIND, {"claims", "statement_hash", "control"}, StatementInvalid, FORMAT)
+    fmt = _declared_format(raw)
+    doc = read_document(raw, KIND, {"claims", "statement_hash", "control"}, StatementInvalid, fmt)
     r = Reader(human=False)
     try:
-        claims = _claims(r, doc["claims"])
+        claims = _claims(r, doc["claims"], fmt)
         control = r.table(doc["control"], "control", {"eip191", "eip1271"})
         eip191 = tuple(
             Signed(w["wallet"], w["wallet"], _signature(r, w["signature"], f"control.eip191[{i}].signature"))
@@ -150,11 +162,22 @@ def parse_statement(raw: bytes) -> Statement:
     return statement
 
 
+def _declared_format(raw: bytes) -> int:
+    """The format the file says it has, if it is one this reader knows; else the newest, so that the strict
+    parse refuses the file with its own reason."""
+    try:
+        doc = parse_canonical(raw)
+    except CustodyError:
+        return FORMAT
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    return fmt if fmt in FORMATS else FORMAT
+
+
 def _signature(r: Reader, value: Any, path: str) -> bytes:
     return bytes.fromhex(r.text(value, path, _SIG, "signature (0x and 130 hex)")[2:])
 
 
-def _claims(r: Reader, value: Any) -> dict[str, Any]:
+def _claims(r: Reader, value: Any, fmt: int) -> dict[str, Any]:
     c = r.table(
         value,
         "claims",
@@ -191,10 +214,14 @@ def _claims(r: Reader, value: Any) -> dict[str, Any]:
         if a["contract"] is not None:
             r.address(a["contract"], f"{path}.contract")
     r.unique(symbols, lambda s: s, "claims.assets", "asset")
-    liabilities = r.table(c["liabilities"], "claims.liabilities", {"root", "height", "accounts", "totals"})
+    fields = {"root", "height", "accounts", "totals"} | ({"leaves"} if fmt == 3 else set())
+    liabilities = r.table(c["liabilities"], "claims.liabilities", fields)
     r.text(liabilities["root"], "claims.liabilities.root", _HEX64, "root hash")
     height = r.count(liabilities["height"], "claims.liabilities.height", 1, 40)
-    r.count(liabilities["accounts"], "claims.liabilities.accounts", 1, 2**height)
+    accounts = r.count(liabilities["accounts"], "claims.liabilities.accounts", 1, 2**height)
+    if fmt == 3:
+        # every account is cut into 2 to 4 pieces (custody.por.split)
+        r.count(liabilities["leaves"], "claims.liabilities.leaves", 2 * accounts, min(4 * accounts, 2**height))
     _per_asset(r, liabilities["totals"], "claims.liabilities.totals", symbols)
     wallets = r.array(c["wallets"], "claims.wallets")
     for i, w in enumerate(wallets):
@@ -370,7 +397,9 @@ def describe(statement: Statement, bundle: Bundle | None = None) -> list[str]:
         f"snapshot     {escape(c['snapshot_id'])}",
         f"block        {c['block']['number']} ({escape(c['block']['hash'])}) on chain {c['chain_id']}",
         policy,
-        f"accounts     {c['liabilities']['accounts']} (Merkle sum tree root {escape(c['liabilities']['root'])})",
+        f"accounts     {c['liabilities']['accounts']}"
+        + (f" in {c['liabilities']['leaves']} leaves" if "leaves" in c["liabilities"] else "")
+        + f" (Merkle sum tree root {escape(c['liabilities']['root'])})",
         "",
         f"{'asset':<8}{'token':<44}{'decimals on chain':>18}{'counted in':>12}",
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,8 +12,9 @@ from custody.chain.ethereum import EthereumNode
 from custody.cli.common import config_option, daemon_passphrase, node_for, open_store, passphrase_option
 from custody.clock import SystemClock
 from custody.keys import load_hot_account
+from custody.por import shards
 from custody.por import snapshot as snapshots
-from custody.por.proofs import extract
+from custody.por.proofs import AccountProof, extract
 from custody.por.verify import verify
 from signer.cliutil import read_file
 from signer.porstatement import describe, parse_statement
@@ -80,7 +82,62 @@ def proof(account_id: str, snapshot_dir: Path, out: Path) -> None:
     """Cut one account's proof out of the snapshot's indexed proofs file."""
     found, assets = extract(snapshot_dir / snapshots.PROOFS, account_id)
     out.write_bytes(found.to_bytes(assets))
-    click.echo(f"wrote the proof of {account_id} (leaf {found.index}) to {out}")
+    where = f"leaf {found.index}" if isinstance(found, AccountProof) else f"{len(found.pieces)} pieces"
+    click.echo(f"wrote the proof of {account_id} ({where}) to {out}")
+
+
+@por.command("export-proofs")
+@click.option(
+    "--snapshot", "snapshot_dir", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True)
+)
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--prefix-digits",
+    type=click.IntRange(1, 6),
+    default=None,
+    help="Hex digits of the shard names (default: a few hundred accounts a shard).",
+)
+def export_proofs(snapshot_dir: Path, out_dir: Path, prefix_digits: int | None) -> None:
+    """Write every customer's proof, in shards named by a hash only the customer can compute (from their
+    account id and proof key), with a manifest of the shards' SHA-256: static files to publish."""
+    done = shards.export(
+        snapshot_dir / snapshots.PROOFS,
+        out_dir,
+        prefix_digits=prefix_digits,
+        progress=lambda line: click.echo(line, err=True),
+    )
+    click.echo(
+        f"wrote the proofs of {done.accounts} accounts in {done.shards} shards ({done.bytes / 2**20:,.1f} MiB) "
+        f"and {done.manifest}"
+    )
+
+
+@por.command("shard-proof")
+@click.argument("statement", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--shards", "shards_dir", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--account", "account_id", required=True)
+@click.option("--key", "proof_key", required=True, help="Your proof key for this snapshot (64 hex), from the exchange.")
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+def shard_proof(statement: Path, shards_dir: Path, account_id: str, proof_key: str, out: Path) -> None:
+    """Take your own proof out of the published shards (the one the manifest lists, by its SHA-256); check it
+    with `custody por verify STATEMENT --proof OUT`."""
+    st = parse_statement(read_file(statement))
+    try:
+        salt = bytes.fromhex(proof_key)
+    except ValueError:
+        salt = b""
+    if len(salt) != 32:
+        raise click.UsageError("--key: the proof key is 64 hex digits")
+    manifest = read_file(shards_dir / shards.MANIFEST)
+    digits = json.loads(manifest)["prefix_digits"]
+    name = shards.shard_name(account_id, salt, digits)
+    raw = read_file(shards_dir / name)
+    shards.check_manifest(manifest, name, raw)
+    assets = [a["symbol"] for a in st.claims["assets"]]
+    totals = tuple(int(st.claims["liabilities"]["totals"][a]) for a in assets)
+    found = shards.proof_from_shard(raw, account_id, salt, totals)
+    out.write_bytes(found.to_bytes(assets))
+    click.echo(f"wrote the proof of {account_id} ({len(found.pieces)} pieces, from shard {name}) to {out}")
 
 
 @por.command("attach")

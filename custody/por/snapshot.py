@@ -12,6 +12,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,11 @@ from custody.ledger.policy import head
 from custody.por.liabilities import read_liabilities
 from custody.por.proofs import ProofsFile
 from custody.por.report import write_report
-from custody.por.tree import build, height_for
+from custody.por.split import split
+from custody.por.tree import Accounts, build, hash_accounts
 from custody.store.db import Store
 from custody.store.models import ColdWallet
+from policies.chains import ETHEREUM
 from policies.model import AssetRule
 from signer.porstatement import (
     Signed,
@@ -80,6 +83,13 @@ def snapshot(
     for symbol in covered:
         if symbol not in places:
             raise ConfigError(f"--assets names {symbol}, which is not an asset of the policy")
+    elsewhere = [symbol for symbol in covered if policy.assets[symbol].chain != ETHEREUM]
+    if elsewhere:  # its balances are not on this node: a statement must not count ETH as BTC, nor skip it unsaid
+        ethereum = ",".join(s for s in places if policy.assets[s].chain == ETHEREUM)
+        raise ConfigError(
+            f"proof of reserves does not cover {', '.join(elsewhere)} yet (not an Ethereum asset); to prove the "
+            f"others, pass --assets {ethereum} and a liabilities file with only their columns"
+        )
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"{out_dir} is not empty: a snapshot goes into a new directory")
     snapshot_id = os.urandom(32)
@@ -93,17 +103,7 @@ def snapshot(
     safe = None if cold is None else _safe_at(node, cold.address, number)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        height = height_for(accounts.count)
-        progress(f"{accounts.count} accounts, {len(assets)} assets: a tree of height {height}")
-        proofs = ProofsFile(out_dir / PROOFS, accounts, assets, height)
-        started = time.monotonic()
-
-        def chunk_done(done: int, total: int) -> None:
-            if total > 1:
-                progress(f"  tree {100 * done // total:3d} % ({time.monotonic() - started:.0f} s)")
-
-        root, totals = build(accounts, height, proofs, workers=workers, progress=chunk_done)
-        proofs.close()
+        tree = build_liabilities(accounts, assets, out_dir / PROOFS, workers=workers, progress=progress)
         progress(f"reading every custody wallet at block {number}")
         wallets = [_wallet(node, hot.address, "hot", [hot.address], 1, assets, policy.assets, number)]
         if cold is not None and safe is not None:
@@ -131,14 +131,15 @@ def snapshot(
                 for a in assets
             ],
             "liabilities": {
-                "root": root.hex(),
-                "height": height,
+                "root": tree.root.hex(),
+                "height": tree.height,
                 "accounts": accounts.count,
-                "totals": {a: str(t) for a, t in zip(assets, totals, strict=True)},
+                "leaves": tree.leaves,
+                "totals": {a: str(t) for a, t in zip(assets, tree.totals, strict=True)},
             },
             "wallets": wallets,
             "reserves": {a: str(v) for a, v in reserves.items()},
-            "coverage": {a: coverage(reserves[a], totals[i]) for i, a in enumerate(assets)},
+            "coverage": {a: coverage(reserves[a], tree.totals[i]) for i, a in enumerate(assets)},
         }
         check_claims(claims)
         statement = Statement(claims)
@@ -156,9 +157,50 @@ def snapshot(
             now,
             "por.snapshot",
             snapshot_id.hex(),
-            {"statement_hash": statement.hash.hex(), "block": number, "root": root.hex(), "accounts": accounts.count},
+            {
+                "statement_hash": statement.hash.hex(),
+                "block": number,
+                "root": tree.root.hex(),
+                "accounts": accounts.count,
+            },
         )
     return statement
+
+
+@dataclass(frozen=True)
+class Liabilities:
+    root: bytes
+    totals: tuple[int, ...]
+    height: int
+    leaves: int
+
+
+def build_liabilities(
+    accounts: Accounts,
+    assets: list[str],
+    proofs_path: Path,
+    *,
+    workers: int = 2,
+    progress: Callable[[str], None] = lambda _: None,
+) -> Liabilities:
+    """The split tree (tree format 2) and the indexed proofs file: every account hashed once (for its leaves and
+    the lookup index), cut into pieces, placed, and the tree built level by level into the file."""
+    started = time.monotonic()
+    progress(f"{accounts.count} accounts, {len(assets)} assets: hashing the ids")
+    hashes, keys = hash_accounts(accounts, workers=workers)
+    leaves = split(accounts, hashes)
+    progress(f"  cut into {leaves.leaves} pieces: a tree of height {leaves.height}")
+    proofs = ProofsFile(proofs_path, accounts, assets, leaves.height, keys, leaves)
+
+    def chunk_done(done: int, total: int) -> None:
+        if total > 1:
+            progress(f"  tree {100 * done // total:3d} % ({time.monotonic() - started:.0f} s)")
+
+    try:
+        root, totals = build(leaves, leaves.height, proofs, workers=workers, progress=chunk_done)
+    finally:
+        proofs.close()
+    return Liabilities(root, totals, leaves.height, leaves.leaves)
 
 
 def check_covered(path: Path, columns: list[str], covered: list[str]) -> None:

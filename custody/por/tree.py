@@ -1,15 +1,18 @@
 """The liabilities Merkle sum tree (DESIGN.md section 6), byte for byte; specified in docs/proof-of-reserves.md.
 
     account hash = SHA-256(account id (UTF-8) ‖ salt (32 bytes))
-    leaf         = SHA-256(0x00 ‖ version (1 byte) ‖ snapshot id (32) ‖ account hash (32)
-                           ‖ each balance as u64 big-endian, in the snapshot's asset order)
+    leaf         = SHA-256(0x00 ‖ 0x01 ‖ snapshot id (32) ‖ account hash (32)
+                           ‖ each balance as u64 big-endian, in the snapshot's asset order)          tree format 1
+    piece leaf   = SHA-256(0x00 ‖ 0x02 ‖ snapshot id (32) ‖ account hash (32) ‖ piece (u8) ‖ pieces (u8)
+                           ‖ each share as u64 big-endian)              tree format 2 (custody.por.split)
     padding leaf = SHA-256(0x02 ‖ snapshot id (32) ‖ leaf index as u64 big-endian), all its balances zero
     node         = SHA-256(0x01 ‖ left hash ‖ right hash ‖ left sums ‖ right sums), each sum u128 big-endian,
                    one per asset, in the snapshot's asset order
 
 A node's sums are its children's sums added; both children's sums are hashed, so a parent cannot commit to a
-total without committing to how it splits (the fix for Maxwell's flaw). The tree has 2^height leaves: the
-accounts, in order, then padding.
+total without committing to how it splits (the fix for Maxwell's flaw). The tree has 2^height leaves: in
+format 1 the accounts, in order, then padding; in format 2 each account's 2 to 4 pieces at random places
+among padding (``custody.por.split``).
 
 Two implementations of the same rules live here: the plain one (``leaf_hash``, ``node_hash``, ``walk``) that
 proofs are verified with, and the vectorised builder (``build``) for millions of accounts, which the tests
@@ -23,11 +26,13 @@ import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Protocol
 
 import numpy as np
 
-VERSION = 1
+VERSION = 1  # the tree format of ``leaf_hash``; format 2 (``piece_hash``) splits each account into pieces
+SPLIT_VERSION = 2
 U64, U128 = 2**64, 2**128
 HASH = 32
 sha256 = hashlib.sha256
@@ -40,6 +45,19 @@ def account_hash(account_id: str, salt: bytes) -> bytes:
 def leaf_hash(snapshot_id: bytes, acct_hash: bytes, balances: Sequence[int]) -> bytes:
     return sha256(
         b"\x00" + bytes([VERSION]) + snapshot_id + acct_hash + b"".join(b.to_bytes(8, "big") for b in balances)
+    ).digest()
+
+
+def piece_hash(snapshot_id: bytes, acct_hash: bytes, piece: int, pieces: int, shares: Sequence[int]) -> bytes:
+    """A leaf of tree format 2: one of the ``pieces`` parts of an account's balances. Piece number and count are
+    hashed so a piece cannot be shown twice under two numbers, and a proof with a piece missing does not verify."""
+    return sha256(
+        b"\x00"
+        + bytes([SPLIT_VERSION])
+        + snapshot_id
+        + acct_hash
+        + bytes([piece, pieces])
+        + b"".join(s.to_bytes(8, "big") for s in shares)
     ).digest()
 
 
@@ -98,13 +116,29 @@ class LevelSink(Protocol):
         """Store nodes start, start+1, … of ``level`` (each record: hash ‖ sums, see ``record_size``)."""
 
 
+class LeafSource(Protocol):
+    """What the builder hashes at the bottom: ``leaves`` real leaves somewhere among 2^height."""
+
+    @property
+    def leaves(self) -> int: ...
+
+    def leaf_hashes(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start, 32) uint8: the hashes of leaves start … stop-1, padding included."""
+        ...
+
+    def leaf_sums(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start, assets) uint64: their balances (zero for padding)."""
+        ...
+
+
 def record_size(assets: int) -> int:
     return HASH + 16 * assets
 
 
 @dataclass
 class Accounts:
-    """Everything the leaves are made of, without a Python object per account (millions of them)."""
+    """Everything the leaves are made of, without a Python object per account (millions of them). As a
+    ``LeafSource`` it is tree format 1: one leaf per account, in file order, then padding."""
 
     snapshot_id: bytes
     ids: bytes  # every account id, UTF-8, joined
@@ -116,15 +150,69 @@ class Accounts:
     def count(self) -> int:
         return len(self.offsets) - 1
 
+    @property
+    def leaves(self) -> int:
+        return self.count
+
     def account_id(self, i: int) -> str:
         return self.ids[int(self.offsets[i]) : int(self.offsets[i + 1])].decode()
 
+    def account_hashes(self, start: int, stop: int) -> bytes:
+        """SHA-256(id ‖ salt) of accounts start … stop-1, 32 bytes each."""
+        ids, salts = self.ids, self.salts
+        offs = self.offsets[start : stop + 1].tolist()
+        return b"".join(
+            [
+                sha256(ids[a:b] + salts[32 * i : 32 * i + 32]).digest()
+                for i, a, b in zip(range(start, stop), offs, offs[1:], strict=False)
+            ]
+        )
 
-def _hash_rows(rows: np.ndarray) -> np.ndarray:
+    def id_keys(self, start: int, stop: int) -> np.ndarray:
+        """The lookup index's key of accounts start … stop-1: the first 8 bytes of SHA-256(id), as uint64."""
+        ids = self.ids
+        offs = self.offsets[start : stop + 1].tolist()
+        digests = b"".join([sha256(ids[a:b]).digest()[:8] for a, b in pairwise(offs)])
+        return np.frombuffer(digests, dtype=">u8").astype(np.uint64)
+
+    def leaf_hashes(self, start: int, stop: int) -> np.ndarray:
+        real_stop = min(stop, self.count)
+        parts = []
+        if start < real_stop:
+            n, assets = real_stop - start, self.balances.shape[1]
+            rows = np.empty((n, 2 + 2 * HASH + 8 * assets), dtype=np.uint8)
+            rows[:, 0], rows[:, 1] = 0, VERSION
+            rows[:, 2:34] = np.frombuffer(self.snapshot_id, dtype=np.uint8)
+            rows[:, 34:66] = np.frombuffer(self.account_hashes(start, real_stop), dtype=np.uint8).reshape(n, HASH)
+            rows[:, 66:] = self.balances[start:real_stop].astype(">u8").view(np.uint8).reshape(n, 8 * assets)
+            parts.append(hash_rows(rows))
+        pad_start = max(start, self.count)
+        if pad_start < stop:
+            parts.append(padding_hashes(self.snapshot_id, np.arange(pad_start, stop, dtype=np.int64)))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def leaf_sums(self, start: int, stop: int) -> np.ndarray:
+        lo = np.zeros((stop - start, self.balances.shape[1]), dtype=np.uint64)
+        real_stop = min(stop, self.count)
+        if start < real_stop:
+            lo[: real_stop - start] = self.balances[start:real_stop]
+        return lo
+
+
+def hash_rows(rows: np.ndarray) -> np.ndarray:
     """SHA-256 of every row of a 2-D uint8 array, as an (n, 32) uint8 array."""
     data, width = rows.tobytes(), rows.shape[1]
     digests = b"".join([sha256(data[i : i + width]).digest() for i in range(0, len(data), width)])
     return np.frombuffer(digests, dtype=np.uint8).reshape(-1, HASH)
+
+
+def padding_hashes(snapshot_id: bytes, indices: np.ndarray) -> np.ndarray:
+    n = len(indices)
+    rows = np.empty((n, 1 + HASH + 8), dtype=np.uint8)
+    rows[:, 0] = 2
+    rows[:, 1:33] = np.frombuffer(snapshot_id, dtype=np.uint8)
+    rows[:, 33:] = indices.astype(">u8").view(np.uint8).reshape(n, 8)
+    return hash_rows(rows)
 
 
 def _sums_rows(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
@@ -132,45 +220,6 @@ def _sums_rows(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     both = np.empty((*hi.shape, 2), dtype=">u8")
     both[..., 0], both[..., 1] = hi, lo
     return both.view(np.uint8).reshape(hi.shape[0], -1)
-
-
-def _leaves(acc: Accounts, start: int, stop: int) -> np.ndarray:
-    """Leaf hashes for leaf indices [start, stop): accounts first, then padding."""
-    real_stop = min(stop, acc.count)
-    parts = []
-    if start < real_stop:
-        ids, salts = acc.ids, acc.salts
-        offs = acc.offsets[start : real_stop + 1].tolist()
-        account_hashes = b"".join(
-            [
-                sha256(ids[a:b] + salts[32 * i : 32 * i + 32]).digest()
-                for i, a, b in zip(range(start, real_stop), offs, offs[1:], strict=False)
-            ]
-        )
-        n, assets = real_stop - start, acc.balances.shape[1]
-        rows = np.empty((n, 2 + 2 * HASH + 8 * assets), dtype=np.uint8)
-        rows[:, 0], rows[:, 1] = 0, VERSION
-        rows[:, 2:34] = np.frombuffer(acc.snapshot_id, dtype=np.uint8)
-        rows[:, 34:66] = np.frombuffer(account_hashes, dtype=np.uint8).reshape(n, HASH)
-        rows[:, 66:] = acc.balances[start:real_stop].astype(">u8").view(np.uint8).reshape(n, 8 * assets)
-        parts.append(_hash_rows(rows))
-    pad_start = max(start, acc.count)
-    if pad_start < stop:
-        n = stop - pad_start
-        rows = np.empty((n, 1 + HASH + 8), dtype=np.uint8)
-        rows[:, 0] = 2
-        rows[:, 1:33] = np.frombuffer(acc.snapshot_id, dtype=np.uint8)
-        rows[:, 33:] = np.arange(pad_start, stop, dtype=">u8").view(np.uint8).reshape(n, 8)
-        parts.append(_hash_rows(rows))
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
-def _leaf_sums(acc: Accounts, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-    lo = np.zeros((stop - start, acc.balances.shape[1]), dtype=np.uint64)
-    real_stop = min(stop, acc.count)
-    if start < real_stop:
-        lo[: real_stop - start] = acc.balances[start:real_stop]
-    return np.zeros_like(lo), lo
 
 
 def _up(hashes: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -186,24 +235,25 @@ def _up(hashes: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray,
     new_lo = lo[0::2] + lo[1::2]
     carry = (new_lo < lo[0::2]).astype(np.uint64)
     new_hi = hi[0::2] + hi[1::2] + carry
-    return _hash_rows(rows), new_hi, new_lo
+    return hash_rows(rows), new_hi, new_lo
 
 
 def _records(hashes: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> bytes:
     return np.concatenate([hashes, _sums_rows(hi, lo)], axis=1).tobytes()
 
 
-_JOB: tuple[Accounts, int, LevelSink] | None = None  # set before forking the workers
+_JOB: tuple[LeafSource, int, LevelSink] | None = None  # set before forking the workers
 
 
 def _subtree(chunk: int) -> tuple[int, bytes, np.ndarray, np.ndarray]:
     """Build one chunk of leaves up to its own root, storing every level; return that root."""
     assert _JOB is not None
-    acc, levels, sink = _JOB
+    source, levels, sink = _JOB
     size = 1 << levels
     start = chunk * size
-    hashes = _leaves(acc, start, start + size)
-    hi, lo = _leaf_sums(acc, start, start + size)
+    hashes = source.leaf_hashes(start, start + size)
+    lo = source.leaf_sums(start, start + size)
+    hi = np.zeros_like(lo)
     sink.write_level(0, start, _records(hashes, hi, lo))
     for level in range(1, levels + 1):
         hashes, hi, lo = _up(hashes, hi, lo)
@@ -212,7 +262,7 @@ def _subtree(chunk: int) -> tuple[int, bytes, np.ndarray, np.ndarray]:
 
 
 def build(
-    acc: Accounts,
+    source: LeafSource,
     height: int,
     sink: LevelSink,
     *,
@@ -223,11 +273,11 @@ def build(
     """Build the whole tree, handing every level to ``sink``; return the root hash and sums. Chunks of
     2^chunk_levels leaves are built (in ``workers`` forked processes) up to their own roots, then the top."""
     global _JOB
-    if acc.count > 2**height:
-        raise TreeError(f"{acc.count} accounts do not fit a tree of height {height}")
+    if source.leaves > 2**height:
+        raise TreeError(f"{source.leaves} leaves do not fit a tree of height {height}")
     levels = min(chunk_levels, height)
     chunks = 1 << (height - levels)
-    _JOB = (acc, levels, sink)
+    _JOB = (source, levels, sink)
     roots: list[tuple[int, bytes, np.ndarray, np.ndarray]] = []
     try:
         if workers > 1 and chunks > 1:
@@ -255,3 +305,33 @@ def build(
 
 def new_salts(count: int) -> bytes:
     return os.urandom(32 * count)
+
+
+_ACCOUNTS: Accounts | None = None  # set before forking the workers of ``hash_accounts``
+
+
+def _hash_chunk(bounds: tuple[int, int]) -> tuple[int, bytes, bytes]:
+    assert _ACCOUNTS is not None
+    start, stop = bounds
+    return start, _ACCOUNTS.account_hashes(start, stop), _ACCOUNTS.id_keys(start, stop).tobytes()
+
+
+def hash_accounts(acc: Accounts, *, workers: int = 1, chunk: int = 1 << 16) -> tuple[bytearray, np.ndarray]:
+    """Every account's hash (32 bytes each, in file order) and lookup-index key (uint64), in ``workers``
+    forked processes: one SHA-256 pass over the ids each, done once for the tree and the index."""
+    global _ACCOUNTS
+    bounds = [(a, min(a + chunk, acc.count)) for a in range(0, acc.count, chunk)]
+    _ACCOUNTS = acc
+    try:
+        if workers > 1 and len(bounds) > 1:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                done = pool.map(_hash_chunk, bounds)
+        else:
+            done = [_hash_chunk(b) for b in bounds]
+    finally:
+        _ACCOUNTS = None
+    hashes, keys = bytearray(32 * acc.count), np.empty(acc.count, dtype=np.uint64)
+    for start, chunk_hashes, chunk_keys in done:  # filled in place: no second copy of 10 million of each
+        hashes[32 * start : 32 * start + len(chunk_hashes)] = chunk_hashes
+        keys[start : start + len(chunk_keys) // 8] = np.frombuffer(chunk_keys, dtype=np.uint64)
+    return hashes, keys

@@ -1,13 +1,13 @@
 """``custody por verify``: everything a statement claims that can be checked, failing closed.
 
 Without a node: the statement parses strictly and its figures add up; every hot wallet has a valid EIP-191
-signature of the statement hash; every Safe has valid signatures of its Safe message from at least its
-threshold of its claimed owners; with ``proof``, the account's leaf walks to the root and the root's sums are
-the liability totals; with ``policy`` (a policy bundle file), it is the bundle the statement cites and every
-asset is that policy's, on the policy's contract. With a node (``--rpc``), everything is also read at the
-snapshot's block: each token's ``decimals()`` (18 for the native coin), the block hash, each wallet's
-balances, each Safe's owners and threshold, and the Safe's own EIP-1271 ``isValidSignature``. Reading at that
-block, not the newest, is what makes an old statement check out as it was.
+signature of the statement hash; every Safe has valid signatures of its Safe message from at least its threshold of
+its claimed owners; with ``proof``, the account's leaf (or each of its pieces, for a split tree) walks to the root
+and the root's sums are the liability totals; with ``policy`` (a policy bundle file), it is the bundle the
+statement cites and every asset is that policy's, on the policy's contract. With a node (``--rpc``), everything is
+also read at the snapshot's block: each token's ``decimals()`` (18 for the native coin), the block hash, each
+wallet's balances, each Safe's owners and threshold, and the Safe's own EIP-1271 ``isValidSignature``. Reading at
+that block, not the newest, is what makes an old statement check out as it was.
 
 ``--rpc`` needs the policy: a balance read from a contract the host chose proves nothing, so without the
 bundle the contracts cannot be checked and the verification fails rather than pass on the host's word.
@@ -23,8 +23,9 @@ from eth_utils.crypto import keccak
 from custody.chain import safe as safe_contract
 from custody.chain.ethereum import EthereumNode
 from custody.errors import CallReverted, ProofInvalid
-from custody.por.proofs import parse_proof
-from custody.por.tree import TreeError, account_hash, leaf_hash, walk
+from custody.por.proofs import SplitProof, parse_proof
+from custody.por.split import MAX_PIECES, MIN_PIECES
+from custody.por.tree import Sibling, TreeError, account_hash, leaf_hash, piece_hash, walk
 from policies.bundle import parse_bundle
 from policies.units import format_amount
 from signer.porstatement import Statement, check_assets, check_safe_signature, parse_statement
@@ -108,27 +109,71 @@ def check_control(statement: Statement) -> list[str]:
 
 
 def check_proof(statement: Statement, proof_raw: bytes) -> str:
+    """A format 1 proof against a format 2 statement (one leaf per account), a format 2 proof against a format
+    3 statement (the account's pieces); never crossed, since the leaves of the two trees differ."""
     c = statement.claims
     assets = [a["symbol"] for a in c["assets"]]
     proof = parse_proof(proof_raw, assets)
     if proof.snapshot_id.hex() != c["snapshot_id"]:
         raise ProofInvalid(f"the proof is for snapshot {proof.snapshot_id.hex()[:16]}…, not {c['snapshot_id'][:16]}…")
-    if len(proof.path) != c["liabilities"]["height"]:
-        raise ProofInvalid(f"the proof has {len(proof.path)} levels, the tree has {c['liabilities']['height']}")
-    leaf = leaf_hash(proof.snapshot_id, account_hash(proof.account_id, proof.salt), proof.balances)
-    try:
-        root, sums = walk(leaf, proof.balances, proof.index, proof.path)
-    except TreeError as exc:
-        raise ProofInvalid(f"the proof does not add up: {exc}") from None
-    if root.hex() != c["liabilities"]["root"]:
-        raise ProofInvalid("the proof does not lead to the statement's root: a balance, salt or sibling was changed")
-    totals = tuple(int(c["liabilities"]["totals"][a]) for a in assets)
-    if sums != totals:
-        raise ProofInvalid(f"the proof's root sums {sums} are not the statement's liability totals {totals}")
+    split = isinstance(proof, SplitProof)
+    if split != (statement.format == 3):
+        raise ProofInvalid(
+            f"a format {2 if split else 1} proof cannot be checked against a format {statement.format} statement"
+        )
+    height = c["liabilities"]["height"]
+    top = (bytes.fromhex(c["liabilities"]["root"]), tuple(int(c["liabilities"]["totals"][a]) for a in assets))
+    acct = account_hash(proof.account_id, proof.salt)
+    if isinstance(proof, SplitProof):
+        walks = check_pieces(proof, height, acct)
+        how = f"in {len(proof.pieces)} pieces adding up to it; every piece's path adds up to the root"
+    else:
+        if len(proof.path) != height:
+            raise ProofInvalid(f"the proof has {len(proof.path)} levels, the tree has {height}")
+        walks = [(leaf_hash(proof.snapshot_id, acct, proof.balances), proof.balances, proof.index, proof.path)]
+        how = "every sum on its path adds up to the root"
+    for leaf, sums, index, path in walks:
+        try:
+            reached = walk(leaf, sums, index, path)
+        except TreeError as exc:
+            raise ProofInvalid(f"the proof does not add up: {exc}") from None
+        if reached[0] != top[0]:
+            raise ProofInvalid(
+                "the proof does not lead to the statement's root: a balance, share, salt or sibling was changed"
+            )
+        if reached[1] != top[1]:
+            raise ProofInvalid(f"the proof's root sums {reached[1]} are not the statement's liability totals {top[1]}")
     shown = ", ".join(
         f"{a} {format_amount(b, x['decimals'])}" for a, b, x in zip(assets, proof.balances, c["assets"], strict=True)
     )
-    return f"account {proof.account_id}: included with {shown}; every sum on its path adds up to the root"
+    return f"account {proof.account_id}: included with {shown}; {how}"
+
+
+Walk = tuple[bytes, tuple[int, ...], int, tuple[Sibling, ...]]
+
+
+def check_pieces(proof: SplitProof, height: int, acct: bytes) -> list[Walk]:
+    """The rules of the split tree that a single proof can check (docs/proof-of-reserves.md): 2 to 4 pieces at
+    distinct places, piece 0 in the left half and piece 1 in the right, shares adding up to exactly the
+    balances shown; then each piece's leaf, to be walked to the root."""
+    k, half = len(proof.pieces), 1 << (height - 1)
+    if not MIN_PIECES <= k <= MAX_PIECES:
+        raise ProofInvalid(f"the proof has {k} pieces; an account has {MIN_PIECES} to {MAX_PIECES}")
+    places = [p.index for p in proof.pieces]
+    if len(set(places)) != k:
+        raise ProofInvalid("two pieces of the proof are at the same place")
+    if not (places[0] < half <= places[1]):
+        raise ProofInvalid("piece 0 must be in the left half of the tree and piece 1 in the right half")
+    for j, p in enumerate(proof.pieces):
+        if len(p.path) != height:
+            raise ProofInvalid(f"piece {j} has {len(p.path)} levels, the tree has {height}")
+    added = tuple(sum(column) for column in zip(*(p.shares for p in proof.pieces), strict=True))
+    if added != proof.balances:
+        raise ProofInvalid(f"the pieces' shares add up to {added}, not to the balances shown {proof.balances}")
+    return [
+        (piece_hash(proof.snapshot_id, acct, j, k, p.shares), p.shares, p.index, p.path)
+        for j, p in enumerate(proof.pieces)
+    ]
 
 
 def check_policy(statement: Statement, policy_raw: bytes) -> str:

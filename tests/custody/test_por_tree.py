@@ -10,19 +10,22 @@ import numpy as np
 import pytest
 
 from custody.errors import ProofInvalid
-from custody.por.proofs import ProofsFile, extract, parse_proof
+from custody.por.proofs import AccountProof, ProofsFile, SplitProof, extract, parse_proof
 from custody.por.tree import (
     Accounts,
     Sibling,
     TreeError,
     account_hash,
     build,
+    hash_accounts,
     height_for,
     leaf_hash,
     node_hash,
     padding_hash,
     walk,
 )
+from custody.por.verify import check_proof
+from signer.porstatement import Statement
 
 ASSETS = ["ETH", "USDC", "BTC"]
 
@@ -76,7 +79,7 @@ def test_builder_matches_the_plain_rules(n, chunk_levels, workers):
 def test_every_proof_from_the_indexed_file_walks_to_the_root(tmp_path):
     acc = accounts(21)
     height = height_for(21)
-    store = ProofsFile(tmp_path / "proofs.bin", acc, ASSETS, height)
+    store = ProofsFile(tmp_path / "proofs.bin", acc, ASSETS, height, hash_accounts(acc)[1])
     root, totals = build(acc, height, store, chunk_levels=2, workers=2)
     store.close()
     for i in range(acc.count):
@@ -94,7 +97,7 @@ def test_every_proof_from_the_indexed_file_walks_to_the_root(tmp_path):
 def honest(tmp_path_factory):
     acc = accounts(8)
     path = tmp_path_factory.mktemp("por") / "proofs.bin"
-    store = ProofsFile(path, acc, ASSETS, 3)
+    store = ProofsFile(path, acc, ASSETS, 3, hash_accounts(acc)[1])
     root = build(acc, 3, store)
     store.close()
     proof, _ = extract(path, acc.account_id(5))
@@ -148,3 +151,34 @@ def test_out_of_range_numbers_are_refused_not_wrapped(honest):
         walk(b"", proof.balances, proof.index, big)
     with pytest.raises(TreeError, match="does not fit"):
         walk(b"", proof.balances, 8, proof.path)
+
+
+def test_a_format_2_statement_and_its_format_1_proofs_still_verify(tmp_path):
+    """Snapshots before leaf privacy: one leaf per account, statement format 2 (no ``leaves``)."""
+    acc = accounts(6)
+    height = height_for(6)
+    store = ProofsFile(tmp_path / "proofs.bin", acc, ASSETS, height, hash_accounts(acc)[1])
+    root, totals = build(acc, height, store)
+    store.close()
+    st = Statement(
+        {
+            "snapshot_id": acc.snapshot_id.hex(),
+            "assets": [{"symbol": a, "decimals": 0} for a in ASSETS],
+            "liabilities": {
+                "root": root.hex(),
+                "height": height,
+                "accounts": 6,
+                "totals": {a: str(t) for a, t in zip(ASSETS, totals, strict=True)},
+            },
+        }
+    )
+    assert st.format == 2
+    proof, _ = extract(tmp_path / "proofs.bin", acc.account_id(4))
+    assert isinstance(proof, AccountProof)
+    assert "every sum on its path adds up to the root" in check_proof(st, proof.to_bytes(ASSETS))
+    lowered = dataclasses.replace(proof, balances=(proof.balances[0] - 1, *proof.balances[1:]))
+    with pytest.raises(ProofInvalid, match="does not lead to the statement's root"):
+        check_proof(st, lowered.to_bytes(ASSETS))
+    split = SplitProof(proof.snapshot_id, proof.account_id, proof.salt, proof.balances, ())
+    with pytest.raises(ProofInvalid, match="a format 2 proof cannot be checked against a format 2 statement"):
+        check_proof(st, split.to_bytes(ASSETS))

@@ -31,6 +31,7 @@ def test_snapshot_sign_attach_and_verify_at_the_snapshot_block(tmp_path, chain, 
     st = parse_statement(statement_file.read_bytes())
     claims = st.claims
     assert claims["liabilities"]["totals"] == {"ETH": str(362_623_456_789), "TOK": str(70_002_501_000_001)}
+    assert st.format == 3 and 8 <= claims["liabilities"]["leaves"] <= 16  # 4 accounts in 2 to 4 pieces each
     node = EthereumNode(chain.anvil.url, 31337)
     held = node.balance(daemon.hot, None) + node.balance(safe, None)  # the hot wallet paid for creating the Safe
     assert held > 1499 * ETH and claims["reserves"]["ETH"] == str(held // 10**9)
@@ -81,6 +82,21 @@ def test_snapshot_sign_attach_and_verify_at_the_snapshot_block(tmp_path, chain, 
     assert result.exit_code == 1 and "[proof_invalid]" in result.output and "give it with --policy" in result.output
     assert f"isValidSignature accepts the owners' signatures at block {block}" in verified.output
     assert "account dave: included with ETH 12.123456789, TOK 1" in verified.output
+
+    # every proof, exported in shards: dave takes his own out of them with his proof key and verifies it
+    out = custody("por", "export-proofs", "--snapshot", snap, "--out", tmp_path / "shards").output
+    assert "wrote the proofs of 4 accounts in 16 shards" in out
+    key = json.loads((tmp_path / "dave.json").read_text())["salt"]
+    shard_args = ("--shards", tmp_path / "shards", "--account", "dave")
+    custody("por", "shard-proof", statement_file, *shard_args, "--key", key, "--out", tmp_path / "dave-shard.json")
+    assert (tmp_path / "dave-shard.json").read_bytes() == (tmp_path / "dave.json").read_bytes()
+    from_shard = custody("por", "verify", statement_file, "--proof", tmp_path / "dave-shard.json", *rpc, *policy)
+    assert "account dave: included with ETH 12.123456789, TOK 1" in from_shard.output
+    assert b"dave" not in b"".join(p.read_bytes() for p in (tmp_path / "shards").iterdir())
+    wrong = custody(
+        "por", "shard-proof", statement_file, *shard_args, "--key", "00" * 32, "--out", tmp_path / "x", ok=False
+    )
+    assert wrong.exit_code == 1 and "[proof_invalid]" in wrong.output and "no entry for 'dave'" in wrong.output
 
     # funds leave the Safe; the old statement still verifies, as the figures of its own block
     queue_cold(daemon, tmp_path, [("ETH", "50", daemon.recipients[0])])

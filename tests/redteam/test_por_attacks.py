@@ -168,3 +168,28 @@ def test_a_statement_listing_an_owner_twice_is_refused(ceremony):
     safe = next(w for w in c["wallets"] if w["kind"] == "safe")
     safe["owners"] = safe["owners"] + [safe["owners"][0]]
     assert "duplicate owner" in refused(por_sign(ceremony, c), "statement_invalid")
+
+
+def split_claims(ceremony: Ceremony, leaves: int) -> dict[str, Any]:
+    """A format 3 statement (leaf privacy): 5 accounts cut into ``leaves`` pieces in a tree of height 4."""
+    c = honest(ceremony)
+    c["liabilities"] = {**c["liabilities"], "height": 4, "leaves": leaves}
+    return c
+
+
+def test_an_honest_split_statement_is_shown_with_its_pieces_and_signed(ceremony):
+    result = por_sign(ceremony, split_claims(ceremony, 12), ok=True)
+    assert "accounts     5 in 12 leaves (Merkle sum tree root" in result.output
+    assert "signed statement" in result.output
+
+
+def test_a_split_statement_with_fewer_than_two_pieces_an_account_is_refused(ceremony):
+    """A host claiming leaf privacy over a tree that cannot have it (5 accounts in 9 leaves: one account in a
+    single leaf, which every neighbour's proof would show whole) gets no signature."""
+    message = refused(por_sign(ceremony, split_claims(ceremony, 9)), "statement_invalid")
+    assert "claims.liabilities.leaves" in message and "must be between 10 and 16" in message
+
+
+def test_a_split_statement_with_more_pieces_than_leaves_is_refused(ceremony):
+    message = refused(por_sign(ceremony, split_claims(ceremony, 17)), "statement_invalid")
+    assert "must be between 10 and 16" in message
