@@ -11,7 +11,8 @@ from typing import Any
 
 from custody.errors import ConfigError
 from custody.store.db import Timeouts
-from policies.errors import AmountError
+from policies.errors import AmountError, PolicyFileError
+from policies.reading import BaseReader
 from policies.units import parse_amount
 
 DATABASE_ENV = "CUSTODY_DATABASE_URL"
@@ -92,6 +93,12 @@ confirmations = {bitcoin_confirmations}
 # The fee rate (sat/vB) a batch offers when the node has no estimate (regtest, a young node); always capped by
 # the asset's max_fee_rate in the policy.
 fallback_fee_rate = 10
+# A broadcast batch transaction not confirmed this long after it was sent is reported stuck (a log line, an
+# audit entry, `custody status`); `custody batch bump BATCH_ID` then exports a fee-bump replacement to sign.
+stuck_after = "{bitcoin_stuck_after}"
+# A hot payment (from the hot wallet's Bitcoin account) sent and not mined this long is replaced by a version
+# paying a higher fee (BIP-125: same coins, same payouts), within the asset's max_fee_rate and max_fee.
+hot_stuck_after = "30m"
 
 [webhooks]
 # Every state change of a withdrawal or batch is POSTed to each URL, in order, signed with the daemon's
@@ -111,6 +118,9 @@ class BitcoinSettings:
     rpc_cookie_file: str = ""
     confirmations: int = 3
     fallback_fee_rate: int = 10  # sat/vB
+    # seconds: a hot payment sent and not mined this long is replaced with a higher fee (BIP-125)
+    hot_stuck_after: int = 1800
+    stuck_after: int = 3600  # seconds: a broadcast batch unconfirmed this long is reported stuck
 
     def login(self) -> tuple[str, str]:
         """(user, password): the configured pair, else the node's cookie file (``__cookie__:<password>``)."""
@@ -171,6 +181,7 @@ def render_config(
         bitcoin_rpc_user=_toml_string(btc.rpc_user),
         bitcoin_rpc_password=_toml_string(btc.rpc_password),
         bitcoin_confirmations=btc.confirmations,
+        bitcoin_stuck_after=f"{btc.stuck_after}s",
     )
 
 
@@ -210,7 +221,16 @@ def load_settings(path: Path) -> Settings:
     btc = _table(
         data,
         "bitcoin",
-        {"rpc_url", "rpc_user", "rpc_password", "rpc_cookie_file", "confirmations", "fallback_fee_rate"},
+        {
+            "rpc_url",
+            "rpc_user",
+            "rpc_password",
+            "rpc_cookie_file",
+            "confirmations",
+            "fallback_fee_rate",
+            "stuck_after",
+            "hot_stuck_after",
+        },
     )
     database = _table(data, "database", set(TIMEOUT_KEYS))
     if set(data) - SECTIONS:
@@ -256,7 +276,30 @@ def _bitcoin(table: dict[str, Any]) -> BitcoinSettings:
     for key, value in numbers.items():
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
             raise ValueError(f"[bitcoin] {key} must be an integer from 1 to 10000")
-    return BitcoinSettings(**text, **numbers)
+    stuck = table.get("stuck_after", 3600)
+    stuck_after = stuck if isinstance(stuck, int) and not isinstance(stuck, bool) else None
+    if isinstance(stuck, str):
+        try:
+            stuck_after = BaseReader(human=True).period(stuck, "[bitcoin] stuck_after")
+        except PolicyFileError:
+            stuck_after = None
+    if stuck_after is None or not 60 <= stuck_after <= 30 * 86_400:
+        raise ValueError('[bitcoin] stuck_after must be a period from 1m to 30d, e.g. "1h"')
+    return BitcoinSettings(**text, **numbers, stuck_after=stuck_after, hot_stuck_after=_hot_stuck_after(table))
+
+
+def _hot_stuck_after(table: dict[str, Any]) -> int:
+    """``[bitcoin] hot_stuck_after``: a period ("30m") or seconds; when a hot payment is fee-bumped."""
+    value = table.get("hot_stuck_after", 1800)
+    seconds = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, str):
+        try:
+            seconds = BaseReader(human=True).period(value, "[bitcoin] hot_stuck_after")
+        except PolicyFileError:
+            seconds = None
+    if seconds is None or not 1 <= seconds <= 7 * 86_400:
+        raise ValueError('[bitcoin] hot_stuck_after must be a period from 1s to 7d, e.g. "30m"')
+    return seconds
 
 
 def _networks(value: Any, where: str) -> tuple[str, ...]:

@@ -209,7 +209,8 @@ class Reader(SectionReader, ChainReader):
                 rule = assets[symbol]
                 if rule.chain == "bitcoin":
                     raise PolicyFileError(
-                        f"whitelist[{i}].hot", f"{symbol} is a bitcoin asset, and there is no Bitcoin hot wallet yet"
+                        f"whitelist[{i}].hot",
+                        f"{symbol} is a bitcoin asset: its hot wallet is funded by hand, not by cold top-ups",
                     )
                 if rule.hot_topup is None:
                     raise PolicyFileError(

@@ -23,7 +23,7 @@ from custody.cli.common import (
     passphrase_option,
 )
 from custody.clock import SystemClock
-from custody.cold import batches, btcbatches, btcexecution, btcwallet, execution, views
+from custody.cold import batches, btcbatches, btcbump, btcexecution, btcwallet, execution, views
 from custody.cold import safes as cold_service
 from custody.config import Settings
 from custody.errors import Frozen
@@ -211,6 +211,51 @@ def batch_export(
     click.echo(f"  file         {result.path}")
 
 
+@batch.command("bump")
+@click.argument("batch_id")
+@click.option(
+    "--fee-rate",
+    type=click.IntRange(1, 100_000),
+    default=None,
+    help="sat/vB (default: the node's estimate, at least the stuck rate plus the incremental relay fee).",
+)
+@click.option("--out", "out_dir", default=".", show_default=True, type=click.Path(path_type=Path, file_okay=False))
+@click.option("--expires-in", default="24h", show_default=True, help="How long signers have, e.g. 4h or 2d.")
+@config_option
+@passphrase_option
+def batch_bump(
+    batch_id: str,
+    fee_rate: int | None,
+    out_dir: Path,
+    expires_in: str,
+    config_path: Path,
+    passphrase_file: Path | None,
+) -> None:
+    """Bitcoin: export a fee bump of a broadcast batch stuck in the mempool (same withdrawals and coins, a higher
+    fee within the policy's caps) for the owners to sign; imported, it replaces the stuck transaction."""
+    settings, store = open_store(config_path)
+    lifetime = Reader(human=True).period(expires_in, "--expires-in")
+    identity = load_identity(settings.data_dir, daemon_passphrase(passphrase_file))
+    made = btcbump.bump(
+        store,
+        bitcoin_node(settings),
+        identity,
+        out_dir,
+        SystemClock().now(),
+        batch_id,
+        fee_rate=fee_rate,
+        expires_in=lifetime,
+    )
+    click.echo(f"batch {made.batch_id}: fee bump of batch {made.replaces}")
+    click.echo(f"  txid         {made.txid}")
+    click.echo(
+        f"  fee          {made.fee} sat ({made.fee_rate} sat/vB), was {made.old_fee} sat ({made.old_fee_rate} sat/vB)"
+    )
+    click.echo(f"  inputs       {made.inputs} (every coin of the stuck transaction)")
+    click.echo(f"  file         {made.path}")
+    click.echo("the owners sign it in a new ceremony; `custody batch import` then sends it in place of the stuck one")
+
+
 @batch.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--wait", default=120.0, show_default=True, help="Seconds to follow an execution to confirmation.")
@@ -276,12 +321,19 @@ def _import_btc(settings: Settings, store: Store, raws: list[bytes], wait: float
 
 
 def _follow_btc(settings: Settings, store: Store, node: BitcoinNode, batch_id: str, wait: float) -> str:
-    follower = btcexecution.BtcFollower(store, node, settings.bitcoin.confirmations, SystemClock())
+    follower = btcexecution.BtcFollower(
+        store, node, settings.bitcoin.confirmations, SystemClock(), stuck_after=settings.bitcoin.stuck_after
+    )
     deadline = time.monotonic() + wait
     while True:
         follower.step()
         state = views.btc_batch_state(store, batch_id)
-        if state in (btcbatches.BtcState.CONFIRMED, btcbatches.BtcState.EXPIRED, btcbatches.BtcState.CANCELLED):
+        if state in (
+            btcbatches.BtcState.CONFIRMED,
+            btcbatches.BtcState.EXPIRED,
+            btcbatches.BtcState.CANCELLED,
+            btcbatches.BtcState.REPLACED,
+        ):
             return state
         if time.monotonic() > deadline:
             return f"still {state}; the worker (or `custody batch follow`) will settle it"
@@ -294,7 +346,13 @@ def _follow_btc(settings: Settings, store: Store, node: BitcoinNode, batch_id: s
 def batch_follow(wait: float, config_path: Path) -> None:
     """Bitcoin batches: send stored transactions, follow sent ones to confirmation, expire unsigned ones."""
     settings, store = open_store(config_path)
-    follower = btcexecution.BtcFollower(store, bitcoin_node(settings), settings.bitcoin.confirmations, SystemClock())
+    follower = btcexecution.BtcFollower(
+        store,
+        bitcoin_node(settings),
+        settings.bitcoin.confirmations,
+        SystemClock(),
+        stuck_after=settings.bitcoin.stuck_after,
+    )
     deadline = time.monotonic() + wait
     while True:
         follower.step()

@@ -81,11 +81,27 @@ def hot_worker(settings: Settings, store: Store, passphrase_file: Path | None, *
     """The hot wallet's worker: it pays hot withdrawals, executes cold batches and creates the Safe. The
     passphrase comes from ``secret`` when the caller has already asked for it."""
     from custody.cold.btcexecution import BtcFollower
-    from custody.keys import load_hot_account
+    from custody.hot.btcfollow import BtcHot
+    from custody.hot.btcpayer import BtcHotSettings
+    from custody.keys import load_hot_account, load_hot_bitcoin_accounts
     from custody.loops.worker import Worker, WorkerSettings
 
     node = node_for(settings, "there is no node to send through")
-    account = load_hot_account(settings.data_dir, daemon_passphrase(passphrase_file) if secret is None else secret)
+    secret = daemon_passphrase(passphrase_file) if secret is None else secret
+    account = load_hot_account(settings.data_dir, secret)
+    btc = settings.bitcoin
+    # The hot wallet's Bitcoin account pays queued hot Bitcoin withdrawals (only where a node is configured).
+    bitcoin_hot = (
+        BtcHot(
+            store,
+            bitcoin_node(settings),
+            load_hot_bitcoin_accounts(settings.data_dir, secret),
+            BtcHotSettings(btc.confirmations, btc.hot_stuck_after, btc.fallback_fee_rate),
+            SystemClock(),
+        )
+        if btc.rpc_url
+        else None
+    )
     return Worker(
         store,
         node,
@@ -99,7 +115,14 @@ def hot_worker(settings: Settings, store: Store, passphrase_file: Path | None, *
         ),
         SystemClock(),
         # Bitcoin cold batches: expiry, sending, confirmations, reorgs (only where a node is configured)
-        bitcoin=BtcFollower(store, bitcoin_node(settings), settings.bitcoin.confirmations, SystemClock())
+        bitcoin=BtcFollower(
+            store,
+            bitcoin_node(settings),
+            settings.bitcoin.confirmations,
+            SystemClock(),
+            stuck_after=settings.bitcoin.stuck_after,
+        )
         if settings.bitcoin.rpc_url
         else None,
+        bitcoin_hot=bitcoin_hot,
     )

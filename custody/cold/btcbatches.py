@@ -7,6 +7,7 @@ A batch's life (``BtcBatch.state``), beside its withdrawals' own (``custody.ledg
     exported  --threshold of signatures-->  signed (final transaction stored)  --sent-->  broadcast
     broadcast  --deep enough-->  confirmed;  broadcast  --its block reorged away-->  broadcast (sent again)
     exported  --expiry / cancel-->  expired | cancelled      (inputs unlocked, withdrawals back to queued_cold)
+    broadcast  --its fee bump sent, or mined instead of it-->  replaced      (``custody.cold.btcfamily``)
 
 Coins: the node chooses the inputs (``walletcreatefundedpsbt``); they are locked on the node (``lockunspent``,
 persistent) and recorded in ``btc_batch_inputs`` in the same database transaction that records the batch, so a
@@ -61,6 +62,9 @@ class BtcState(StrEnum):
     CONFIRMED = "confirmed"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
+    # Its withdrawals were settled by another transaction of the same family (a fee bump of it, or the one it
+    # bumped): see ``custody.cold.btcfamily``.
+    REPLACED = "replaced"
 
 
 SENT = (BtcState.SIGNED, BtcState.BROADCAST)  # the final transaction is stored: only it can pay them now

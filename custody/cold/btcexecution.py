@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from custody.chain.bitcoin import BitcoinNode
 from custody.clock import Clock
-from custody.cold import btcpsbt, btcwallet
+from custody.cold import btcbump, btcfamily, btcpsbt, btcwallet
 from custody.cold.btcbatches import SENT, BtcState, expire_due
 from custody.errors import BatchRefused, BitcoinNodeError, NotAnOwner, NotFound, SignatureForAnotherBatch
 from custody.ledger import audit, freeze
@@ -146,6 +146,9 @@ def finalize(store: Store, node: BitcoinNode, batch_id: str, now: int) -> str | 
     signers = _signers(wallet, psbts)
     if len(signers) < wallet.threshold:
         return None
+    voided = btcfamily.void_if_settled(store, node, batch_id, now)
+    if voided is not None:
+        raise BatchRefused(f"batch {batch_id} is cancelled and will not be sent: {voided}; nothing is paid twice")
     combined = node.call("combinepsbt", [batch.psbt, *psbts])
     final = node.call("finalizepsbt", combined, True)
     if not final.get("complete") or not final.get("hex"):
@@ -192,6 +195,7 @@ def broadcast(store: Store, node: BitcoinNode, batch_id: str, now: int) -> bool:
                 for w in _members(s, batch_id, State.SIGNED):
                     move(s, w, State.BROADCAST, now, by="batch-execute", batch=batch_id, tx_hash=row.txid)
                 audit.append(s, now, "batch.broadcast", batch_id, {"chain": "bitcoin", "txid": row.txid})
+                btcfamily.on_sent(s, row, now)  # a fee bump: its withdrawals follow it
     return True
 
 
@@ -212,8 +216,11 @@ class BtcFollower:
     not yet sent, and follow sent ones to ``confirmations`` deep; a transaction a reorg took out of its block is
     recorded and sent again (the same bytes)."""
 
-    def __init__(self, store: Store, node: BitcoinNode, confirmations: int, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, node: BitcoinNode, confirmations: int, clock: Clock, *, stuck_after: int = 3600
+    ) -> None:
         self.store, self.node, self.confirmations, self.clock = store, node, confirmations, clock
+        self.stuck_after = stuck_after
 
     def step(self) -> bool:
         now = self.clock.now()
@@ -234,15 +241,19 @@ class BtcFollower:
                 busy = expire_due(s, self.node, now) > 0
         for batch_id, state, wallet in moving:
             if state == BtcState.SIGNED:
+                if btcfamily.void_if_settled(self.store, self.node, batch_id, now) is not None:
+                    busy = True
+                    continue
                 busy = broadcast(self.store, self.node, batch_id, now) or busy
             else:
                 busy = self.follow(batch_id, btcwallet.open_wallet(self.node, wallet), now) or busy
+        btcwallet.record_balances(self.store, self.node, now)
         return busy
 
     def follow(self, batch_id: str, watch: BitcoinNode, now: int) -> bool:
         with self.store.read() as s:
             batch = s.get_one(BtcBatch, batch_id)
-            txid, seen = batch.txid, batch.block_hash
+            txid, seen, sent_at = batch.txid, batch.block_hash, batch.updated_at
         try:
             tx = watch.call("gettransaction", txid)
         except BitcoinNodeError as exc:
@@ -251,8 +262,11 @@ class BtcFollower:
             tx = {"confirmations": 0}
         depth = int(tx.get("confirmations", 0))
         if depth < 0:
-            # A transaction spending one of its coins is mined instead: only the owners' keys could have made
-            # it. Nothing is paid twice; an operator looks into it (the batch stays broadcast).
+            # A transaction spending one of its coins is mined instead: another of its family (a fee bump, or
+            # the one it bumps) settles the withdrawals once deep enough. Anything else only the owners' keys
+            # could have made; nothing is paid twice, an operator looks into it (the batch stays broadcast).
+            if btcfamily.settle_conflict(self.store, self.node, batch_id, self.confirmations, now):
+                return True
             log.warning("batch %s: transaction %s conflicts with one mined %d blocks deep", batch_id, txid, -depth)
             return False
         block = tx.get("blockhash") if depth > 0 else None
@@ -274,6 +288,13 @@ class BtcFollower:
             return True
         if block is None and depth == 0 and not self._in_mempool(txid):
             broadcast(self.store, self.node, batch_id, now)  # forgotten by the node's mempool: send it again
+        if block is None and depth == 0 and now - sent_at >= self.stuck_after:
+            with self.store.read() as s:
+                noted = btcbump.is_stuck(s, s.get_one(BtcBatch, batch_id))
+            if not noted:
+                with self.store.transaction() as s:
+                    row = s.get_one(BtcBatch, batch_id, with_for_update=True)
+                    btcbump.note_stuck(s, row, now, self.stuck_after)
         return False
 
     def _in_mempool(self, txid: str) -> bool:
@@ -293,3 +314,4 @@ class BtcFollower:
                 move(s, w, State.CONFIRMED, now, by="batch-execute", batch=batch_id, tx_hash=row.txid, block=height)
             row.state, row.block_hash, row.block_height, row.updated_at = BtcState.CONFIRMED, block, height, now
             audit.append(s, now, "batch.confirmed", batch_id, {"chain": "bitcoin", "txid": row.txid, "block": height})
+            btcfamily.void_bumps_of(s, self.node, row, now)  # a bump not sent yet never will be

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import select
@@ -30,16 +31,19 @@ from custody.errors import (
     ColdWalletExists,
     ColdWalletMismatch,
     InvalidRequest,
+    NoActivePolicy,
     NoColdWallet,
 )
 from custody.ledger import audit
+from custody.ledger.policy import PolicyCache
 from custody.store.db import Store
-from custody.store.models import BtcColdWallet
+from custody.store.models import BtcColdWallet, ChainBalance
 from signer.btckeys import NETWORKS, BitcoinKey
 from signer.btcwallet import MAX_OWNERS, BtcOwner, descriptor_text, parse_btc_cold_wallet
 from signer.btcwallet import BtcColdWallet as BtcColdWalletDoc
 from signer.keystore import KeyCard
 
+SAT = 10**8
 RANGE_END = 999  # addresses per branch the node derives up front; it extends the range as they are used
 # bitcoind's name of each network (getblockchaininfo "chain"); testnet may be testnet3 or testnet4
 NODE_CHAINS = {"mainnet": ("main",), "testnet": ("test", "testnet4"), "signet": ("signet",), "regtest": ("regtest",)}
@@ -231,3 +235,31 @@ def receive_address(store: Store, node: BitcoinNode, network: str) -> str:
     with store.read() as s:
         row = wallet_row(s, network)
     return str(open_wallet(node, row.wallet).call("getnewaddress", "", "bech32"))
+
+
+def record_balances(store: Store, node: BitcoinNode, now: int) -> None:
+    """The watch-only wallets' balances (``getbalances``: confirmed, and unconfirmed change of our own sends)
+    as ``ChainBalance`` rows under the node's wallet name, one per bitcoin asset of the wallet's network: what
+    ``GET /v1/balances``, ``custody status`` and ``/metrics`` show as the cold balance. Written when it changed."""
+    with store.read() as s:
+        wallets = [(w.wallet, w.network) for w in s.execute(select(BtcColdWallet)).scalars()]
+        try:
+            policy = PolicyCache().get(s).policy
+        except NoActivePolicy:
+            return
+    if not wallets:
+        return
+    height = int(node.call("getblockcount"))
+    for name, network in wallets:
+        assets = [a for a, r in policy.assets.items() if r.chain == "bitcoin" and r.network == network]
+        if not assets:
+            continue
+        mine = open_wallet(node, name).call("getbalances")["mine"]
+        amount = int(Decimal(str(mine["trusted"])) * SAT)
+        with store.transaction() as s:
+            for asset in assets:
+                row = s.get(ChainBalance, (name, asset))
+                if row is None:
+                    s.add(ChainBalance(wallet=name, asset=asset, amount=amount, block=height, updated_at=now))
+                elif (row.amount, row.block) != (amount, height):
+                    row.amount, row.block, row.updated_at = amount, height, now

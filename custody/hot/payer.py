@@ -26,6 +26,7 @@ from custody.ledger.policy import PolicyCache
 from custody.ledger.states import State
 from custody.ledger.transitions import move
 from custody.store.models import HotTransaction, Withdrawal
+from policies.chains import ETHEREUM
 from signer.safetx import transfer_call
 
 log = logging.getLogger("custody.hotwallet")
@@ -49,13 +50,20 @@ class Payer:
         with sender.store.transaction() as s:
             if freeze.active(s) is not None:
                 return False
-            query = select(Withdrawal).where(Withdrawal.state == State.QUEUED_HOT).order_by(Withdrawal.seq).limit(1)
+            policy = self.policies.get(s).policy
+            # another chain's hot wallet pays its own assets (custody.hot.btcpayer)
+            others = [symbol for symbol, rule in policy.assets.items() if rule.chain != ETHEREUM]
+            query = (
+                select(Withdrawal)
+                .where(Withdrawal.state == State.QUEUED_HOT, Withdrawal.asset.not_in(others))
+                .order_by(Withdrawal.seq)
+                .limit(1)
+            )
             if sender.store.is_postgres:
                 query = query.with_for_update(skip_locked=True)
             w = s.execute(query).scalar_one_or_none()
             if w is None:
                 return False
-            policy = self.policies.get(s).policy
             if not freeze.check_outflow(s, policy, w, now):
                 log.warning("automatic freeze: hot outflow limit of %s reached", w.asset)
                 return False

@@ -8,7 +8,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from custody.ledger.states import State, TxState
-from custody.store.models import ChainBalance, ColdWallet, HotTransaction, HotWallet, Withdrawal
+from custody.store.models import BtcColdWallet, ChainBalance, ColdWallet, HotTransaction, HotWallet, Withdrawal
 
 # The built-in key that owns rebalancing withdrawals (sweeps and top-ups); revoked from birth (migration 0003).
 REBALANCER = "custody-rebalancer"
@@ -77,7 +77,22 @@ def cold_balance(session: Session, asset: str) -> int | None:
     """The cold wallet's last read balance of ``asset``; None while there is no cold wallet or reading."""
     cold = session.execute(select(ColdWallet.address).limit(1)).scalar_one_or_none()
     row = session.get(ChainBalance, (cold, asset)) if cold else None
-    return None if row is None else row.amount
+    if row is None:
+        return btc_cold_balance(session, asset)
+    return row.amount
+
+
+def btc_cold_balance(session: Session, asset: str) -> int | None:
+    """A bitcoin asset's cold balance: what the worker last read from the Bitcoin cold wallet's watch-only
+    wallet on the node, recorded under the node's wallet name (``custody.cold.btcwallet.record_balances``)."""
+    query = (
+        select(ChainBalance.amount)
+        .join(BtcColdWallet, BtcColdWallet.wallet == ChainBalance.wallet)
+        .where(ChainBalance.asset == asset)
+        .order_by(ChainBalance.updated_at.desc())
+        .limit(1)
+    )
+    return session.execute(query).scalar_one_or_none()
 
 
 def hot_share(hot: HotPosition, cold: int | None) -> int | None:

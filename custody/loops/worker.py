@@ -26,8 +26,11 @@ only what a mined version settles differs (a withdrawal, a batch's withdrawals, 
 sender is given a settler for each (``Settlers``), so that ``custody.hot`` never imports ``custody.cold``.
 
 With a Bitcoin node configured, each pass also moves the Bitcoin cold batches along
-(``custody.cold.btcexecution.BtcFollower``: expiry, sending stored transactions, confirmations, reorgs); bitcoind
-being away is logged and never holds up the Ethereum work.
+(``custody.cold.btcexecution.BtcFollower``: expiry, sending stored transactions, confirmations, reorgs) and pays
+``queued_hot`` Bitcoin withdrawals from the hot wallet's BIP-84 account (``custody.hot.btcfollow.BtcHot``: batched
+payments from coins reserved in the database, stored before they are sent, followed to confirmation, sent again
+after a reorg, fee-bumped by replacement when stuck); bitcoind being away is logged and never holds up the
+Ethereum work.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from custody.clock import Clock
 from custody.cold import batches, execution
 from custody.cold.btcexecution import BtcFollower
 from custody.errors import BitcoinNodeError
+from custody.hot.btcfollow import BtcHot
 from custody.hot.payer import Payer, PaymentSettler
 from custody.hot.rebalance import rebalance
 from custody.hot.rollback import RollbackWatch
@@ -73,6 +77,7 @@ class Worker:
         clock: Clock,
         *,
         bitcoin: BtcFollower | None = None,
+        bitcoin_hot: BtcHot | None = None,
     ) -> None:
         self.sender = Sender(
             store, node, account, settings, clock, Settlers(withdrawal=PaymentSettler(), batch=execution.BatchSettler())
@@ -83,7 +88,9 @@ class Worker:
         self.store, self.node, self.account, self.settings, self.clock = store, node, account, settings, clock
         self.address: str = account.address
         self.bitcoin = bitcoin
+        self.bitcoin_hot_wallet = bitcoin_hot
         self._bitcoin_down = False
+        self._bitcoin_hot_down = False
 
     def __repr__(self) -> str:
         return f"Worker({self.address})"
@@ -116,6 +123,7 @@ class Worker:
                 break
             busy = True
         busy = self.follow_bitcoin() or busy
+        busy = self.bitcoin_hot() or busy
         return self.follow() or busy or watched
 
     def follow_bitcoin(self) -> bool:
@@ -132,6 +140,22 @@ class Worker:
         if self._bitcoin_down:
             log.info("bitcoind is back; following Bitcoin batches again")
         self._bitcoin_down = False
+        return busy
+
+    def bitcoin_hot(self) -> bool:
+        """One pass of the hot wallet's Bitcoin payments, if a Bitcoin node is configured; True if it did work."""
+        if self.bitcoin_hot_wallet is None:
+            return False
+        try:
+            busy = self.bitcoin_hot_wallet.step()
+        except BitcoinNodeError as exc:
+            if not self._bitcoin_hot_down:
+                log.warning("bitcoind is unavailable; hot Bitcoin payments wait: %s", exc.message)
+            self._bitcoin_hot_down = True
+            return False
+        if self._bitcoin_hot_down:
+            log.info("bitcoind is back; paying hot Bitcoin withdrawals again")
+        self._bitcoin_hot_down = False
         return busy
 
     # -- the parts, for the commands and tests that drive one step by hand ---------------------------

@@ -2,7 +2,8 @@
 
 Counted in the serving process: intake requests by outcome and their latency. Read from the database (and
 the node) at each scrape, so every replica reports the same figures: withdrawals by state and asset, hot and
-cold balances and the hot share per asset, batches waiting for signatures, webhook backlog, whether payments
+cold balances and the hot share per asset (a bitcoin asset's cold balance is the descriptor wallet's), batches
+waiting for signatures, Bitcoin batches by state and those stuck, webhook backlog, whether payments
 are frozen, and whether the node answers. Those figures are read by ``custody.ops.figures``, the same read
 ``custody status`` renders. While the database is unreachable the page still answers: those figures are left
 out and ``custody_database_up`` is 0. What this process's loops cannot reach, and since when, comes from
@@ -98,7 +99,21 @@ def families(f: Figures) -> list[GaugeMetricFamily]:
     hooks = GaugeMetricFamily("custody_webhook_backlog", "Events still to deliver, per URL", labels=["url"])
     for url, n in f.webhook_backlog.items():
         hooks.add_metric([url], n)
-    return [by_state, *_balances(f), waiting, frozen, freezes, orphaned, hooks]
+    return [by_state, *_balances(f), waiting, frozen, freezes, orphaned, hooks, *_bitcoin(f)]
+
+
+def _bitcoin(f: Figures) -> list[GaugeMetricFamily]:
+    """Bitcoin cold batches not settled yet by state, and those stuck in the mempool (a fee bump is due)."""
+    batches = GaugeMetricFamily(
+        "custody_btc_batches", "Bitcoin cold batches not settled yet, by state", labels=["state"]
+    )
+    for state, n in sorted(Tally(b.batch.state for b in f.btc_batches).items()):
+        batches.add_metric([state], n)
+    stuck = GaugeMetricFamily(
+        "custody_btc_batches_stuck", "Broadcast Bitcoin batches not mined within [bitcoin] stuck_after"
+    )
+    stuck.add_metric([], sum(1 for b in f.btc_batches if b.stuck))
+    return [batches, stuck]
 
 
 def _balances(f: Figures) -> list[GaugeMetricFamily]:

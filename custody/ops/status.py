@@ -9,10 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
+
 from custody.errors import NoActivePolicy
 from custody.ledger.policy import PolicyCache
 from custody.ops.figures import Figures, read_figures
 from custody.store.db import Store
+from custody.store.models import BtcHotWallet
+from policies.text import escape
 from policies.units import format_amount
 
 
@@ -28,10 +32,32 @@ class Status:
     # Settled hot-wallet transactions whose block left the chain (a rollback deeper than the confirmation
     # depth), by nonce: their withdrawals stay confirmed; they wait for a quorum to lift the rollback freeze.
     orphaned: list[dict[str, Any]] = field(default_factory=list)
+    # The hot wallet's Bitcoin accounts: network, the address to fund, balance (``bitcoin_hot_status``).
+    bitcoin_hot: list[dict[str, Any]] = field(default_factory=list)
+    # The Bitcoin cold wallets and their batches not settled yet (``bitcoin_status``).
+    bitcoin: dict[str, Any] = field(default_factory=dict)
 
 
 def gather(store: Store) -> Status:
-    return from_figures(read_figures(store, PolicyCache()))
+    st = from_figures(read_figures(store, PolicyCache()))
+    st.bitcoin_hot = bitcoin_hot_status(store)
+    return st
+
+
+def bitcoin_hot_status(store: Store) -> list[dict[str, Any]]:
+    """The hot wallet's Bitcoin account on each network: the address to fund it at and its last balance."""
+    with store.read() as s:
+        rows = list(s.execute(select(BtcHotWallet).order_by(BtcHotWallet.network)).scalars())
+    return [
+        {
+            "network": r.network,
+            "wallet": r.wallet,
+            "address": r.address,
+            "balance": None if r.balance is None else format_amount(r.balance, 8),
+            "height": r.balance_height,
+        }
+        for r in rows
+    ]
 
 
 def from_figures(f: Figures) -> Status:
@@ -68,7 +94,9 @@ def from_figures(f: Figures) -> Status:
         for p in f.balances
     ]
     frozen = freezes[0] if freezes else None
-    return Status(f.policy.version, f.policy.hash, frozen, counts, balances, waiting, freezes, orphaned)
+    st = Status(f.policy.version, f.policy.hash, frozen, counts, balances, waiting, freezes, orphaned)
+    st.bitcoin = bitcoin_status(f)
+    return st
 
 
 def render(st: Status) -> list[str]:
@@ -96,10 +124,90 @@ def render(st: Status) -> list[str]:
         lines.append(
             f"{b['asset']:<12} hot {b['hot']} (reserved {b['reserved']}), cold {b['cold'] or '-'}, hot share {share}"
         )
+    for h in st.bitcoin_hot:
+        lines.append(
+            f"bitcoin hot  {h['network']}: fund at {h['address']}, balance {h['balance'] or '-'} BTC"
+            + (f" (block {h['height']})" if h["height"] is not None else "")
+        )
     lines.append(f"batches waiting for signatures: {len(st.batches_waiting)}")
     for b in st.batches_waiting:
         lines.append(
             f"  {b['id']} nonce {b['safe_nonce']}: {len(b['signed_by'])}/{b['threshold']} signed, "
             f"missing {', '.join(b['missing']) or '-'}"
         )
+    lines += render_bitcoin(st.bitcoin)
+    return lines
+
+
+def bitcoin_status(f: Figures) -> dict[str, Any]:
+    """The Bitcoin cold side: each wallet's balance, and its batches waiting for signatures (owners by name),
+    signed, broadcast (with confirmations), stuck; empty without a Bitcoin cold wallet."""
+    if not f.btc_wallets and not f.btc_batches:
+        return {}
+    wallets = [
+        {
+            "wallet": w.wallet,
+            "network": w.network,
+            "descriptor_checksum": w.descriptor.rpartition("#")[2],
+            "balance": None if w.balance is None else format_amount(w.balance, 8),
+            "block": w.block,
+        }
+        for w in f.btc_wallets
+    ]
+    batches = []
+    for b in f.btc_batches:
+        v = b.batch
+        batches.append(
+            {
+                "id": v.id,
+                "state": v.state,
+                "network": v.network,
+                "asset": v.asset,
+                "withdrawals": v.withdrawals,
+                "txid": v.txid,
+                "fee": v.fee,
+                "threshold": v.threshold,
+                "signed_by": [{"fingerprint": x, "name": v.names.get(x, "")} for x in v.signed_by],
+                "missing": [{"fingerprint": x, "name": v.names.get(x, "")} for x in v.missing],
+                "expires_at": v.expires_at,
+                "confirmations": b.confirmations,
+                "stuck": b.stuck,
+                "replaces": b.replaces,
+                "bumped_by": b.bumped_by,
+            }
+        )
+    return {
+        "wallets": wallets,
+        "batches_waiting": [b for b in batches if b["state"] == "exported"],
+        "batches_sent": [b for b in batches if b["state"] != "exported"],
+        "stuck": [b["id"] for b in batches if b["stuck"]],
+    }
+
+
+def render_bitcoin(btc: dict[str, Any]) -> list[str]:
+    if not btc:
+        return []
+    lines = []
+    for w in btc["wallets"]:
+        balance = "not read yet" if w["balance"] is None else f"{w['balance']} BTC at block {w['block']}"
+        lines.append(f"bitcoin cold {w['network']} {w['wallet']} (#{w['descriptor_checksum']}): {balance}")
+    lines.append(f"bitcoin batches waiting for signatures: {len(btc['batches_waiting'])}")
+    for b in btc["batches_waiting"]:
+        signed = ", ".join(escape(x["name"]) or x["fingerprint"] for x in b["signed_by"]) or "-"
+        missing = ", ".join(escape(x["name"]) or x["fingerprint"] for x in b["missing"]) or "-"
+        bump = f", bumps {b['replaces']}" if b["replaces"] else ""
+        lines.append(
+            f"  {b['id']} {b['withdrawals']} {b['asset']}{bump}: {len(b['signed_by'])}/{b['threshold']} signed "
+            f"({signed}), missing {missing}"
+        )
+    for b in btc["batches_sent"]:
+        what = f"{b['confirmations']} confirmations" if b["confirmations"] else "not mined yet"
+        flag = ""
+        if b["stuck"]:
+            flag = (
+                f"  STUCK: fee bump {b['bumped_by']} exported"
+                if b["bumped_by"]
+                else (f"  STUCK: `custody batch bump {b['id']}`")
+            )
+        lines.append(f"  {b['id']} {b['state']} {b['txid']}: {what}{flag}")
     return lines

@@ -402,3 +402,64 @@ class BtcBatchSignature(Base):
     imported_at: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (UniqueConstraint("batch_id", "fingerprint", name="uq_btc_batch_signature_owner"),)
+
+
+class BtcHotWallet(Base):
+    """The hot wallet's Bitcoin account on one network: a BIP-84 ``wpkh`` descriptor of the hot seed's account
+    key, watched by a watch-only descriptor wallet on the node (``wallet``), which tracks its coins."""
+
+    __tablename__ = "btc_hot_wallets"
+    wallet: Mapped[str] = mapped_column(String(64), primary_key=True)  # the node's wallet name
+    network: Mapped[str] = mapped_column(String(16), unique=True)
+    descriptor: Mapped[str] = mapped_column(Text)  # multipath <0;1>, with its checksum; public keys only
+    address: Mapped[str] = mapped_column(String(100))  # receive index 0: the address to fund it at
+    next_change: Mapped[int] = mapped_column(Integer)  # the next unused index on branch 1
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    # Its last balance reading (satoshis, pending payments not yet taken off) and the block height it was read at.
+    balance: Mapped[int | None] = mapped_column(Amount, nullable=True)
+    balance_height: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class BtcHotTransaction(Base):
+    """One signed version of a hot Bitcoin payment (``payment``: the id of its first version), stored before it
+    is first sent. States: signed -> broadcast -> confirmed, or replaced when another version of the payment
+    confirms. Every version of a payment spends exactly the same coins."""
+
+    __tablename__ = "btc_hot_txs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    payment: Mapped[str] = mapped_column(String(36), index=True)
+    wallet: Mapped[str] = mapped_column(String(64), ForeignKey("btc_hot_wallets.wallet"))
+    asset: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer)  # 0 for the first version, then one more per fee bump
+    state: Mapped[str] = mapped_column(String(12), index=True)
+    txid: Mapped[str] = mapped_column(String(64), unique=True)
+    raw: Mapped[str] = mapped_column(Text)  # the signed transaction (hex): only these bytes are ever sent
+    fee: Mapped[int] = mapped_column(Amount)  # satoshis
+    fee_rate: Mapped[int] = mapped_column(Integer)  # sat/vB asked for
+    vsize: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    broadcast_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    block_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # where it was last seen mined
+    block_height: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class BtcHotInput(Base):
+    """A coin of the hot wallet reserved by a payment before it is signed. The outpoint is the key: no two
+    payments (two workers, two replicas) can ever hold the same coin."""
+
+    __tablename__ = "btc_hot_inputs"
+    txid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vout: Mapped[int] = mapped_column(Integer, primary_key=True)
+    payment: Mapped[str] = mapped_column(String(36), index=True)
+    amount: Mapped[int] = mapped_column(Amount)
+    branch: Mapped[int] = mapped_column(Integer)  # its key's derivation under the account: branch/index
+    index: Mapped[int] = mapped_column(Integer)
+
+
+class BtcHotPayout(Base):
+    """A withdrawal paid by a hot Bitcoin payment; one payment at most per withdrawal (the key)."""
+
+    __tablename__ = "btc_hot_payouts"
+    withdrawal_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    payment: Mapped[str] = mapped_column(String(36), index=True)

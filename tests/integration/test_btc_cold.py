@@ -557,7 +557,21 @@ def test_the_worker_follows_bitcoin_batches(btc, bitcoind, tmp_path, chain, capl
     assert states(d, ids) == ["broadcast"]
     worker(bitcoind.node()).step()
     assert states(d, ids) == ["confirmed"]
-    # the Ethereum node's balances are read for Ethereum assets only: its native coin is not BTC
+    # the Ethereum node's balances are read for Ethereum assets only: its native coin is not BTC; BTC's is the
+    # cold descriptor wallet's, read from its watch-only wallet on bitcoind
     with d.store.read() as s:
-        read = {row.asset for row in s.execute(select(ChainBalance)).scalars()}
-    assert "ETH" in read and "BTC" not in read
+        read = {(row.wallet, row.asset) for row in s.execute(select(ChainBalance)).scalars()}
+    assert {asset for _, asset in read if asset != "BTC"} == {"ETH"}
+    assert {wallet for wallet, asset in read if asset == "BTC"} == {watch_wallet(d, bitcoind).wallet}
+
+
+def test_proof_of_reserves_refuses_to_count_bitcoin_yet(btc, tmp_path):
+    """The snapshot reads balances from the Ethereum node: a BTC column would be counted against ETH, or, left
+    out, say nothing of BTC. It refuses before reading anything, and says how to prove the others."""
+    from custody.errors import ConfigError
+    from custody.por.snapshot import snapshot
+
+    with pytest.raises(ConfigError, match="does not cover BTC yet") as refused:
+        snapshot(btc.store, None, None, tmp_path / "liabilities.csv", tmp_path / "out", 0)  # type: ignore[arg-type]
+    assert "pass --assets ETH" in refused.value.message
+    assert not (tmp_path / "out").exists()

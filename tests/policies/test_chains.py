@@ -75,6 +75,12 @@ def refused(text: str) -> PolicyFileError:
 
 
 # -- the model and the canonical form -------------------------------------------------------------------------
+def test_a_bitcoin_asset_may_be_paid_hot():
+    """The daemon's hot wallet has a Bitcoin account: a hot limit routes small withdrawals to it."""
+    policy = load_policy_toml(with_btc(BTC.replace('hot_limit = "0"', 'hot_limit = "0.1"')))
+    assert policy.assets["BTC"].hot_limit == SAT // 10
+
+
 def test_a_bitcoin_asset_compiles_and_round_trips():
     policy = load_policy_toml(with_btc())
     btc = policy.assets["BTC"]
@@ -130,20 +136,19 @@ def test_the_canonical_form_writes_chain_fields_only_for_bitcoin():
         ("max_fee_rate = 200", 'max_fee_rate = "200"', "assets.BTC.max_fee_rate", "must be int"),
         ('chain = "bitcoin"', 'chain = "litecoin"', "assets.BTC.chain", "unknown chain"),
         ('hot_limit = "0"', f'hot_limit = "0"\ncontract = "{ETH_ADDRESS}"', "assets.BTC.contract", "no contract"),
-        ('hot_limit = "0"', 'hot_limit = "0.1"', "assets.BTC.hot_limit", "no Bitcoin hot wallet yet"),
-        ('hot_limit = "0"', 'hot_limit = "0"\nhot_min = "1"', "assets.BTC.hot_min", "no Bitcoin hot wallet yet"),
-        ('hot_limit = "0"', 'hot_limit = "0"\nhot_max_share = "5"', "assets.BTC.hot_max_share", "no Bitcoin hot"),
+        ('hot_limit = "0"', 'hot_limit = "0"\nhot_min = "1"', "assets.BTC.hot_min", "no hot band, top-up"),
+        ('hot_limit = "0"', 'hot_limit = "0"\nhot_max_share = "5"', "assets.BTC.hot_max_share", "no hot band"),
         (
             'hot_limit = "0"',
             'hot_limit = "0"\nhot_topup = { period = "24h", limit = "1" }',
             "assets.BTC.hot_topup",
-            "no Bitcoin hot wallet yet",
+            "no hot band, top-up or automatic freeze",
         ),
         (
             'hot_limit = "0"',
             'hot_limit = "0"\nauto_freeze = { period = "24h", limit = "1" }',
             "assets.BTC.auto_freeze",
-            "no Bitcoin hot wallet yet",
+            "no hot band, top-up or automatic freeze",
         ),
     ],
 )
@@ -192,7 +197,7 @@ def test_a_whitelist_address_is_checked_for_the_chain_of_its_assets(address, ass
 
 def test_a_bitcoin_hot_wallet_entry_is_refused():
     error = refused(with_btc(entries=entry(RESERVE, hot=True)))
-    assert error.location == "whitelist[2].hot" and "no Bitcoin hot wallet yet" in error.message
+    assert error.location == "whitelist[2].hot" and "funded by hand, not by cold top-ups" in error.message
 
 
 def test_a_deny_entry_may_be_an_address_of_any_chain_the_policy_uses():

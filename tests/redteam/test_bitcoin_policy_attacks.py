@@ -4,7 +4,8 @@ it likes, as canonical JSON, and hands it to the admins' real ``signer`` CLI: it
 signatures. The admin's own file is refused by the loader with the same code and words.
 
 Each attack aims at the rules of issue 18: every address valid for its asset's chain and network, in its one
-canonical form, no spending to an address no wallet can spend from, and no Bitcoin hot wallet yet."""
+canonical form, no spending to an address no wallet can spend from, and no hot band, top-up or automatic freeze
+for the Bitcoin hot wallet (it pays up to the asset's hot_limit, and is funded by hand)."""
 
 from __future__ import annotations
 
@@ -105,10 +106,14 @@ def test_a_bitcoin_address_on_an_ethereum_asset_is_refused(ceremony):
     assert "is a Bitcoin address, not an Ethereum one" in message
 
 
-def test_a_bitcoin_asset_paid_hot_is_refused(ceremony):
-    """No Bitcoin hot wallet exists: a hot limit would route withdrawals to a wallet the host invents."""
-    message = refused_by_signers(ceremony, forged(ceremony, with_btc(ceremony, MAINNET_P2WPKH, hot_limit=SAT)))
-    assert message.startswith("assets.BTC.hot_limit: must be 0 for a bitcoin asset: there is no Bitcoin hot wallet")
+def test_a_bitcoin_hot_band_is_refused(ceremony):
+    """A hot limit is allowed (the hot wallet's Bitcoin account pays it), but a top-up rule would have the
+    rebalancer move cold coins to a hot address nobody checks: refused, even beside a hot limit."""
+    policy = with_btc(ceremony, MAINNET_P2WPKH, hot_limit=SAT)
+    topup = {"period": 86400, "limit": "100000000"}
+    raw = forged(ceremony, policy, lambda p: p["assets"]["BTC"].update(hot_topup=topup))
+    message = refused_by_signers(ceremony, raw)
+    assert message.startswith("assets.BTC.hot_topup: is not allowed for a bitcoin asset: the Bitcoin hot wallet")
 
 
 def test_a_bitcoin_hot_wallet_entry_is_refused(ceremony):
@@ -117,7 +122,7 @@ def test_a_bitcoin_hot_wallet_entry_is_refused(ceremony):
     hot = {address: replace(e, hot=False) for address, e in policy.whitelist.items()}
     hot[MAINNET_P2WPKH] = replace(hot[MAINNET_P2WPKH], hot=True)
     message = refused_by_signers(ceremony, forged(ceremony, replace(policy, whitelist=hot)))
-    assert message.endswith("BTC is a bitcoin asset, and there is no Bitcoin hot wallet yet\n"), message
+    assert message.endswith("BTC is a bitcoin asset: its hot wallet is funded by hand, not by cold top-ups\n"), message
     assert message.startswith("whitelist[") and ".hot: " in message
     # the Ethereum hot wallet's entry may not take BTC either: one entry, one chain
     v1 = ceremony.bundle.policy
@@ -158,7 +163,7 @@ def test_a_respelled_address_is_refused(ceremony):
         (lambda a: a.update(max_fee_rate=1_000_000), "assets.BTC.max_fee_rate", "between 1 and 10000"),
         (lambda a: a.pop("network"), "assets.BTC.network", "is required for a bitcoin asset"),
         (lambda a: a.update(decimals=18), "assets.BTC.decimals", "must be 8"),
-        (lambda a: a.update(hot_max="100000000"), "assets.BTC.hot_max", "no Bitcoin hot wallet yet"),
+        (lambda a: a.update(hot_max="100000000"), "assets.BTC.hot_max", "no hot band, top-up or automatic freeze"),
     ],
     ids=["no-max-fee", "no-max-fee-rate", "huge-fee-rate", "no-network", "decimals", "hot-band"],
 )
@@ -200,9 +205,8 @@ active_from = 2100-01-01T00:00:00Z
         (TAPROOT_BECH32, "0", "whitelist[3].address", "not bech32m"),
         (MIXED_CASE, "0", "whitelist[3].address", "mixes upper and lower case"),
         (ETH_ADDRESS, "0", "whitelist[3].address", "is an Ethereum address, not a Bitcoin one"),
-        (MAINNET_P2WPKH, "0.5", "assets.BTC.hot_limit", "there is no Bitcoin hot wallet yet"),
     ],
-    ids=["testnet-in-mainnet", "taproot-bech32", "mixed-case", "ethereum-on-btc", "hot-limit"],
+    ids=["testnet-in-mainnet", "taproot-bech32", "mixed-case", "ethereum-on-btc"],
 )
 def test_an_admin_file_with_the_same_mistakes_is_refused(address, hot_limit, location, words):
     admins = [
@@ -215,6 +219,8 @@ def test_an_admin_file_with_the_same_mistakes_is_refused(address, hot_limit, loc
     assert caught.value.code == "policy_invalid"
     assert caught.value.location == location and words in caught.value.message, caught.value.message
     assert load_policy_toml(policy_text(admins, 0, BTC_TOML.format(address=MAINNET_P2WPKH.upper(), hot_limit="0")))
+    hot = load_policy_toml(policy_text(admins, 0, BTC_TOML.format(address=MAINNET_P2WPKH, hot_limit="0.5")))
+    assert hot.assets["BTC"].hot_limit == 50_000_000  # paid by the hot wallet's Bitcoin account
 
 
 def test_the_same_bitcoin_asset_done_right_is_accepted(ceremony):
