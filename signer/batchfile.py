@@ -173,15 +173,34 @@ class BatchFile:
     raw: bytes
 
     def verify_daemon_signature(self, pinned_key: str) -> None:
-        if self.daemon_key != pinned_key:
-            raise BatchSignatureInvalid(
-                f"the batch is signed by daemon key {self.daemon_key[:16]}…, not the pinned {pinned_key[:16]}…"
-            )
-        message = SIGNING_DOMAIN + canonical_bytes(self.batch.body())
-        try:
-            VerifyKey(bytes.fromhex(pinned_key)).verify(message, bytes.fromhex(self.signature))
-        except (BadSignatureError, NaclValueError):
-            raise BatchSignatureInvalid("the daemon's signature over the batch is not valid") from None
+        verify_envelope(SIGNING_DOMAIN, self.batch.body(), self.daemon_key, self.signature, pinned_key)
+
+
+def verify_envelope(domain: bytes, body: dict[str, Any], daemon_key: str, signature: str, pinned_key: str) -> None:
+    """A batch file's envelope (either chain's): signed by the pinned daemon key, over ``domain`` and the
+    canonical body; BatchSignatureInvalid otherwise."""
+    if daemon_key != pinned_key:
+        raise BatchSignatureInvalid(
+            f"the batch is signed by daemon key {daemon_key[:16]}…, not the pinned {pinned_key[:16]}…"
+        )
+    try:
+        VerifyKey(bytes.fromhex(pinned_key)).verify(domain + canonical_bytes(body), bytes.fromhex(signature))
+    except (BadSignatureError, NaclValueError):
+        raise BatchSignatureInvalid("the daemon's signature over the batch is not valid") from None
+
+
+def sign_envelope(kind: str, fmt: int, domain: bytes, body: dict[str, Any], key: SigningKey) -> bytes:
+    """A batch file (either chain's) for ``body`` as given, signed by the daemon ``key`` over ``domain``."""
+    signature = key.sign(domain + canonical_bytes(body)).signature.hex()
+    return canonical_bytes(
+        {
+            "kind": kind,
+            "format": fmt,
+            "batch": body,
+            "daemon_key": key.verify_key.encode().hex(),
+            "signature": signature,
+        }
+    )
 
 
 def write_batch_file(batch: Batch, key: SigningKey) -> bytes:
@@ -190,16 +209,7 @@ def write_batch_file(batch: Batch, key: SigningKey) -> bytes:
 
 def sign_batch_body(body: dict[str, Any], key: SigningKey) -> bytes:
     """The batch file for ``body`` as given, signed by the daemon key (tests use it to sign edited bodies)."""
-    signature = key.sign(SIGNING_DOMAIN + canonical_bytes(body)).signature.hex()
-    return canonical_bytes(
-        {
-            "kind": BATCH_KIND,
-            "format": FORMAT,
-            "batch": body,
-            "daemon_key": key.verify_key.encode().hex(),
-            "signature": signature,
-        }
-    )
+    return sign_envelope(BATCH_KIND, FORMAT, SIGNING_DOMAIN, body, key)
 
 
 def parse_batch_file(raw: bytes) -> BatchFile:

@@ -34,18 +34,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from embit.psbt import PSBT
-from nacl.exceptions import BadSignatureError
-from nacl.exceptions import ValueError as NaclValueError
-from nacl.signing import SigningKey, VerifyKey
+from nacl.signing import SigningKey
 
 from policies.addresses import destination as canonical_destination
 from policies.canonical import canonical_bytes, parse_canonical
 from policies.errors import CustodyError
 from policies.loader import Reader
-from signer.batchfile import MAX_WITHDRAWALS, BatchWithdrawal, read_withdrawal
+from signer.batchfile import MAX_WITHDRAWALS, BatchWithdrawal, read_withdrawal, sign_envelope, verify_envelope
 from signer.batchfile import withdrawal_problem as _withdrawal_problem
 from signer.btckeys import check_network
-from signer.errors import BatchSignatureInvalid, BtcBatchInvalid
+from signer.errors import BtcBatchInvalid
 
 BATCH_KIND, SIGNATURE_KIND, FORMAT = "custody-btc-batch", "custody-btc-batch-signature", 1
 SIGNING_DOMAIN = b"custody-btc-batch-v1:"
@@ -108,15 +106,7 @@ class BtcBatchFile:
     raw: bytes
 
     def verify_daemon_signature(self, pinned_key: str) -> None:
-        if self.daemon_key != pinned_key:
-            raise BatchSignatureInvalid(
-                f"the batch is signed by daemon key {self.daemon_key[:16]}…, not the pinned {pinned_key[:16]}…"
-            )
-        message = SIGNING_DOMAIN + canonical_bytes(self.batch.body())
-        try:
-            VerifyKey(bytes.fromhex(pinned_key)).verify(message, bytes.fromhex(self.signature))
-        except (BadSignatureError, NaclValueError):
-            raise BatchSignatureInvalid("the daemon's signature over the batch is not valid") from None
+        verify_envelope(SIGNING_DOMAIN, self.batch.body(), self.daemon_key, self.signature, pinned_key)
 
 
 def write_btc_batch_file(batch: BtcBatch, key: SigningKey) -> bytes:
@@ -126,16 +116,7 @@ def write_btc_batch_file(batch: BtcBatch, key: SigningKey) -> bytes:
 
 def sign_btc_batch_body(body: dict[str, Any], key: SigningKey) -> bytes:
     """The batch file for ``body`` as given, signed by ``key`` (tests use it to sign edited bodies)."""
-    signature = key.sign(SIGNING_DOMAIN + canonical_bytes(body)).signature.hex()
-    return canonical_bytes(
-        {
-            "kind": BATCH_KIND,
-            "format": FORMAT,
-            "batch": body,
-            "daemon_key": key.verify_key.encode().hex(),
-            "signature": signature,
-        }
-    )
+    return sign_envelope(BATCH_KIND, FORMAT, SIGNING_DOMAIN, body, key)
 
 
 def parse_btc_batch_file(raw: bytes) -> BtcBatchFile:

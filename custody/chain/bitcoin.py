@@ -18,6 +18,8 @@ import httpx
 
 from custody.errors import BitcoinNodeError
 
+RPC_WALLET_EXISTS, RPC_WALLET_LOADED = -4, -35
+
 
 def _encode(value: object) -> str:
     if isinstance(value, Decimal):
@@ -86,3 +88,23 @@ class BitcoinNode:
         if "result" not in answer:
             raise BitcoinNodeError(f"{where}: HTTP {reply.status_code} with neither a result nor an error")
         return answer["result"]
+
+
+def open_wallet(node: BitcoinNode, name: str) -> BitcoinNode:
+    """The watch-only wallet, loaded if the node has not loaded it (a node restarted without it)."""
+    if name not in node.call("listwallets"):
+        try:
+            node.call("loadwallet", name)
+        except BitcoinNodeError as exc:
+            if exc.node_code != RPC_WALLET_LOADED:
+                raise
+    return node.for_wallet(name)
+
+
+def in_mempool(node: BitcoinNode, txid: str) -> bool:
+    """Whether the node's mempool holds ``txid`` (a node restarted, or one that evicted it, may not)."""
+    try:
+        node.call("getmempoolentry", txid)
+    except BitcoinNodeError:
+        return False
+    return True

@@ -37,7 +37,7 @@ from custody.cold import btcpsbt, btcwallet
 from custody.cold.batches import DEFAULT_EXPIRY, MAX_PER_BATCH, batch_item
 from custody.errors import BatchRefused, BitcoinNodeError, NotFound, NothingToExport, UnknownAsset
 from custody.ledger import audit, freeze
-from custody.ledger.policy import PolicyCache
+from custody.ledger.policy import Active, PolicyCache
 from custody.ledger.states import State
 from custody.ledger.transitions import move
 from custody.store.db import Store
@@ -142,71 +142,102 @@ def export(
                 "signers refuse them otherwise), and none of those coins is unspent: cancel them and request them again"
             )
         batch_id = str(uuid.uuid4())
-        doc = BtcBatchDoc(
-            id=batch_id,
-            network=wallet.network,
-            descriptor=wallet.descriptor,
-            policy_version=active.version,
-            policy_hash=active.hash,
-            created_at=now,
-            expires_at=now + expires_in,
-            withdrawals=tuple(item for _, item in chosen),
-            psbt=funded.psbt,
-            replaces=replaces,
-        )
-        raw = write_btc_batch_file(doc, identity)
-        parse_btc_batch_file(raw)  # what every signer reads first: never write a file they cannot parse
         path = out_dir / f"btc-batch-{batch_id[:8]}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(raw)
-        s.add(
-            BtcBatch(
-                id=batch_id,
-                wallet=wallet.wallet,
-                asset=symbol,
-                state=BtcState.EXPORTED,
-                txid=funded.txid,
-                psbt=funded.psbt,
-                raw=raw,
-                fee=funded.fee,
-                replaces=replaces,
-                policy_version=active.version,
-                withdrawals=len(chosen),
-                created_at=now,
-                expires_at=doc.expires_at,
-                updated_at=now,
-            )
+        items = tuple(item for _, item in chosen)
+        doc, tmp = write_export(
+            s, identity, wallet, active, batch_id, symbol, items, funded.psbt, funded, replaces, path, now, expires_in
         )
-        s.flush()
-        for o in funded.inputs:
-            s.add(BtcBatchInput(batch_id=batch_id, txid=o.txid, vout=o.vout, amount=o.amount))
         for w, _ in chosen:
             w.batch_id = batch_id
             move(s, w, State.BATCHED, now, by="batch-export", batch=batch_id, txid=funded.txid)
-        audit.append(
-            s,
-            now,
-            "batch.exported",
-            batch_id,
-            {
-                "chain": "bitcoin",
-                "network": wallet.network,
-                "asset": symbol,
-                "txid": funded.txid,
-                "fee": str(funded.fee),
-                "fee_rate": rate,
-                "inputs": [f"{o.txid}:{o.vout}" for o in funded.inputs],
-                "withdrawals": [w.id for w, _ in chosen],
-                "expires_at": doc.expires_at,
-                "skipped": [wid for wid, _ in skipped],
-                "replaces": replaces,
-            },
-        )
+        audit_exported(s, doc, symbol, funded, rate, [wid for wid, _ in skipped], now)
         s.flush()
         # Last, so that a refusal above leaves no lock behind; the next export's sync_locks also repairs it.
         lock(watch, funded.inputs)
     os.replace(tmp, path)
     return BtcExported(batch_id, path, symbol, funded.txid, funded.fee, rate, len(chosen), skipped, replaces)
+
+
+def write_export(
+    s: Session,
+    identity: SigningKey,
+    wallet: BtcColdWallet,
+    active: Active,
+    batch_id: str,
+    asset: str,
+    withdrawals: tuple[BatchWithdrawal, ...],
+    psbt: str,
+    funded: btcpsbt.Funded,
+    replaces: str | None,
+    path: Path,
+    now: int,
+    expires_in: int,
+) -> tuple[BtcBatchDoc, Path]:
+    """The batch file written beside ``path`` as ``.tmp`` (the caller renames it once committed), the batch and
+    its coins recorded; a new batch and a fee bump alike."""
+    doc = BtcBatchDoc(
+        id=batch_id,
+        network=wallet.network,
+        descriptor=wallet.descriptor,
+        policy_version=active.version,
+        policy_hash=active.hash,
+        created_at=now,
+        expires_at=now + expires_in,
+        withdrawals=withdrawals,
+        psbt=psbt,
+        replaces=replaces,
+    )
+    raw = write_btc_batch_file(doc, identity)
+    parse_btc_batch_file(raw)  # what every signer reads first: never write a file they cannot parse
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(raw)
+    s.add(
+        BtcBatch(
+            id=batch_id,
+            wallet=wallet.wallet,
+            asset=asset,
+            state=BtcState.EXPORTED,
+            txid=funded.txid,
+            psbt=psbt,
+            raw=raw,
+            fee=funded.fee,
+            replaces=replaces,
+            policy_version=active.version,
+            withdrawals=len(withdrawals),
+            created_at=now,
+            expires_at=doc.expires_at,
+            updated_at=now,
+        )
+    )
+    s.flush()
+    for o in funded.inputs:
+        s.add(BtcBatchInput(batch_id=batch_id, txid=o.txid, vout=o.vout, amount=o.amount))
+    return doc, tmp
+
+
+def audit_exported(
+    s: Session, doc: BtcBatchDoc, asset: str, funded: btcpsbt.Funded, rate: int, skipped: list[str], now: int
+) -> None:
+    """The ``batch.exported`` audit entry of a Bitcoin batch (a new one or a fee bump)."""
+    audit.append(
+        s,
+        now,
+        "batch.exported",
+        doc.id,
+        {
+            "chain": "bitcoin",
+            "network": doc.network,
+            "asset": asset,
+            "txid": funded.txid,
+            "fee": str(funded.fee),
+            "fee_rate": rate,
+            "inputs": [f"{o.txid}:{o.vout}" for o in funded.inputs],
+            "withdrawals": [w.id for w in doc.withdrawals],
+            "expires_at": doc.expires_at,
+            "skipped": skipped,
+            "replaces": doc.replaces,
+        },
+    )
 
 
 def _asset(s: Session, policy: Policy, asset: str | None) -> tuple[str, AssetRule]:

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from custody.chain.bitcoin import BitcoinNode
 from custody.cold import btcpsbt, btcwallet
 from custody.cold.batches import DEFAULT_EXPIRY
-from custody.cold.btcbatches import OPEN, SAT, BtcState, bitcoin_assets, lock
+from custody.cold.btcbatches import OPEN, SAT, BtcState, audit_exported, bitcoin_assets, lock, write_export
 from custody.errors import BatchRefused, BitcoinNodeError, NotFound
 from custody.ledger import audit, freeze
 from custody.ledger.policy import PolicyCache
@@ -39,8 +39,7 @@ from custody.store.models import AuditEntry, BtcBatch, BtcBatchInput, BtcColdWal
 from policies.addresses import bitcoin_script
 from policies.model import AssetRule
 from policies.units import format_amount
-from signer.btcbatch import BtcBatch as BtcBatchDoc
-from signer.btcbatch import canonical_psbt, parse_btc_batch_file, write_btc_batch_file
+from signer.btcbatch import canonical_psbt, parse_btc_batch_file
 from signer.psbtreview import vsize as signed_vsize
 from signer.review import withdrawal_refusal
 
@@ -166,62 +165,22 @@ def bump(
             raise BatchRefused(f"batch {batch_id} changed while its bump was built ({row.state}); try again")
         freeze.refuse_if_frozen(s, "exporting a fee bump")
         active = PolicyCache().get(s)
-        doc = BtcBatchDoc(
-            id=new_id,
-            network=wallet.network,
-            descriptor=wallet.descriptor,
-            policy_version=active.version,
-            policy_hash=active.hash,
-            created_at=now,
-            expires_at=now + expires_in,
-            withdrawals=original.withdrawals,
-            psbt=psbt,
-            replaces=batch_id,
-        )
-        raw = write_btc_batch_file(doc, identity)
-        parse_btc_batch_file(raw)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(raw)
-        s.add(
-            BtcBatch(
-                id=new_id,
-                wallet=wallet.wallet,
-                asset=row.asset,
-                state=BtcState.EXPORTED,
-                txid=funded.txid,
-                psbt=psbt,
-                raw=raw,
-                fee=funded.fee,
-                replaces=batch_id,
-                policy_version=active.version,
-                withdrawals=row.withdrawals,
-                created_at=now,
-                expires_at=doc.expires_at,
-                updated_at=now,
-            )
-        )
-        s.flush()
-        for o in funded.inputs:
-            s.add(BtcBatchInput(batch_id=new_id, txid=o.txid, vout=o.vout, amount=o.amount))
-        audit.append(
+        doc, tmp = write_export(
             s,
-            now,
-            "batch.exported",
+            identity,
+            wallet,
+            active,
             new_id,
-            {
-                "chain": "bitcoin",
-                "network": wallet.network,
-                "asset": row.asset,
-                "txid": funded.txid,
-                "fee": str(funded.fee),
-                "fee_rate": rate,
-                "inputs": [f"{o.txid}:{o.vout}" for o in funded.inputs],
-                "withdrawals": [w.id for w in original.withdrawals],
-                "expires_at": doc.expires_at,
-                "skipped": [],
-                "replaces": batch_id,
-            },
+            row.asset,
+            original.withdrawals,
+            psbt,
+            funded,
+            batch_id,
+            path,
+            now,
+            expires_in,
         )
+        audit_exported(s, doc, row.asset, funded, rate, [], now)
         s.flush()
         added = tuple(o for o in funded.inputs if (o.txid, o.vout) not in {(i.txid, i.vout) for i in old_inputs})
         with contextlib.suppress(BitcoinNodeError):  # the next export's sync_locks sets a lock it missed

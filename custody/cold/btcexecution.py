@@ -18,18 +18,18 @@ from dataclasses import dataclass, field
 
 from embit.transaction import Transaction
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from custody.chain.bitcoin import BitcoinNode
+from custody.chain.bitcoin import BitcoinNode, in_mempool
 from custody.clock import Clock
 from custody.cold import btcbump, btcfamily, btcpsbt, btcwallet
+from custody.cold.batches import members
 from custody.cold.btcbatches import SENT, BtcState, expire_due
 from custody.errors import BatchRefused, BitcoinNodeError, NotAnOwner, NotFound, SignatureForAnotherBatch
 from custody.ledger import audit, freeze
 from custody.ledger.states import State
 from custody.ledger.transitions import move
 from custody.store.db import Store
-from custody.store.models import BtcBatch, BtcBatchSignature, BtcColdWallet, Withdrawal
+from custody.store.models import BtcBatch, BtcBatchSignature, BtcColdWallet
 from signer.btcbatch import BtcSignature, canonical_psbt
 
 log = logging.getLogger("custody.bitcoin")
@@ -162,7 +162,7 @@ def finalize(store: Store, node: BitcoinNode, batch_id: str, now: int) -> str | 
             return row.txid if row.state in (*SENT, BtcState.CONFIRMED) else None
         freeze.refuse_if_frozen(s, f"broadcasting batch {batch_id}")
         row.final_tx, row.state, row.updated_at = raw, BtcState.SIGNED, now
-        for w in _members(s, batch_id, State.BATCHED):
+        for w in members(s, batch_id, State.BATCHED):
             move(s, w, State.SIGNED, now, by="batch-execute", batch=batch_id, tx_hash=row.txid)
         audit.append(
             s, now, "batch.signed", batch_id, {"chain": "bitcoin", "txid": row.txid, "signers": sorted(signers)}
@@ -192,22 +192,11 @@ def broadcast(store: Store, node: BitcoinNode, batch_id: str, now: int) -> bool:
             row = s.get_one(BtcBatch, batch_id, with_for_update=True)
             if row.state == BtcState.SIGNED:
                 row.state, row.updated_at = BtcState.BROADCAST, now
-                for w in _members(s, batch_id, State.SIGNED):
+                for w in members(s, batch_id, State.SIGNED):
                     move(s, w, State.BROADCAST, now, by="batch-execute", batch=batch_id, tx_hash=row.txid)
                 audit.append(s, now, "batch.broadcast", batch_id, {"chain": "bitcoin", "txid": row.txid})
                 btcfamily.on_sent(s, row, now)  # a fee bump: its withdrawals follow it
     return True
-
-
-def _members(s: Session, batch_id: str, state: State) -> list[Withdrawal]:
-    return list(
-        s.execute(
-            select(Withdrawal)
-            .where(Withdrawal.batch_id == batch_id, Withdrawal.state == state)
-            .order_by(Withdrawal.seq)
-            .with_for_update()
-        ).scalars()
-    )
 
 
 # -- following ---------------------------------------------------------------------------------------------
@@ -286,7 +275,7 @@ class BtcFollower:
                 row.block_hash, row.block_height, row.updated_at = None, None, now
             broadcast(self.store, self.node, batch_id, now)
             return True
-        if block is None and depth == 0 and not self._in_mempool(txid):
+        if block is None and depth == 0 and not in_mempool(self.node, txid):
             broadcast(self.store, self.node, batch_id, now)  # forgotten by the node's mempool: send it again
         if block is None and depth == 0 and now - sent_at >= self.stuck_after:
             with self.store.read() as s:
@@ -297,19 +286,12 @@ class BtcFollower:
                     btcbump.note_stuck(s, row, now, self.stuck_after)
         return False
 
-    def _in_mempool(self, txid: str) -> bool:
-        try:
-            self.node.call("getmempoolentry", txid)
-        except BitcoinNodeError:
-            return False
-        return True
-
     def _confirm(self, batch_id: str, block: str, height: int, now: int) -> None:
         with self.store.transaction() as s:
             row = s.get_one(BtcBatch, batch_id, with_for_update=True)
             if row.state != BtcState.BROADCAST:
                 return
-            for w in _members(s, batch_id, State.BROADCAST):
+            for w in members(s, batch_id, State.BROADCAST):
                 w.tx_hash = row.txid
                 move(s, w, State.CONFIRMED, now, by="batch-execute", batch=batch_id, tx_hash=row.txid, block=height)
             row.state, row.block_hash, row.block_height, row.updated_at = BtcState.CONFIRMED, block, height, now

@@ -24,7 +24,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from custody.chain.bitcoin import BitcoinNode
+from custody.chain.bitcoin import RPC_WALLET_EXISTS, BitcoinNode
+from custody.chain.bitcoin import open_wallet as open_wallet  # the cold modules call btcwallet.open_wallet
 from custody.errors import (
     BitcoinNodeError,
     ChainMismatch,
@@ -47,7 +48,6 @@ SAT = 10**8
 RANGE_END = 999  # addresses per branch the node derives up front; it extends the range as they are used
 # bitcoind's name of each network (getblockchaininfo "chain"); testnet may be testnet3 or testnet4
 NODE_CHAINS = {"mainnet": ("main",), "testnet": ("test", "testnet4"), "signet": ("signet",), "regtest": ("regtest",)}
-RPC_WALLET_EXISTS, RPC_WALLET_LOADED = -4, -35
 
 
 def cold_wallet_file(data_dir: Path, network: str) -> Path:
@@ -204,17 +204,6 @@ def _check_imported(watch: BitcoinNode, expansions: list[str]) -> None:
             f"the node's wallet {watch.wallet} watches other descriptors than the cold wallet's receive and change "
             "branches: remove or rename that wallet on the node"
         )
-
-
-def open_wallet(node: BitcoinNode, name: str) -> BitcoinNode:
-    """The watch-only wallet, loaded if the node has not loaded it (a node restarted without it)."""
-    if name not in node.call("listwallets"):
-        try:
-            node.call("loadwallet", name)
-        except BitcoinNodeError as exc:
-            if exc.node_code != RPC_WALLET_LOADED:
-                raise
-    return node.for_wallet(name)
 
 
 def wallet_row(s: Session, network: str) -> BtcColdWallet:

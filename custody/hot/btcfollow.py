@@ -28,6 +28,7 @@ from embit.transaction import Transaction
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from custody.chain.bitcoin import in_mempool
 from custody.errors import BitcoinNodeError
 from custody.hot import btcbuild
 from custody.hot.btcpayer import BtcPayer, BtcTxState, fee_rate
@@ -115,7 +116,7 @@ class BtcHot(BtcPayer):
         newest = versions[-1]
         if newest.state == BtcTxState.SIGNED:
             return (not frozen and self.broadcast(newest)) or busy
-        if not self._in_mempool(newest.txid) and self.broadcast(newest):
+        if not in_mempool(self.node, newest.txid) and self.broadcast(newest):
             return True  # forgotten by the node's mempool: the same bytes again (if it refuses them now, a bump)
         waited = now - (newest.broadcast_at or now)
         if not frozen and waited >= self.settings.stuck_after_seconds:
@@ -124,13 +125,6 @@ class BtcHot(BtcPayer):
                 self.broadcast(replacement)
                 return True
         return busy
-
-    def _in_mempool(self, txid: str) -> bool:
-        try:
-            self.node.call("getmempoolentry", txid)
-        except BitcoinNodeError:
-            return False
-        return True
 
     def broadcast(self, v: BtcHotTransaction) -> bool:
         """Send ``v``'s stored bytes (only ever those); the first time, record it sent. False if refused."""

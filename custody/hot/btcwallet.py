@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from custody.chain.bitcoin import BitcoinNode
+from custody.chain.bitcoin import RPC_WALLET_EXISTS, BitcoinNode, open_wallet
 from custody.errors import BitcoinNodeError, ChainMismatch, ConfigError
 from custody.keys import BtcHotAccount
 from custody.ledger import audit
@@ -37,7 +37,6 @@ SAT = Decimal(10) ** 8
 RANGE_END = 999  # addresses per branch the node derives up front; it extends the range as they are used
 NODE_CHAINS = {"main": "mainnet", "test": "testnet", "testnet4": "testnet", "signet": "signet", "regtest": "regtest"}
 _EMBIT = {"mainnet": "main", "testnet": "test", "signet": "signet", "regtest": "regtest"}
-RPC_WALLET_EXISTS, RPC_WALLET_LOADED = -4, -35
 PENDING = ("signed", "broadcast")  # a payment's versions not settled yet
 
 
@@ -76,17 +75,6 @@ def account(node: BitcoinNode, network: str, accounts: dict[int, BtcHotAccount])
     body = f"wpkh([{key.fingerprint}/{key.path}]{key.xpub(xpub_version(network))}/<0;1>/*)"
     info = node.call("getdescriptorinfo", body)
     return HotAccount(network, f"{body}#{info['checksum']}", key)
-
-
-def open_wallet(node: BitcoinNode, name: str) -> BitcoinNode:
-    """The watch-only wallet, loaded if the node has not loaded it (a node restarted without it)."""
-    if name not in node.call("listwallets"):
-        try:
-            node.call("loadwallet", name)
-        except BitcoinNodeError as exc:
-            if exc.node_code != RPC_WALLET_LOADED:
-                raise
-    return node.for_wallet(name)
 
 
 def ensure(store: Store, node: BitcoinNode, acct: HotAccount, now: int) -> BitcoinNode:

@@ -212,8 +212,9 @@ def operators(tmp_path: Path, pw: Path, n: int) -> list[Operator]:
     return people
 
 
-def prepare_signer(op: Operator, daemon, tmp_path: Path) -> None:
-    """What an operator does once per deployment: pin the genesis and the cold wallet, accept the policy."""
+def prepare_signer(op: Operator, daemon, tmp_path: Path, wallet: Path | None = None) -> None:
+    """What an operator does once per deployment: pin the genesis and the cold wallet (by default the Safe's
+    ``cold-wallet.json``; a Bitcoin test names its wallet file), accept the policy."""
     with daemon.store.read() as s:
         rows = {r.version: r for r in s.execute(select(PolicyBundleRow)).scalars()}
     genesis, bundle = tmp_path / "genesis.json", tmp_path / "bundle-1.json"
@@ -226,7 +227,7 @@ def prepare_signer(op: Operator, daemon, tmp_path: Path) -> None:
         sigs.append(path)
     signer("policy", "pin", genesis, "--yes", "--state", op.state)
     signer("policy", "accept", bundle, *sigs, "--state", op.state)
-    wallet = daemon.data_dir / "cold-wallet.json"
+    wallet = daemon.data_dir / "cold-wallet.json" if wallet is None else wallet
     signer("cold", "pin", wallet, "--keystore", op.keystore, "--yes", "--state", op.state)
 
 

@@ -5,7 +5,6 @@ storing and sending, a reorg) or lose coins (expiry unlocks the inputs)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 import uuid
@@ -29,11 +28,13 @@ from custody.store.db import Store
 from custody.store.models import AuditEntry, BtcBatch, BtcBatchSignature, ChainBalance, Withdrawal
 from policies.loader import load_policy_toml
 from signer.btcbatch import parse_btc_batch_file
-from tests.cli_helpers import custody, signer
-from tests.conftest import ADMINS, DAY, add_client, apply_policy, running_server
-from tests.integration.conftest import PASSPHRASE, Operator, operators
+from tests.cli_helpers import custody
+from tests.conftest import DAY, add_client, apply_policy, running_server
+from tests.integration.bitcoin_helpers import btc_policy_text, mine
+from tests.integration.conftest import PASSPHRASE, Operator, operators, prepare_signer, sign_as
 
 SAT = 10**8
+sign = sign_as  # the real ceremony (review, then sign); test_btc_bump imports it by this name
 CONFIRMATIONS = 2
 
 
@@ -54,58 +55,6 @@ class BtcDaemon:
         return ("--config", self.config, "--passphrase-file", self.passphrase_file)
 
 
-def policy_text(now: int, receivers: list[str]) -> str:
-    active = dt.datetime.fromtimestamp(now - DAY, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    admins = "\n".join(
-        f'[[governance.admins]]\nname = "admin{i}"\nkey = "{k.verify_key.encode().hex()}"\n'
-        for i, k in enumerate(ADMINS)
-    )
-    entries = "\n".join(
-        f'[[whitelist]]\naddress = "{a}"\nassets = ["BTC"]\nlabel = "receiver {i}"\nactive_from = {active}\n'
-        for i, a in enumerate(receivers)
-    )
-    return f"""
-format = 1
-[governance]
-quorum = 2
-activation_delay = "24h"
-{admins}
-[assets.ETH]
-decimals = 18
-max_per_transfer = "100"
-hot_limit = "5"
-[assets.BTC]
-chain = "bitcoin"
-network = "regtest"
-decimals = 8
-max_per_transfer = "20"
-hot_limit = "0"
-max_fee = "0.001"
-max_fee_rate = 50
-windows = [{{ period = "1d", limit = "100" }}]
-{entries}
-"""
-
-
-def prepare_signer(op: Operator, d: BtcDaemon, tmp_path: Path) -> None:
-    """What an operator does once: pin the genesis, accept the policy, pin the Bitcoin cold wallet."""
-    from custody.store.models import PolicyBundleRow
-
-    with d.store.read() as s:
-        rows = {r.version: r for r in s.execute(select(PolicyBundleRow)).scalars()}
-    genesis, bundle = tmp_path / "genesis.json", tmp_path / "bundle-1.json"
-    genesis.write_bytes(rows[0].raw)
-    bundle.write_bytes(rows[1].raw)
-    sigs = []
-    for i, line in enumerate(rows[1].signatures.splitlines()):
-        path = tmp_path / f"bundle-1.sig{i}"
-        path.write_text(line)
-        sigs.append(path)
-    signer("policy", "pin", genesis, "--yes", "--state", op.state)
-    signer("policy", "accept", bundle, *sigs, "--state", op.state)
-    signer("cold", "pin", d.wallet_file, "--keystore", op.keystore, "--yes", "--state", op.state)
-
-
 @pytest.fixture
 def btc(tmp_path, db_url, bitcoind) -> BtcDaemon:
     data = tmp_path / "data"
@@ -123,7 +72,7 @@ def btc(tmp_path, db_url, bitcoind) -> BtcDaemon:
     receiver = bitcoind.node(name)
     receivers = [str(receiver.call("getnewaddress", "", "bech32")) for _ in range(3)]
     now = int(time.time())
-    apply_policy(store, load_policy_toml(policy_text(now, receivers)), now)
+    apply_policy(store, load_policy_toml(btc_policy_text(now, receivers, hot_limit="0", day_limit="100")), now)
     client = add_client(store)
     ops = operators(tmp_path, pw, 3)
     cards = [x for op in ops for x in ("--owner-card", op.card)]
@@ -148,16 +97,9 @@ def btc(tmp_path, db_url, bitcoind) -> BtcDaemon:
     assert [o["name"] for o in doc["owners"]] == ["op0", "op1", "op2"]
     d = BtcDaemon(data, config, pw, store, client, ops, receivers, receiver, wallet_file)
     for op in ops:
-        prepare_signer(op, d, tmp_path)
+        prepare_signer(op, d, tmp_path, d.wallet_file)
     yield d
     store.dispose()
-
-
-def mine(bitcoind, blocks: int, address: str | None = None) -> list[str]:
-    """Mine, then wait until the node's wallets have seen the blocks (they catch up asynchronously)."""
-    hashes = bitcoind.mine(blocks, address)
-    bitcoind.node().call("syncwithvalidationinterfacequeue")
-    return hashes
 
 
 def fund(d: BtcDaemon, bitcoind, *, by_mining: bool = False) -> None:
@@ -194,24 +136,6 @@ def queue(d: BtcDaemon, tmp_path: Path, amounts: list[tuple[str, str]]) -> list[
 def export(d: BtcDaemon, out: Path, *extra: object) -> Path:
     result = custody("batch", "export", "--chain", "bitcoin", "--out", out, *extra, *d.cfg)
     return Path(result.output.split("file")[-1].strip())
-
-
-def sign(op: Operator, batch_file: Path, out: Path, pw: Path) -> None:
-    """The real ceremony: review, then sign, with the signer CLI."""
-    signer("review", batch_file, "--state", op.state)
-    signer(
-        "sign",
-        batch_file,
-        "--keystore",
-        op.keystore,
-        "--out",
-        out,
-        "--yes",
-        "--passphrase-file",
-        pw,
-        "--state",
-        op.state,
-    )
 
 
 def refuse_altered_signatures(d: BtcDaemon, good: Path, tmp_path: Path) -> None:

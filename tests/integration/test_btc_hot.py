@@ -4,7 +4,6 @@ storing and sending, a reorg, a stuck payment replaced by a higher fee, or two w
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import subprocess
 import sys
@@ -32,7 +31,8 @@ from custody.ops import status
 from custody.store.db import Store
 from custody.store.models import AuditEntry, BtcHotInput, BtcHotTransaction, BtcHotWallet, HotWallet, Withdrawal
 from policies.loader import load_policy_toml
-from tests.conftest import ADMINS, DAY, add_client, apply_policy, running_server
+from tests.conftest import add_client, apply_policy, running_server
+from tests.integration.bitcoin_helpers import btc_policy_text, mine
 from tests.integration.conftest import PASSPHRASE
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # row locks: two workers at once
@@ -63,39 +63,6 @@ class Hot:
         )
 
 
-def policy_text(now: int, receivers: list[str]) -> str:
-    active = dt.datetime.fromtimestamp(now - DAY, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    admins = "\n".join(
-        f'[[governance.admins]]\nname = "admin{i}"\nkey = "{k.verify_key.encode().hex()}"\n'
-        for i, k in enumerate(ADMINS)
-    )
-    entries = "\n".join(
-        f'[[whitelist]]\naddress = "{a}"\nassets = ["BTC"]\nlabel = "receiver {i}"\nactive_from = {active}\n'
-        for i, a in enumerate(receivers)
-    )
-    return f"""
-format = 1
-[governance]
-quorum = 2
-activation_delay = "24h"
-{admins}
-[assets.ETH]
-decimals = 18
-max_per_transfer = "100"
-hot_limit = "5"
-[assets.BTC]
-chain = "bitcoin"
-network = "regtest"
-decimals = 8
-max_per_transfer = "20"
-hot_limit = "5"
-max_fee = "0.001"
-max_fee_rate = 50
-windows = [{{ period = "1d", limit = "1000" }}]
-{entries}
-"""
-
-
 @pytest.fixture
 def hot(tmp_path, db_url, bitcoind) -> Hot:
     data = tmp_path / "data"
@@ -111,18 +78,12 @@ def hot(tmp_path, db_url, bitcoind) -> Hot:
         bitcoind.node().call("createwallet", "hot-receiver")
     receivers = [str(receiver.call("getnewaddress", "", "bech32")) for _ in range(5)]
     now = int(time.time())
-    apply_policy(store, load_policy_toml(policy_text(now, receivers)), now)
+    apply_policy(store, load_policy_toml(btc_policy_text(now, receivers, hot_limit="5", day_limit="1000")), now)
     with store.transaction() as s:  # what the Ethereum worker records first: the hot wallet's registered address
         s.add(HotWallet(address=eth_address, chain_id=31337, next_nonce=0, created_at=now))
     d = Hot(data, config, store, add_client(store), receivers, receiver, FixedClock(now), bitcoind.node())
     yield d
     store.dispose()
-
-
-def mine(bitcoind, blocks: int, address: str | None = None) -> list[str]:
-    hashes = bitcoind.mine(blocks, address)
-    bitcoind.node().call("syncwithvalidationinterfacequeue")
-    return hashes
 
 
 def fund(d: Hot, bitcoind, coins: list[str]) -> str:
