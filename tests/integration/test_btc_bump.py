@@ -36,6 +36,8 @@ from tests.integration.test_btc_cold import (
     watch_wallet,
 )
 
+# PostgreSQL only (the production database): see tests/integration/test_btc_cold.py
+pytestmark = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 SAT = 10**8
 
 

@@ -38,6 +38,12 @@ sign = sign_as  # the real ceremony (review, then sign); test_btc_bump imports i
 CONFIRMATIONS = 2
 
 
+# Every path on PostgreSQL, the production database; the paying path on SQLite too (what `make demo` runs on).
+# The store's own behaviour on both is the Ethereum tests' concern; two databases here would double the suite's
+# slowest minutes for nothing Bitcoin-specific.
+POSTGRES = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+
+
 @dataclass
 class BtcDaemon:
     data_dir: Path
@@ -237,6 +243,7 @@ def test_pays_each_withdrawal_once(btc, bitcoind, tmp_path):
     assert again.exit_code != 0 and "exists already" in again.output
 
 
+@POSTGRES
 def test_expiry_unlocks_the_inputs_and_requeues(btc, bitcoind, tmp_path):
     d = btc
     fund(d, bitcoind)
@@ -255,6 +262,7 @@ def test_expiry_unlocks_the_inputs_and_requeues(btc, bitcoind, tmp_path):
     assert states(d, ids) == ["batched"]
 
 
+@POSTGRES
 def test_cancel_unlocks(btc, bitcoind, tmp_path):
     d = btc
     fund(d, bitcoind)
@@ -266,6 +274,7 @@ def test_cancel_unlocks(btc, bitcoind, tmp_path):
     assert watch_wallet(d, bitcoind).call("listlockunspent") == []
 
 
+@POSTGRES
 def test_crash_between_store_and_broadcast_sends_the_stored_bytes(btc, bitcoind, tmp_path):
     d = btc
     fund(d, bitcoind)
@@ -299,6 +308,7 @@ def test_crash_between_store_and_broadcast_sends_the_stored_bytes(btc, bitcoind,
     assert states(d, ids) == ["confirmed"]
 
 
+@POSTGRES
 def test_reorg_puts_it_back_and_sends_it_again(btc, bitcoind, tmp_path):
     d = btc
     fund(d, bitcoind)
@@ -334,6 +344,7 @@ def test_reorg_puts_it_back_and_sends_it_again(btc, bitcoind, tmp_path):
         bitcoind.node().call("reconsiderblock", block)  # leave the node's chain whole for the next test
 
 
+@POSTGRES
 def test_a_released_batch_goes_out_again_as_its_replacement(btc, bitcoind, tmp_path):
     """An owner signed the first batch before it was cancelled: their signer refuses those withdrawals and coins
     in any other transaction, so the next export declares that it replaces it and spends one of its coins."""
@@ -365,6 +376,7 @@ def test_a_released_batch_goes_out_again_as_its_replacement(btc, bitcoind, tmp_p
     assert custody("batch", "export", "--chain", "bitcoin", "--out", tmp_path / "o3", *d.cfg, ok=False).exit_code
 
 
+@POSTGRES
 def test_two_batches_never_spend_the_same_coin(btc, bitcoind, tmp_path):
     d = btc
     fund(d, bitcoind)  # one coin of 10 BTC
@@ -383,6 +395,7 @@ def test_two_batches_never_spend_the_same_coin(btc, bitcoind, tmp_path):
     assert {(o["txid"], o["vout"]) for o in watch.call("listlockunspent")} == coins[0] | coins[1]
 
 
+@POSTGRES
 def test_the_safe_s_batches_leave_bitcoin_withdrawals_alone(tmp_path, db_url, chain):
     """One policy with ETH on the Safe and BTC on the descriptor: the Safe's export takes only the ETH one."""
     import dataclasses
@@ -426,6 +439,7 @@ def test_the_safe_s_batches_leave_bitcoin_withdrawals_alone(tmp_path, db_url, ch
     assert [b["chain"] for b in listing] == ["ethereum"]
 
 
+@POSTGRES
 def test_create_finishes_after_a_stop_between_node_and_database(btc, bitcoind, tmp_path):
     """The node has the watch-only wallet, the database has no record (the process stopped in between, as a
     fresh database here): creating again reuses the node's wallet and writes the same file."""
@@ -447,6 +461,7 @@ def test_create_finishes_after_a_stop_between_node_and_database(btc, bitcoind, t
         other.dispose()
 
 
+@POSTGRES
 def test_the_worker_follows_bitcoin_batches(btc, bitcoind, tmp_path, chain, caplog):
     """The worker's pass moves Bitcoin batches along beside the hot wallet's work; bitcoind being away is one
     log line and does not stop the pass."""
@@ -489,6 +504,7 @@ def test_the_worker_follows_bitcoin_batches(btc, bitcoind, tmp_path, chain, capl
     assert {wallet for wallet, asset in read if asset == "BTC"} == {watch_wallet(d, bitcoind).wallet}
 
 
+@POSTGRES
 def test_proof_of_reserves_refuses_to_count_bitcoin_yet(btc, tmp_path):
     """The snapshot reads balances from the Ethereum node: a BTC column would be counted against ETH, or, left
     out, say nothing of BTC. It refuses before reading anything, and says how to prove the others."""
