@@ -26,7 +26,7 @@ from policies.bundle import (
     parse_signature,
     verify_successor,
 )
-from signer.errors import StateError
+from signer.errors import SignerError, StateError
 
 
 def default_state_dir() -> Path:
@@ -60,6 +60,14 @@ def newest(state: Path) -> tuple[Head, Bundle | None]:
         return parse_genesis(genesis.read_bytes()), None
     bundle = parse_bundle(current.read_bytes())
     return bundle.head(), bundle
+
+
+def verified_bundle(state: Path) -> Bundle:
+    """The newest verified bundle, which every batch is checked against; refused before the first one."""
+    _, bundle = newest(state)
+    if bundle is None:
+        raise SignerError("this signer has verified no policy bundle yet: run `signer policy accept` first")
+    return bundle
 
 
 def accept(state: Path, bundle: Bundle, signatures: list[BundleSignature]) -> tuple[str, ...]:

@@ -32,7 +32,7 @@ from nacl.signing import SigningKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from custody.chain.bitcoin import BitcoinNode
+from custody.chain.bitcoin import BitcoinNode, open_wallet
 from custody.cold import btcpsbt, btcwallet
 from custody.cold.batches import DEFAULT_EXPIRY, MAX_PER_BATCH, batch_item
 from custody.errors import BatchRefused, BitcoinNodeError, NotFound, NothingToExport, UnknownAsset
@@ -114,7 +114,7 @@ def export(
         )
     with store.transaction() as s:
         expire_due(s, node, now)
-    watch = btcwallet.open_wallet(node, wallet.wallet)
+    watch = open_wallet(node, wallet.wallet)
     rate = fee_rate(node, rule, fallback_fee_rate)
     out_dir.mkdir(parents=True, exist_ok=True)
     with store.transaction() as s:
@@ -447,7 +447,7 @@ def _unlock_quietly(node: BitcoinNode, wallet: str, inputs: list[BtcBatchInput])
     """The database already says the coins are free; a node that cannot be told now is repaired by the next
     export's ``sync_locks``."""
     with contextlib.suppress(BitcoinNodeError):
-        unlock(btcwallet.open_wallet(node, wallet), inputs)
+        unlock(open_wallet(node, wallet), inputs)
 
 
 def is_btc_batch(store: Store, batch_id: str) -> bool:

@@ -27,7 +27,7 @@ from nacl.signing import SigningKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from custody.chain.bitcoin import BitcoinNode
+from custody.chain.bitcoin import BitcoinNode, open_wallet
 from custody.cold import btcpsbt, btcwallet
 from custody.cold.batches import DEFAULT_EXPIRY
 from custody.cold.btcbatches import OPEN, SAT, BtcState, audit_exported, bitcoin_assets, lock, write_export
@@ -140,7 +140,7 @@ def bump(
             raise BatchRefused(
                 f"the signers would refuse withdrawal {item.id} in a bump under the active policy: {why}"
             )
-    watch = btcwallet.open_wallet(node, wallet.wallet)
+    watch = open_wallet(node, wallet.wallet)
     old_fee, old_vsize = _in_mempool(node, watch, stuck)
     old_rate = math.ceil(old_fee / old_vsize)
     rate = _target_rate(node, rule, stuck.asset, old_rate, fee_rate)

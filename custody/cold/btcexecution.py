@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from embit.transaction import Transaction
 from sqlalchemy import select
 
-from custody.chain.bitcoin import BitcoinNode, in_mempool
+from custody.chain.bitcoin import BitcoinNode, in_mempool, open_wallet
 from custody.clock import Clock
 from custody.cold import btcbump, btcfamily, btcpsbt, btcwallet
 from custody.cold.batches import members
@@ -235,7 +235,7 @@ class BtcFollower:
                     continue
                 busy = broadcast(self.store, self.node, batch_id, now) or busy
             else:
-                busy = self.follow(batch_id, btcwallet.open_wallet(self.node, wallet), now) or busy
+                busy = self.follow(batch_id, open_wallet(self.node, wallet), now) or busy
         btcwallet.record_balances(self.store, self.node, now)
         return busy
 

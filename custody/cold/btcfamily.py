@@ -21,8 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from custody.chain.bitcoin import BitcoinNode
-from custody.cold import btcwallet
+from custody.chain.bitcoin import BitcoinNode, open_wallet
 from custody.cold.btcbatches import BtcState, unlock
 from custody.errors import BitcoinNodeError
 from custody.ledger import audit
@@ -98,7 +97,7 @@ def void_if_settled(store: Store, node: BitcoinNode, batch_id: str, now: int) ->
             return None
         older = [(b.id, b.txid, b.state, b.wallet) for b in ancestors(s, batch)]
     for old_id, txid, state, wallet in older:
-        if state == BtcState.CONFIRMED or _depth(btcwallet.open_wallet(node, wallet), txid) > 0:
+        if state == BtcState.CONFIRMED or _depth(open_wallet(node, wallet), txid) > 0:
             reason = f"batch {old_id}, which it replaces, was mined first (transaction {txid})"
             with store.transaction() as s:
                 row = s.get_one(BtcBatch, batch_id, with_for_update=True)
@@ -122,7 +121,7 @@ def _call_off(s: Session, node: BitcoinNode, row: BtcBatch, now: int, reason: st
     row.state, row.updated_at = BtcState.CANCELLED, now
     inputs = list(s.execute(select(BtcBatchInput).where(BtcBatchInput.batch_id == row.id)).scalars())
     with contextlib.suppress(BitcoinNodeError):  # spent coins cannot be unlocked; sync_locks repairs the rest
-        unlock(btcwallet.open_wallet(node, row.wallet), inputs)
+        unlock(open_wallet(node, row.wallet), inputs)
 
 
 def settle_conflict(store: Store, node: BitcoinNode, batch_id: str, confirmations: int, now: int) -> bool:
@@ -133,7 +132,7 @@ def settle_conflict(store: Store, node: BitcoinNode, batch_id: str, confirmation
         family = [*ancestors(s, batch), *descendants(s, batch_id)]
         candidates = [(b.id, b.txid) for b in family if b.final_tx is not None]
         wallet = batch.wallet
-    watch = btcwallet.open_wallet(node, wallet)
+    watch = open_wallet(node, wallet)
     for other_id, txid in candidates:
         tx = _transaction(watch, txid)
         depth = int(tx.get("confirmations", 0))

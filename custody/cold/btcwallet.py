@@ -24,8 +24,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from custody.chain.bitcoin import RPC_WALLET_EXISTS, BitcoinNode
-from custody.chain.bitcoin import open_wallet as open_wallet  # the cold modules call btcwallet.open_wallet
+from custody.chain.bitcoin import RPC_WALLET_EXISTS, BitcoinNode, open_wallet
 from custody.errors import (
     BitcoinNodeError,
     ChainMismatch,

@@ -24,9 +24,7 @@ def review_batch(raw: bytes, st: Path) -> tuple[Batch, Bundle, list[str]]:
     """The batch, checked by ``signer.review`` and against the ledger of what this signer signed, the newest
     verified bundle, and the lines to show; a refusal is recorded in the transcript."""
     cold_wallet = coldwallet.pinned(st)
-    _, bundle = policystate.newest(st)
-    if bundle is None:
-        raise SignerError("this signer has verified no policy bundle yet: run `signer policy accept` first")
+    bundle = policystate.verified_bundle(st)
     now = int(time.time())
     try:
         batch = review(raw, cold_wallet, bundle, now)

@@ -33,9 +33,7 @@ def review_btc_batch(raw: bytes, st: Path) -> tuple[BtcReview, Bundle, list[str]
     """The batch checked by ``signer.psbtreview`` and against this signer's ledger, the newest verified bundle
     and the lines to show; a refusal is recorded in the transcript."""
     wallet = btcwallet.pinned(st)
-    _, bundle = policystate.newest(st)
-    if bundle is None:
-        raise SignerError("this signer has verified no policy bundle yet: run `signer policy accept` first")
+    bundle = policystate.verified_bundle(st)
     now = int(time.time())
     try:
         found = review_btc(raw, wallet, bundle, now)
