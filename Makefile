@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 
 NODE_STAMP := node_modules/.installed
 BITCOIND_STAMP := .tools/.bitcoind
+CHROMIUM_STAMP := .tools/.chromium
 
 .PHONY: demo test chaos bench lint typecheck clean
 
@@ -25,7 +26,12 @@ $(BITCOIND_STAMP): scripts/fetch-bitcoind.sh
 	bash scripts/fetch-bitcoind.sh
 	touch $(BITCOIND_STAMP)
 
-test: $(STAMP) $(NODE_STAMP) $(BITCOIND_STAMP)
+# Debian's chromium and chromedriver (apt, by package name), for the console and verifier-page browser tests
+$(CHROMIUM_STAMP): scripts/install-chromium.sh
+	bash scripts/install-chromium.sh
+	mkdir -p .tools && touch $(CHROMIUM_STAMP)
+
+test: $(STAMP) $(NODE_STAMP) $(BITCOIND_STAMP) $(CHROMIUM_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
