@@ -9,7 +9,7 @@ Defined here, on the side that must distrust them; specified byte for byte in do
                "created_at": <unix s>, "expires_at": <unix s>,
                "withdrawals": [<the Ethereum batch's withdrawal objects (signer.batchfile), with "token": null,
                                 "decimals": 8 and a Bitcoin address of the network as "destination">, …],
-               "psbt": "<base64 PSBT, version 0>",
+               "psbt": "<base64 PSBT, version 0 (BIP-174) or 2 (BIP-370)>",
                "replaces": null | "<id of the batch this one fee-bumps>"},
      "daemon_key": "<64 hex>",
      "signature": "<Ed25519, 128 hex, over b'custody-btc-batch-v1:' ‖ canonical_bytes(batch)>"}
@@ -18,12 +18,13 @@ Signature file (one owner's partial signatures):
 
     {"kind": "custody-btc-batch-signature", "format": 1, "batch_id": "<uuid>",
      "txid": "<the unsigned transaction's id, 64 hex, display order>", "fingerprint": "<8 hex>",
-     "psbt": "<base64: the batch's PSBT with this owner's partial signatures added>"}
+     "psbt": "<base64: the batch's PSBT, in the batch's PSBT version, with this owner's partial signatures added>"}
 
 Every key is required (``replaces`` is written null when there is none); unknown keys are refused. The PSBT is
-standard base64 with padding, decodes to a PSBT version 0 that embit reads, and must be exactly the bytes
-embit writes back for it (``canonical_psbt``): one spelling, and no field the signer did not read. What the
-PSBT says is judged by ``signer.psbtreview``, not here.
+standard base64 with padding, decodes to a PSBT version 0 or 2 that embit reads (``decode_psbt``: the fields
+BIP-370 requires, excludes or bounds for each version are checked here), and must be exactly the bytes embit
+writes back for it (``canonical_psbt``): one spelling, and no field the signer did not read. What the PSBT
+says is judged by ``signer.psbtreview``, not here.
 """
 
 from __future__ import annotations
@@ -215,7 +216,8 @@ def withdrawal_problem(w: BatchWithdrawal, network: str) -> str | None:
 
 
 def decode_psbt(text: str) -> bytes:
-    """The PSBT's bytes, if ``text`` is its canonical base64 and embit writes it back byte for byte."""
+    """The PSBT's bytes, if ``text`` is its canonical base64, a valid PSBT version 0 or 2 (``psbt_problem``) and
+    embit writes it back byte for byte."""
     if len(text) > MAX_PSBT:
         raise BtcBatchInvalid(f"the PSBT is longer than {MAX_PSBT} characters")
     try:
@@ -229,13 +231,58 @@ def decode_psbt(text: str) -> bytes:
         again = psbt.serialize()
     except Exception:  # embit raises many kinds on malformed input (its own, ValueError, IndexError, …)
         raise BtcBatchInvalid("the PSBT does not parse") from None
-    if psbt.version is not None:
-        raise BtcBatchInvalid(f"the PSBT is version {psbt.version}; a batch carries a version 0 PSBT")
+    problem = psbt_problem(psbt)
+    if problem is not None:
+        raise BtcBatchInvalid(problem)
     if again != raw:
         raise BtcBatchInvalid(
             "the PSBT is not written the one way this signer writes it back (a field repeated, reordered or unknown)"
         )
     return raw
+
+
+# BIP-370 fields embit 0.8 leaves among a scope's unknown keys (it reads the others into attributes).
+GLOBAL_TX_MODIFIABLE = b"\x06"
+IN_REQUIRED_TIME_LOCKTIME, IN_REQUIRED_HEIGHT_LOCKTIME = b"\x11", b"\x12"
+
+
+def psbt_version(psbt: Any) -> int:
+    """0 or 2: embit says None for a PSBT without PSBT_GLOBAL_VERSION (version 0)."""
+    return 0 if psbt.version is None else int(psbt.version)
+
+
+def psbt_problem(psbt: Any) -> str | None:
+    """Why ``psbt`` (parsed by embit) is not a valid PSBT version 0 or 2, or None. BIP-370's inclusion and
+    exclusion rules that embit does not enforce itself; a version 0 PSBT carrying a version 2 field embit reads
+    into an attribute (tx version, locktime, counts, prevout, amount, script) is not written back the same way,
+    so the canonical-bytes rule refuses it."""
+    version = psbt.version
+    if version not in (None, 2):
+        return f"the PSBT is version {version}; this signer reads versions 0 (BIP-174) and 2 (BIP-370)"
+    excluded = (IN_REQUIRED_TIME_LOCKTIME, IN_REQUIRED_HEIGHT_LOCKTIME)
+    if version is None:
+        if GLOBAL_TX_MODIFIABLE in psbt.unknown or any(k in inp.unknown for inp in psbt.inputs for k in excluded):
+            return "the PSBT is version 0 but carries a field of version 2 (BIP-370)"
+        return None
+    if psbt.tx_version is None:
+        return "the version 2 PSBT has no transaction version (PSBT_GLOBAL_TX_VERSION)"
+    flags = psbt.unknown.get(GLOBAL_TX_MODIFIABLE)
+    if flags is not None and len(flags) != 1:
+        return "PSBT_GLOBAL_TX_MODIFIABLE is not one byte"
+    for i, inp in enumerate(psbt.inputs):
+        if inp.txid is None or inp.vout is None:
+            return f"input {i} of the version 2 PSBT lacks its previous txid or output index"
+        for key, what, low, high in (
+            (IN_REQUIRED_TIME_LOCKTIME, "time", 500_000_000, 2**32),
+            (IN_REQUIRED_HEIGHT_LOCKTIME, "height", 1, 500_000_000),
+        ):
+            value = inp.unknown.get(key)
+            if value is not None and (len(value) != 4 or not low <= int.from_bytes(value, "little") < high):
+                return f"input {i}: its required {what} locktime is not a 4-byte value in [{low}, {high})"
+    for n, out in enumerate(psbt.outputs):
+        if out.value is None or out.script_pubkey is None:
+            return f"output {n} of the version 2 PSBT lacks its amount or script"
+    return None
 
 
 def canonical_psbt(text: str) -> str:

@@ -9,9 +9,11 @@ is the refusal, docs/batch-protocol.md section 9):
 4. the policy: the newest verified bundle (``batch_policy_refused``), every withdrawal of the bitcoin asset of
    this network and passing ``signer.payouts.check_withdrawal`` (whitelist, customer payouts and their codes);
 5. the transaction's form: version 2, every nSequence 0xfffffffd (RBF, no relative lock), locktime 0 or a
-   block height not far ahead, or a time not in the future, outputs within 21 million BTC
-   (``btc_tx_form_invalid``); no redeem script or taproot field on an input (``btc_foreign_input``); global xpubs, if
-   any, exactly the pinned ones (``btc_xpub_mismatch``); no signatures or finalized inputs yet;
+   block height not far ahead, or a time not in the future, outputs within 21 million BTC; for a PSBT version
+   2 (BIP-370), no input or output still modifiable and no per-input required locktime, so the transaction
+   signed is the fixed one its fields spell (``btc_tx_form_invalid``); no redeem script or taproot field on an
+   input (``btc_foreign_input``); global xpubs, if any, exactly the pinned ones (``btc_xpub_mismatch``); no
+   signatures or finalized inputs yet;
 6. inputs: no outpoint twice (``btc_duplicate_input``); each with a non_witness_utxo and a witness_utxo
    (``btc_utxo_missing``), the first hashing to the outpoint's txid and the second equal to its output (the
    segwit fee attack; ``btc_utxo_mismatch``); SIGHASH_ALL or none (``btc_sighash_forbidden``); its bip32
@@ -39,7 +41,14 @@ from policies.bundle import Bundle
 from policies.model import AssetRule, Policy
 from policies.text import escape, when
 from policies.units import format_amount
-from signer.btcbatch import BtcBatch, parse_btc_batch_file
+from signer.btcbatch import (
+    GLOBAL_TX_MODIFIABLE,
+    IN_REQUIRED_HEIGHT_LOCKTIME,
+    IN_REQUIRED_TIME_LOCKTIME,
+    BtcBatch,
+    parse_btc_batch_file,
+    psbt_version,
+)
 from signer.btckeys import GAP_LIMIT, account_indexes, xpub_version
 from signer.btcwallet import BtcColdWallet, derived_pubkey, p2wsh
 from signer.errors import (
@@ -94,6 +103,7 @@ class BtcReview:
     vsize: int
     locktime: int
     payouts: dict[str, Payout]
+    psbt_version: int = 0  # 0 (BIP-174) or 2 (BIP-370): the signature file is written in the same version
 
     @property
     def outpoints(self) -> tuple[str, ...]:
@@ -123,7 +133,8 @@ def review_btc(raw: bytes, wallet: BtcColdWallet, bundle: Bundle, now: int) -> B
     size = vsize(wallet.threshold, len(wallet.owners), len(inputs), [bytes(o.script_pubkey.data) for o in psbt.tx.vout])
     check_fee(rule, fee, size, sum(w.amount for w in batch.withdrawals))
     txid = bytes(psbt.tx.txid()).hex()
-    return BtcReview(batch, txid, inputs, change, fee, size, int(psbt.locktime or 0), payouts)
+    locktime = int(psbt.locktime or 0)
+    return BtcReview(batch, txid, inputs, change, fee, size, locktime, payouts, psbt_version(psbt))
 
 
 def check_policy(batch: BtcBatch, bundle: Bundle, now: int) -> tuple[AssetRule, dict[str, Payout]]:
@@ -160,6 +171,7 @@ def check_form(psbt: Any, wallet: BtcColdWallet, now: int) -> None:
                 f"input {i} has nSequence {inp.sequence:#010x}; a batch signals replace-by-fee with exactly "
                 f"{RBF_SEQUENCE:#010x} (no relative lock), so it can be fee-bumped"
             )
+    check_fixed(psbt)
     check_locktime(int(psbt.locktime or 0), wallet.network, now)
     values = [int(o.value) for o in psbt.tx.vout]
     if any(v > MAX_MONEY for v in values) or sum(values) > MAX_MONEY:
@@ -179,8 +191,31 @@ def check_form(psbt: Any, wallet: BtcColdWallet, now: int) -> None:
         taproot = (inp.taproot_bip32_derivations, inp.taproot_scripts, inp.taproot_sigs)
         if inp.redeem_script is not None or any(taproot) or inp.taproot_internal_key or inp.taproot_merkle_root:
             raise BtcForeignInput(f"input {i} is not a native P2WSH input of the wallet")
-    if psbt.unknown or any(x.unknown for x in [*psbt.inputs, *psbt.outputs]):
+    known = {GLOBAL_TX_MODIFIABLE}  # read by check_fixed: only "nothing modifiable" gets here
+    if set(psbt.unknown) - known or any(x.unknown for x in [*psbt.inputs, *psbt.outputs]):
         raise BtcBatchInvalid("the PSBT carries fields this signer does not know")
+
+
+def check_fixed(psbt: Any) -> None:
+    """A PSBT version 2 spells a fixed transaction: PSBT_GLOBAL_TX_MODIFIABLE absent or 0 (BIP-370: inputs or
+    outputs that may still be added or removed, or a SIGHASH_SINGLE pairing to keep, mean the transaction is not
+    final, and a signature would then commit to one that is not the one shown), and no input with a required
+    time or height locktime: the locktime is the fallback locktime, shown and checked as a version 0 PSBT's
+    (embit builds the transaction it signs from the fallback locktime alone)."""
+    flags = psbt.unknown.get(GLOBAL_TX_MODIFIABLE)
+    if flags is not None and flags != b"\x00":
+        raise BtcTxFormInvalid(
+            f"the PSBT's transaction is still modifiable (PSBT_GLOBAL_TX_MODIFIABLE {flags.hex()}): inputs or "
+            "outputs could be added after signing; a signer signs a fixed transaction"
+        )
+    for i, inp in enumerate(psbt.inputs):
+        for key, what in ((IN_REQUIRED_TIME_LOCKTIME, "time"), (IN_REQUIRED_HEIGHT_LOCKTIME, "height")):
+            if key in inp.unknown:
+                value = int.from_bytes(inp.unknown[key], "little")
+                raise BtcTxFormInvalid(
+                    f"input {i} requires a {what} locktime of {value}: a batch's locktime is its fallback "
+                    "locktime alone, shown before signing"
+                )
 
 
 def xpub_text(key: Any, network: str) -> str:
@@ -361,6 +396,7 @@ def describe_btc(found: BtcReview, policy: Policy, policy_version: int) -> list[
         f"policy       v{policy_version} ({batch.policy_hash})",
         f"created      {when(batch.created_at)}",
         f"expires      {when(batch.expires_at)}",
+        *(["psbt         version 2 (BIP-370)"] if found.psbt_version == 2 else []),
         "",
         f"{'#':>4}  {'asset':<6} {'amount (BTC)':>18}  {'destination':<62}  label / withdrawal id",
     ]

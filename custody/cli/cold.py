@@ -157,6 +157,7 @@ def batch() -> None:
 @click.option("--expires-in", default="24h", show_default=True, help="How long signers have, e.g. 4h or 2d.")
 @click.option("--chain", default="ethereum", show_default=True, type=CHAINS, help="Which cold wallet pays.")
 @click.option("--asset", default=None, help="Bitcoin only: the asset (default: that of the oldest queued withdrawal).")
+@click.option("--psbt-version", type=click.Choice(["0", "2"]), default="0", help="Bitcoin only: BIP-174 or BIP-370.")
 @config_option
 @passphrase_option
 def batch_export(
@@ -165,11 +166,14 @@ def batch_export(
     expires_in: str,
     chain: str,
     asset: str | None,
+    psbt_version: str,
     config_path: Path,
     passphrase_file: Path | None,
 ) -> None:
     """Gather queued cold withdrawals into one Safe transaction (with --chain bitcoin: one PSBT) and write the
     batch file for the signers."""
+    if chain != "bitcoin" and psbt_version != "0":
+        raise click.BadParameter("a PSBT version is for --chain bitcoin only", param_hint="'--psbt-version'")
     settings, store = open_store(config_path)
     lifetime = Reader(human=True).period(expires_in, "--expires-in")
     identity = load_identity(settings.data_dir, daemon_passphrase(passphrase_file))
@@ -184,6 +188,7 @@ def batch_export(
             limit=limit,
             expires_in=lifetime,
             fallback_fee_rate=settings.bitcoin.fallback_fee_rate,
+            psbt_version=int(psbt_version),
         )
         for withdrawal_id, why in made.skipped:
             click.echo(f"skipped {withdrawal_id}: {why}", err=True)

@@ -99,8 +99,10 @@ def export(
     limit: int = MAX_PER_BATCH,
     expires_in: int = DEFAULT_EXPIRY,
     fallback_fee_rate: int = 10,
+    psbt_version: int = 0,
 ) -> BtcExported:
-    """One Bitcoin batch of ``asset`` (by default the bitcoin asset of the oldest queued cold withdrawal)."""
+    """One Bitcoin batch of ``asset`` (by default the bitcoin asset of the oldest queued cold withdrawal), its
+    PSBT in ``psbt_version`` (0, BIP-174; or 2, BIP-370: the same transaction, which signers check alike)."""
     if not 1 <= limit <= MAX_PER_BATCH:
         raise BatchRefused(f"a batch holds 1 to {MAX_PER_BATCH} withdrawals")
     with store.read() as s:
@@ -144,8 +146,9 @@ def export(
         batch_id = str(uuid.uuid4())
         path = out_dir / f"btc-batch-{batch_id[:8]}.json"
         items = tuple(item for _, item in chosen)
+        psbt = btcpsbt.with_version(funded.psbt, psbt_version)
         doc, tmp = write_export(
-            s, identity, wallet, active, batch_id, symbol, items, funded.psbt, funded, replaces, path, now, expires_in
+            s, identity, wallet, active, batch_id, symbol, items, psbt, funded, replaces, path, now, expires_in
         )
         for w, _ in chosen:
             w.batch_id = batch_id
@@ -388,7 +391,9 @@ def held_inputs(s: Session, wallet: str) -> list[BtcBatchInput]:
         s.execute(
             select(BtcBatchInput)
             .join(BtcBatch, BtcBatch.id == BtcBatchInput.batch_id)
-            .where(BtcBatch.wallet == wallet, BtcBatch.state.in_(list(OPEN)))
+            # and "orphaned" (custody.cold.btcexecution.ORPHANED): confirmed, then taken out by a deep reorg, its
+            # same transaction sent again; no other batch may take its coins meanwhile
+            .where(BtcBatch.wallet == wallet, BtcBatch.state.in_([*OPEN, "orphaned"]))
         ).scalars()
     )
 

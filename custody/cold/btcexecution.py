@@ -9,6 +9,12 @@ one bad file refuses them all and stores nothing, and importing a file again cha
 Exactly once: the final transaction is written before it is first sent, and from then on only those bytes are
 ever sent again (after a crash, a node restart, or a reorg that drops it from its block). Its inputs are the
 batch's; a second payment of the same withdrawals would need the owners to sign another batch, which they refuse.
+
+A confirmed batch is watched for ``settled_watch_blocks`` more blocks (``BtcFollower.watch_settled``): if a reorg
+deeper than the confirmation depth takes its block away and it is not deep enough in the new chain, the batch is
+``orphaned`` (``batch.rollback_detected`` audited, logged as an error, shown by ``custody status``), its
+withdrawals stay confirmed, and its same final transaction is sent again until it is deep enough once more
+(``batch.remined``): the batch's signed inputs allow no other payment of them.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from custody.cold import btcbump, btcfamily, btcpsbt, btcwallet
 from custody.cold.batches import members
 from custody.cold.btcbatches import SENT, BtcState, expire_due
 from custody.errors import BatchRefused, BitcoinNodeError, NotAnOwner, NotFound, SignatureForAnotherBatch
+from custody.hot.btcfollow import gone
 from custody.ledger import audit, freeze
 from custody.ledger.states import State
 from custody.ledger.transitions import move
@@ -37,6 +44,9 @@ log = logging.getLogger("custody.bitcoin")
 RPC_ALREADY_IN_CHAIN = -27
 ALREADY = ("already in block chain", "txn-already-in-mempool", "txn-already-known", "already have transaction")
 RPC_NOT_IN_WALLET = -5
+# A confirmed batch a reorg deeper than the confirmation depth took out of the chain (a ``BtcBatch.state`` beside
+# ``custody.cold.btcbatches.BtcState``'s): followed again until it is deep enough once more.
+ORPHANED = "orphaned"
 
 
 @dataclass
@@ -149,7 +159,7 @@ def finalize(store: Store, node: BitcoinNode, batch_id: str, now: int) -> str | 
     voided = btcfamily.void_if_settled(store, node, batch_id, now)
     if voided is not None:
         raise BatchRefused(f"batch {batch_id} is cancelled and will not be sent: {voided}; nothing is paid twice")
-    combined = node.call("combinepsbt", [batch.psbt, *psbts])
+    combined = node.call("combinepsbt", [btcpsbt.for_node(p) for p in [batch.psbt, *psbts]])  # v2 batches: as v0
     final = node.call("finalizepsbt", combined, True)
     if not final.get("complete") or not final.get("hex"):
         raise BatchRefused(f"batch {batch_id}: the node could not finalize the signed PSBTs")
@@ -206,10 +216,19 @@ class BtcFollower:
     recorded and sent again (the same bytes)."""
 
     def __init__(
-        self, store: Store, node: BitcoinNode, confirmations: int, clock: Clock, *, stuck_after: int = 3600
+        self,
+        store: Store,
+        node: BitcoinNode,
+        confirmations: int,
+        clock: Clock,
+        *,
+        stuck_after: int = 3600,
+        settled_watch_blocks: int = 64,
     ) -> None:
         self.store, self.node, self.confirmations, self.clock = store, node, confirmations, clock
-        self.stuck_after = stuck_after
+        self.stuck_after, self.settled_watch_blocks = stuck_after, settled_watch_blocks
+        self._watched: tuple[int, str] | None = None  # the best block the watch last found nothing at
+        self._told: set[str] = set()
 
     def step(self) -> bool:
         now = self.clock.now()
@@ -236,8 +255,125 @@ class BtcFollower:
                 busy = broadcast(self.store, self.node, batch_id, now) or busy
             else:
                 busy = self.follow(batch_id, open_wallet(self.node, wallet), now) or busy
+        busy = self.watch_settled(now) or busy
         btcwallet.record_balances(self.store, self.node, now)
         return busy
+
+    # -- the watch over confirmed batches ------------------------------------------------------------------
+    def watch_settled(self, now: int) -> bool:
+        """Check that the batches confirmed in the last ``settled_watch_blocks`` blocks are still in their blocks,
+        and move orphaned ones along (the module docstring). True if it found or did something."""
+        info = self.node.call("getblockchaininfo")
+        head = (int(info["blocks"]), str(info["bestblockhash"]))
+        since = head[0] - (self.confirmations - 1) - self.settled_watch_blocks
+        with self.store.read() as s:
+            recent = []
+            if head != self._watched:  # the same best block: the same chain all the way down
+                recent = list(
+                    s.execute(
+                        select(BtcBatch.id, BtcBatch.block_height, BtcBatch.block_hash).where(
+                            BtcBatch.state == BtcState.CONFIRMED, BtcBatch.block_height >= since
+                        )
+                    ).all()
+                )
+        busy = False
+        for batch_id in gone(self.node, [(i, h, b) for i, h, b in recent if h is not None and b is not None]):
+            busy = self._left_its_block(batch_id, now) or busy
+        with self.store.read() as s:
+            orphans = list(
+                s.execute(select(BtcBatch.id).where(BtcBatch.state == ORPHANED).order_by(BtcBatch.created_at)).scalars()
+            )
+        for batch_id in orphans:
+            busy = self._follow_orphan(batch_id, now) or busy
+        self._watched = None if busy else head
+        return busy
+
+    def _where(self, batch: BtcBatch) -> tuple[int, str | None, int]:
+        """(depth, block hash, height) of the batch's transaction on the best chain; a negative depth: a
+        conflicting transaction is mined."""
+        try:
+            tx = open_wallet(self.node, batch.wallet).call("gettransaction", batch.txid)
+        except BitcoinNodeError as exc:
+            if exc.node_code != RPC_NOT_IN_WALLET:
+                raise
+            return 0, None, 0
+        depth = int(tx.get("confirmations", 0))
+        return depth, (str(tx["blockhash"]) if depth > 0 else None), int(tx.get("blockheight", 0))
+
+    def _left_its_block(self, batch_id: str, now: int) -> bool:
+        """A confirmed batch whose block is no longer in the best chain: recorded where it is now if it is still
+        deep enough there, else orphaned (audited, logged as an error). True if it changed anything."""
+        with self.store.read() as s:
+            batch = s.get_one(BtcBatch, batch_id)
+            was = (batch.block_height, batch.block_hash)
+            depth, block, height = self._where(batch)
+        with self.store.transaction() as s:
+            row = s.get_one(BtcBatch, batch_id, with_for_update=True)
+            if row.state != BtcState.CONFIRMED or (row.block_height, row.block_hash) != was:
+                return False  # another replica saw it first
+            data: dict[str, object] = {"chain": "bitcoin", "txid": row.txid, "was_in_block": was[0]}
+            if depth >= self.confirmations:
+                row.block_hash, row.block_height, row.updated_at = block, height, now
+                audit.append(s, now, "batch.remined", batch_id, {**data, "block": height})
+                return True
+            reason = (
+                f"Bitcoin rollback: cold batch {batch_id} ({row.txid}), confirmed in block {was[0]} ({was[1]}), "
+                f"left the chain ({f'now {depth} deep' if depth > 0 else 'not in a block now'}) after "
+                f"{self.confirmations} confirmation(s); its withdrawals stay confirmed and its same final "
+                "transaction is sent again"
+            )
+            row.state, row.block_hash, row.block_height, row.updated_at = ORPHANED, None, None, now
+            audit.append(
+                s,
+                now,
+                "batch.rollback_detected",
+                batch_id,
+                {**data, "was_block_hash": was[1], "depth_now": depth, "reason": reason},
+            )
+        log.error("%s", reason)
+        return True
+
+    def _follow_orphan(self, batch_id: str, now: int) -> bool:
+        """An orphaned batch: deep enough again -> confirmed there again; not in a block nor in the mempool ->
+        its same final transaction sent again."""
+        with self.store.read() as s:
+            batch = s.get_one(BtcBatch, batch_id)
+            depth, block, height = self._where(batch)
+            raw, txid = batch.final_tx, batch.txid
+        if depth >= self.confirmations and block is not None:
+            with self.store.transaction() as s:
+                row = s.get_one(BtcBatch, batch_id, with_for_update=True)
+                if row.state != ORPHANED:
+                    return False
+                row.state, row.block_hash, row.block_height, row.updated_at = BtcState.CONFIRMED, block, height, now
+                audit.append(s, now, "batch.remined", batch_id, {"chain": "bitcoin", "txid": txid, "block": height})
+            log.warning("orphaned batch %s is confirmed again: %s in block %d", batch_id, txid, height)
+            return True
+        if depth < 0:  # only the owners' keys could have made a conflicting transaction: people look into it
+            self._tell(batch_id, "orphaned batch %s: a transaction conflicting with %s is mined", batch_id, txid)
+            return False
+        if depth > 0 or raw is None or in_mempool(self.node, txid):
+            return False
+        try:
+            self.node.call("sendrawtransaction", raw)
+        except BitcoinNodeError as exc:
+            if exc.node_code != RPC_ALREADY_IN_CHAIN and not any(a in exc.node_message for a in ALREADY):
+                self._tell(batch_id, "orphaned batch %s: the node refuses its transaction: %s", batch_id, exc.message)
+                return False
+        with self.store.transaction() as s:
+            audit.append(
+                s,
+                now,
+                "batch.rebroadcast",
+                batch_id,
+                {"chain": "bitcoin", "txid": txid, "why": "confirmed, then taken out of the chain by a reorg"},
+            )
+        return True
+
+    def _tell(self, key: str, message: str, *args: object) -> None:
+        if key + message not in self._told:
+            self._told.add(key + message)
+            log.error(message, *args)
 
     def follow(self, batch_id: str, watch: BitcoinNode, now: int) -> bool:
         with self.store.read() as s:

@@ -6,6 +6,11 @@ exactly the withdrawals (script and amount, as many times as they are listed), p
 cold wallet's own (branch 1 of the descriptor, re-derived here), spend only the wallet's coins, and cost at most
 the policy's fee. Signers check all of it again offline; the daemon checks first so that it never exports a file
 every signer must refuse.
+
+PSBT versions: a batch carries a PSBT version 0 (BIP-174, the default) or 2 (BIP-370), and every owner's
+signature file comes back in the batch's version. The node (Bitcoin Core / Knots 29) reads version 0 only, so
+what is handed to it is first written as version 0 (``for_node``): the same unsigned transaction, the same
+fields, only the global transaction in place of the per-input and per-output ones.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from embit.descriptor import Descriptor
 from embit.psbt import PSBT
 from embit.transaction import SIGHASH, Transaction
 
-from custody.errors import BatchRefused, PartialSignatureInvalid
+from custody.errors import BatchRefused, PartialSignatureInvalid, SignatureForAnotherBatch
+from signer.btcbatch import GLOBAL_TX_MODIFIABLE, IN_REQUIRED_HEIGHT_LOCKTIME, IN_REQUIRED_TIME_LOCKTIME
+from signer.btcbatch import psbt_version as version_of
 
 CHANGE_BRANCH = 1
 SEARCH = 5000  # the highest index a change or input is looked for at (the node's range grows as it is used)
@@ -141,11 +148,45 @@ def _vsize(psbt: PSBT) -> int:
     return size + (2 + witness + 3) // 4
 
 
+PSBT_VERSIONS = (0, 2)
+# BIP-370 fields that have no place in a version 0 PSBT (embit keeps them among a scope's unknown keys).
+_V2_ONLY_INPUT = (IN_REQUIRED_TIME_LOCKTIME, IN_REQUIRED_HEIGHT_LOCKTIME)
+
+
+def with_version(text: str, version: int) -> str:
+    """``text`` written as a PSBT of ``version`` (0 or 2), base64: the same unsigned transaction (its txid is
+    checked to be kept) and the same per-input and per-output fields. A version 2 PSBT whose inputs or outputs
+    are still modifiable, or whose inputs require a locktime, has no one version 0 spelling: refused."""
+    if version not in PSBT_VERSIONS:
+        raise BatchRefused(f"PSBT version {version}: the batch protocol knows versions 0 and 2")
+    psbt = parse(text)
+    if version_of(psbt) == version:
+        return str(psbt.to_string())
+    if GLOBAL_TX_MODIFIABLE in psbt.unknown or any(k in inp.unknown for inp in psbt.inputs for k in _V2_ONLY_INPUT):
+        raise BatchRefused("the version 2 PSBT is still modifiable or requires a locktime: no version 0 spelling")
+    txid = txid_of(psbt)
+    psbt.version = None if version == 0 else version
+    again = parse(str(psbt.to_string()))
+    if txid_of(again) != txid or version_of(again) != version:
+        raise BatchRefused(f"the PSBT written as version {version} is not the same transaction")
+    return str(again.to_string())
+
+
+def for_node(text: str) -> str:
+    """What the node reads: the PSBT as version 0 (Bitcoin Core 29 refuses version 2)."""
+    return with_version(text, 0)
+
+
 def signatures_onto(batch_text: str, signed_text: str) -> PSBT:
     """The batch's own PSBT with only the partial signatures of ``signed_text`` copied in: whatever else a
     signature file's PSBT says (a UTXO amount, a script, a derivation) is not taken, so signatures are checked,
     and combined, against what the batch exported."""
     batch, signed = parse(batch_text), parse(signed_text)
+    if version_of(signed) != version_of(batch):
+        # A signer writes the batch's PSBT back in its version: another version is another file than it wrote.
+        raise SignatureForAnotherBatch(
+            f"the signed PSBT is version {version_of(signed)}; the batch's PSBT is version {version_of(batch)}"
+        )
     if unsigned_tx(signed) != unsigned_tx(batch):
         raise BatchRefused("the signed PSBT is not for the batch's transaction")
     for mine, theirs in zip(batch.inputs, signed.inputs, strict=True):

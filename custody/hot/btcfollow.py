@@ -15,6 +15,16 @@ spending the same coins and paying the same withdrawals):
         ``max_fee_rate`` and ``max_fee``; decided under the wallet's row lock, stored, then sent
 
 A freeze holds what is not sent yet and stops replacements; what is sent is followed and settles.
+
+The watch (``watch_settled``): a confirmed payment is not forgotten. For ``settled_watch_blocks`` blocks after it
+confirmed, its block must stay the best chain's block at its height. If a reorg deeper than ``confirmations``
+takes it away, and no version of the payment is deep enough in the new chain, the payment is ``orphaned``:
+``btchot.rollback_detected`` is audited and logged as an error, ``custody status`` shows it, its withdrawals
+stay confirmed (nothing signs or pays them again: they are not ``queued_hot``), the hot position reserves them
+again, and the same stored bytes are sent again (only those: every version spends the same coins, so at most
+one is ever mined) until a version is deep enough again (``btchot.remined``). Unlike Ethereum's watch this one
+does not freeze payments: re-sending the stored bytes of a Bitcoin payment can never pay it twice, while a
+payment whose coins a reorg took away is one no one can send any more, which the status and log show.
 """
 
 from __future__ import annotations
@@ -22,13 +32,15 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Iterable
 from decimal import Decimal
+from typing import TypeVar
 
 from embit.transaction import Transaction
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from custody.chain.bitcoin import in_mempool
+from custody.chain.bitcoin import BitcoinNode, in_mempool
 from custody.errors import BitcoinNodeError
 from custody.hot import btcbuild
 from custody.hot.btcpayer import BtcPayer, BtcTxState, fee_rate
@@ -38,9 +50,11 @@ from custody.ledger.states import State
 from custody.ledger.transitions import move
 from custody.store.models import BtcHotInput, BtcHotPayout, BtcHotTransaction, BtcHotWallet, Withdrawal
 
+K = TypeVar("K")
+
 log = logging.getLogger("custody.bitcoin")
 SAT = Decimal(10) ** 8
-RPC_ALREADY_IN_CHAIN, RPC_NOT_IN_WALLET = -27, -5
+RPC_ALREADY_IN_CHAIN, RPC_NOT_IN_WALLET, RPC_OUT_OF_RANGE = -27, -5, -8
 ALREADY = ("already in block chain", "txn-already-in-mempool", "txn-already-known", "already have transaction")
 FOLLOWED = (BtcTxState.SIGNED, BtcTxState.BROADCAST)
 
@@ -56,6 +70,7 @@ class BtcHot(BtcPayer):
                 break
             busy = True
         busy = self.follow() or busy
+        busy = self.watch_settled() or busy
         self.read_balance()
         return busy
 
@@ -194,6 +209,140 @@ class BtcHot(BtcPayer):
                 },
             )
 
+    # -- the watch over confirmed payments ---------------------------------------------------------------------
+    def watch_settled(self) -> bool:
+        """Check that the payments confirmed in the last ``settled_watch_blocks`` blocks are still in their blocks,
+        and move orphaned ones along (the module docstring). True if it found or did something."""
+        acct, _ = self.ready()
+        info = self.node.call("getblockchaininfo")
+        head = (int(info["blocks"]), str(info["bestblockhash"]))
+        since = head[0] - (self.settings.confirmations - 1) - self.settings.settled_watch_blocks
+        T = BtcHotTransaction
+        orphaned = select(T.payment).where(T.wallet == acct.wallet, T.state == BtcTxState.ORPHANED)
+        with self.store.read() as s:
+            orphans = list(s.execute(orphaned).scalars())
+            recent = []
+            if head != self._watched:  # the same best block: the same chain all the way down
+                recent = list(
+                    s.execute(
+                        select(T.id, T.block_height, T.block_hash).where(
+                            T.wallet == acct.wallet, T.state == BtcTxState.CONFIRMED, T.block_height >= since
+                        )
+                    ).all()
+                )
+        busy = False
+        for row_id in gone(self.node, [(i, h, b) for i, h, b in recent if h is not None and b is not None]):
+            busy = self._left_its_block(row_id) or busy
+        if busy:  # the ones just orphaned too
+            with self.store.read() as s:
+                orphans = list(s.execute(orphaned).scalars())
+        for payment in sorted(set(orphans)):
+            busy = self._follow_orphan(payment) or busy
+        self._watched = None if busy else head
+        return busy
+
+    def _left_its_block(self, row_id: str) -> bool:
+        """A confirmed version whose block is no longer in the best chain: recorded where it is now if it is still
+        deep enough there, else orphaned (audited, logged as an error). True if it changed anything."""
+        now = self.clock.now()
+        with self.store.read() as s:
+            row = s.get_one(BtcHotTransaction, row_id)
+            txid, payment, was = row.txid, row.payment, (row.block_height, row.block_hash)
+        depth, block, height = self._where(txid)
+        with self.store.transaction() as s:
+            row = s.get_one(BtcHotTransaction, row_id, with_for_update=True)
+            if row.state != BtcTxState.CONFIRMED or (row.block_height, row.block_hash) != was:
+                return False  # another replica saw it first
+            if depth >= self.settings.confirmations:
+                row.block_hash, row.block_height, row.updated_at = block, height, now
+                audit.append(s, now, "btchot.remined", payment, {"txid": txid, "block": height, "was_in_block": was[0]})
+                return True
+            withdrawals = [w.id for w in _withdrawals(s, payment, State.CONFIRMED)]
+            reason = (
+                f"Bitcoin rollback: hot payment {payment} ({txid}), confirmed in block {was[0]} ({was[1]}), "
+                f"left the chain ({'now ' + str(depth) + ' deep' if depth > 0 else 'not in a block now'}) after "
+                f"{self.settings.confirmations} confirmation(s); its {len(withdrawals)} withdrawal(s) stay confirmed "
+                "and its same signed bytes are sent again"
+            )
+            row.state, row.block_hash, row.block_height, row.updated_at = BtcTxState.ORPHANED, None, None, now
+            audit.append(
+                s,
+                now,
+                "btchot.rollback_detected",
+                payment,
+                {
+                    "txid": txid,
+                    "was_in_block": was[0],
+                    "was_block_hash": was[1],
+                    "depth_now": depth,
+                    "withdrawals": withdrawals,
+                    "reason": reason,
+                },
+            )
+        log.error("%s", reason)
+        return True
+
+    def _follow_orphan(self, payment: str) -> bool:
+        """An orphaned payment: deep enough again (any of its versions) -> confirmed there again; otherwise its
+        orphaned version's same bytes are sent again whenever the node's mempool lacks them."""
+        with self.store.read() as s:
+            rows = list(
+                s.execute(
+                    select(BtcHotTransaction)
+                    .where(BtcHotTransaction.payment == payment)
+                    .order_by(BtcHotTransaction.attempt)
+                ).scalars()
+            )
+        orphan = next((r for r in rows if r.state == BtcTxState.ORPHANED), None)
+        if orphan is None:
+            return False
+        seen = {r.id: self._where(r.txid) for r in rows}
+        for r in rows:
+            depth, block, height = seen[r.id]
+            if depth >= self.settings.confirmations and block is not None and height is not None:
+                self._remined(orphan, r, block, height)
+                return True
+        if any(depth > 0 for depth, _, _ in seen.values()) or in_mempool(self.node, orphan.txid):
+            return False  # on its way back: mined, not deep enough yet, or waiting in the mempool
+        try:
+            self.node.call("sendrawtransaction", orphan.raw)
+        except BitcoinNodeError as exc:
+            if exc.node_code != RPC_ALREADY_IN_CHAIN and not any(a in exc.node_message for a in ALREADY):
+                self._tell(
+                    orphan.txid, "orphaned payment %s: the node refuses its stored bytes: %s", payment, exc.message
+                )
+                return False
+        with self.store.transaction() as s:
+            audit.append(
+                s,
+                self.clock.now(),
+                "btchot.rebroadcast",
+                payment,
+                {"txid": orphan.txid, "why": "confirmed, then taken out of the chain by a reorg"},
+            )
+        return True
+
+    def _remined(self, orphan: BtcHotTransaction, version: BtcHotTransaction, block: str, height: int) -> None:
+        """A version of an orphaned payment is deep enough again: it is the confirmed one (the others replaced)
+        and its withdrawals, confirmed all along, name its txid."""
+        now = self.clock.now()
+        with self.store.transaction() as s:
+            rows = list(
+                s.execute(
+                    select(BtcHotTransaction).where(BtcHotTransaction.payment == orphan.payment).with_for_update()
+                ).scalars()
+            )
+            if not any(r.state == BtcTxState.ORPHANED for r in rows):
+                return
+            for r in rows:
+                r.state, r.updated_at = (BtcTxState.CONFIRMED if r.id == version.id else BtcTxState.REPLACED), now
+                if r.id == version.id:
+                    r.block_hash, r.block_height = block, height
+            for w in _withdrawals(s, orphan.payment, State.CONFIRMED):
+                w.tx_hash = version.txid
+            audit.append(s, now, "btchot.remined", orphan.payment, {"txid": version.txid, "block": height})
+        log.warning("orphaned payment %s is confirmed again: %s in block %d", orphan.payment, version.txid, height)
+
     # -- fee bumps ---------------------------------------------------------------------------------------
     def replace(self, old: BtcHotTransaction) -> BtcHotTransaction | None:
         """Sign and store a replacement of ``old`` paying a higher fee (the module docstring); None if the
@@ -260,6 +409,24 @@ class BtcHot(BtcPayer):
         if key + message not in self._told:
             self._told.add(key + message)
             log.warning(message, *args)
+
+
+def gone(node: BitcoinNode, seen: Iterable[tuple[K, int, str]]) -> list[K]:
+    """Of ``seen`` (a key, and the height and hash of the block something was confirmed in), the keys whose block
+    is no longer the best chain's block at that height; one ``getblockhash`` per height."""
+    hashes: dict[int, str | None] = {}
+    out = []
+    for key, height, block in seen:
+        if height not in hashes:
+            try:
+                hashes[height] = str(node.call("getblockhash", height))
+            except BitcoinNodeError as exc:
+                if exc.node_code != RPC_OUT_OF_RANGE:
+                    raise
+                hashes[height] = None  # the best chain is shorter now
+        if hashes[height] != block:
+            out.append(key)
+    return out
 
 
 def _plan_of(s: Session, v: BtcHotTransaction) -> tuple[btcbuild.Plan, bytes]:

@@ -49,6 +49,9 @@ class BtcTxState(StrEnum):
     BROADCAST = "broadcast"  # sent; perhaps seen in a block not yet deep enough (``block_hash``)
     CONFIRMED = "confirmed"  # deep enough: it settled its payment's withdrawals
     REPLACED = "replaced"  # another version of its payment confirmed
+    # confirmed, then a reorg deeper than ``confirmations`` took it out of the chain: its withdrawals stay
+    # confirmed (nothing pays them again), its same bytes are sent again until it is deep enough once more
+    ORPHANED = "orphaned"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class BtcHotSettings:
     fallback_fee_rate: int = 10  # sat/vB when the node has no estimate (regtest, a young node)
     max_outputs: int = 100  # withdrawals per payment
     conf_target: int = 2  # blocks: the estimate a hot payment asks for
+    # blocks after its confirmation during which a confirmed payment's block is checked to stay in the chain
+    # (``custody.hot.btcfollow``: the watch), as ``settled_watch_blocks`` does for Ethereum
+    settled_watch_blocks: int = 64
 
 
 def fee_rate(node: BitcoinNode, rule: AssetRule, settings: BtcHotSettings) -> int:
@@ -96,6 +102,7 @@ class BtcPayer:
         self.watch: BitcoinNode | None = None
         self._short = False  # "cannot fund" was logged (once, until a payment goes out again)
         self._told: set[str] = set()  # warnings about one transaction, logged once per process
+        self._watched: tuple[int, str] | None = None  # the best block the watch last found nothing at
 
     def __repr__(self) -> str:
         return f"BtcPayer({self.acct.wallet if self.acct else 'not ready'})"

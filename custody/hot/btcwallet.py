@@ -8,8 +8,10 @@ entry) with its receive address at index 0: the address to fund it at, which ``c
 
 Balance: what the wallet's coins add up to as if no pending payment had happened yet (the coins a pending
 payment reserves counted, its own outputs not), because the hot position (``custody.ledger.positions``) takes
-the withdrawals still being paid off that reading. It is written as the hot wallet's ``ChainBalance`` of the
-asset (under the hot wallet's registered address, which is how positions find the hot wallet's readings).
+the withdrawals still being paid off that reading. It is written as the Bitcoin hot wallet's ``ChainBalance`` of
+the asset, under the node's wallet name (``BtcHotWallet.wallet``: how positions find this wallet's readings, and
+tell them from the Ethereum hot wallet's), at the node's height. A payment counts as paid in the reading once
+one of its versions is mined at or below that height (``_not_shown``), which is what the hot position assumes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from decimal import Decimal
 
 from embit.descriptor import Descriptor
 from embit.networks import NETWORKS as EMBIT_NETWORKS
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,6 +40,7 @@ RANGE_END = 999  # addresses per branch the node derives up front; it extends th
 NODE_CHAINS = {"main": "mainnet", "test": "testnet", "testnet4": "testnet", "signet": "signet", "regtest": "regtest"}
 _EMBIT = {"mainnet": "main", "testnet": "test", "signet": "signet", "regtest": "regtest"}
 PENDING = ("signed", "broadcast")  # a payment's versions not settled yet
+RPC_NOT_IN_WALLET = -5
 
 
 @dataclass(frozen=True)
@@ -165,44 +168,67 @@ def unspent(watch: BitcoinNode, minconf: int) -> list[Utxo]:
 def read_balance(
     store: Store, node: BitcoinNode, watch: BitcoinNode, network: str, symbol: str | None, now: int
 ) -> int:
-    """Record the wallet's balance (the module docstring) on its row and, for ``symbol``, as the hot wallet's
-    ``ChainBalance``; returns it."""
+    """Record the wallet's balance (the module docstring) at the node's height on its row and, for ``symbol``,
+    as the Bitcoin hot wallet's ``ChainBalance`` (under its node wallet name); returns it."""
     height = int(node.call("getblockcount"))
     coins = unspent(watch, 0)
     with store.transaction() as s:
         row = s.execute(select(BtcHotWallet).where(BtcHotWallet.network == network).with_for_update()).scalar_one()
-        pending = _pending(s, row.wallet)
-        versions = set(
-            s.execute(select(BtcHotTransaction.txid).where(BtcHotTransaction.payment.in_(pending))).scalars()
-        )
-        reserved = list(s.execute(select(BtcHotInput).where(BtcHotInput.payment.in_(pending))).scalars())
+        unpaid = [p for p, txids in _not_shown(s, row.wallet, height).items() if not _mined_by(watch, txids, height)]
+        versions = set(s.execute(select(BtcHotTransaction.txid).where(BtcHotTransaction.payment.in_(unpaid))).scalars())
+        reserved = list(s.execute(select(BtcHotInput).where(BtcHotInput.payment.in_(unpaid))).scalars())
         held = {(r.txid, r.vout) for r in reserved}
         balance = sum(c.amount for c in coins if c.txid not in versions and (c.txid, c.vout) not in held)
         balance += sum(r.amount for r in reserved)
         row.balance, row.balance_height = balance, height
-        holder = s.execute(select(HotWallet.address).order_by(HotWallet.created_at).limit(1)).scalar_one_or_none()
-        if symbol is not None and holder is not None:
-            _write_reading(s, holder, symbol, balance, height, now)
+        if symbol is not None:
+            _write_reading(s, row.wallet, symbol, balance, height, now)
     return balance
 
 
-def _pending(s: Session, wallet: str) -> list[str]:
-    """Payments of ``wallet`` none of whose versions is settled yet."""
-    pending = set(
+def _not_shown(s: Session, wallet: str, height: int) -> dict[str, list[str]]:
+    """Payments of ``wallet`` that a reading at ``height`` shows as paid only if the node has one of their versions
+    mined at or below it, each with its versions' txids: those with no version recorded mined there yet (not
+    settled, settled above ``height``, or settled and then orphaned by a deep reorg).
+
+    The hot position (``custody.ledger.positions``) counts a payment as shown by a reading at ``height`` once a
+    version is recorded mined at or below it; a version mined there now is recorded so by the follower later,
+    never above it (short of a reorg), so asking the node here keeps the reading from counting coins a
+    payment already spent as free."""
+    T = BtcHotTransaction
+    open_ = set(
         s.execute(
-            select(BtcHotTransaction.payment).where(
-                BtcHotTransaction.wallet == wallet, BtcHotTransaction.state.in_(PENDING)
+            select(T.payment).where(
+                T.wallet == wallet,
+                T.state.in_([*PENDING, "orphaned"]) | ((T.state == "confirmed") & (T.block_height > height)),
             )
         ).scalars()
     )
-    settled = set(
+    recorded = set(
         s.execute(
-            select(BtcHotTransaction.payment).where(
-                BtcHotTransaction.payment.in_(pending), BtcHotTransaction.state == "confirmed"
+            select(T.payment).where(
+                T.payment.in_(open_), T.state.in_(["broadcast", "confirmed"]), T.block_height <= height
             )
         ).scalars()
     )
-    return sorted(pending - settled)
+    txids: dict[str, list[str]] = {p: [] for p in open_ - recorded}
+    for payment, txid in s.execute(select(T.payment, T.txid).where(T.payment.in_(list(txids)))):
+        txids[payment].append(txid)
+    return txids
+
+
+def _mined_by(watch: BitcoinNode, txids: list[str], height: int) -> bool:
+    """Whether the node has one of ``txids`` in a block at or below ``height`` of its best chain."""
+    for txid in txids:
+        try:
+            tx = watch.call("gettransaction", txid)
+        except BitcoinNodeError as exc:
+            if exc.node_code != RPC_NOT_IN_WALLET:
+                raise
+            continue
+        if int(tx.get("confirmations", 0)) > 0 and int(tx.get("blockheight", height + 1)) <= height:
+            return True
+    return False
 
 
 def _write_reading(s: Session, holder: str, symbol: str, amount: int, height: int, now: int) -> None:
@@ -211,3 +237,8 @@ def _write_reading(s: Session, holder: str, symbol: str, amount: int, height: in
         s.add(ChainBalance(wallet=holder, asset=symbol, amount=amount, block=height, updated_at=now))
     else:
         reading.amount, reading.block, reading.updated_at = amount, height, now
+    # Before each chain's hot wallet kept its own readings, this one's went under the Ethereum hot wallet's
+    # address: such a row is no Ethereum reading (that worker reads Ethereum assets only), and no longer this one.
+    s.execute(
+        delete(ChainBalance).where(ChainBalance.asset == symbol, ChainBalance.wallet.in_(select(HotWallet.address)))
+    )

@@ -77,7 +77,7 @@ def rebalance(store: Store, policies: PolicyCache, clock: Clock, hot_address: st
             )
             if open_.first() is not None:
                 continue
-            position = hot_position(s, symbol)
+            position = hot_position(s, rule)
             if position.block is None:
                 continue  # the balance has not been read yet
             cold_amount = cold_balance(s, symbol)

@@ -41,7 +41,7 @@ def asset_context(
     key_periods = [w.seconds for w in key_rule.windows.get(asset, ())] if key_rule else []
     asset_totals, key_totals = usage.totals(s, asset, api_key, now, periods, key_periods)
     balance, block = reading if reading is not None else (0, None)
-    used = reserved(s, asset, block)
+    used = reserved(s, policy.assets[asset], block)
     return Context(now=now, asset_totals=asset_totals, key_totals=key_totals, hot_free_balance=balance - used)
 
 

@@ -144,7 +144,8 @@ class Review:
             approvers = [a.operator for a in before if a.decision == APPROVE] + [operator]
             releases = d.decision == APPROVE and len(approvers) >= RELEASED_BY
             now = self.clock.now()
-            reading = hot_reading(s, w.asset) if releases else None
+            rule = active.policy.assets.get(w.asset)
+            reading = hot_reading(s, rule) if releases and rule is not None else None
             if releases:  # before the audit head is locked below, in the order intake takes the two
                 advisory_lock(s, f"intake:{w.asset}")
             s.add(

@@ -300,7 +300,8 @@ class Withdrawals:
             return results  # type: ignore[return-value]  # no _Checked left in it
         assert active is not None
         assets = sorted({c.item.request.asset for c in checked})
-        readings = {asset: hot_reading(s, asset) for asset in assets}  # the worker writes these, not intake
+        # the worker writes these, not intake
+        readings = {asset: hot_reading(s, active.policy.assets[asset]) for asset in assets}
         for asset in assets:
             advisory_lock(s, f"intake:{asset}")
         now = self.clock.now()

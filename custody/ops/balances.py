@@ -28,7 +28,7 @@ def positions(session: Session, policies: PolicyCache) -> list[AssetPosition]:
     """Every asset of the active policy, by symbol. Raises ``NoActivePolicy`` before the first bundle."""
     out = []
     for symbol, rule in sorted(policies.get(session).policy.assets.items()):
-        hot = hot_position(session, symbol)
+        hot = hot_position(session, rule)
         cold = cold_balance(session, symbol)
         out.append(AssetPosition(symbol, rule.decimals, hot, cold, hot_share(hot, cold)))
     return out

@@ -9,13 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from custody.cold.btcexecution import ORPHANED
 from custody.errors import NoActivePolicy
+from custody.hot.btcpayer import BtcTxState
 from custody.ledger.policy import PolicyCache
 from custody.ops.figures import Figures, read_figures
 from custody.store.db import Store
-from custody.store.models import BtcHotWallet
+from custody.store.models import BtcBatch, BtcHotPayout, BtcHotTransaction, BtcHotWallet, Withdrawal
 from policies.text import escape
 from policies.units import format_amount
 
@@ -36,12 +38,56 @@ class Status:
     bitcoin_hot: list[dict[str, Any]] = field(default_factory=list)
     # The Bitcoin cold wallets and their batches not settled yet (``bitcoin_status``).
     bitcoin: dict[str, Any] = field(default_factory=dict)
+    # Bitcoin payments, hot and cold, that confirmed and then left the chain in a reorg deeper than the
+    # confirmation depth, until they are deep enough again (``bitcoin_rollbacks``).
+    bitcoin_rollbacks: list[dict[str, Any]] = field(default_factory=list)
 
 
 def gather(store: Store) -> Status:
     st = from_figures(read_figures(store, PolicyCache()))
     st.bitcoin_hot = bitcoin_hot_status(store)
+    st.bitcoin_rollbacks = bitcoin_rollbacks(store)
     return st
+
+
+def bitcoin_rollbacks(store: Store) -> list[dict[str, Any]]:
+    """The Bitcoin payments a deep reorg took out of the chain after they confirmed (``orphaned``, see
+    ``custody.hot.btcfollow`` and ``custody.cold.btcexecution``): their withdrawals stay confirmed, and their same
+    signed bytes are sent again until they are deep enough once more."""
+    with store.read() as s:
+        hot = s.execute(
+            select(BtcHotTransaction.payment, BtcHotTransaction.txid, BtcHotTransaction.asset)
+            .where(BtcHotTransaction.state == BtcTxState.ORPHANED)
+            .order_by(BtcHotTransaction.created_at)
+        ).all()
+        cold = s.execute(
+            select(BtcBatch.id, BtcBatch.txid, BtcBatch.asset)
+            .where(BtcBatch.state == ORPHANED)
+            .order_by(BtcBatch.created_at)
+        ).all()
+        paid = {
+            payment: n
+            for payment, n in s.execute(
+                select(BtcHotPayout.payment, func.count())
+                .where(BtcHotPayout.payment.in_([p for p, _, _ in hot]))
+                .group_by(BtcHotPayout.payment)
+            ).all()
+        }
+        members = {
+            batch: n
+            for batch, n in s.execute(
+                select(Withdrawal.batch_id, func.count())
+                .where(Withdrawal.batch_id.in_([b for b, _, _ in cold]))
+                .group_by(Withdrawal.batch_id)
+            ).all()
+        }
+    return [
+        {"wallet": "hot", "id": p, "txid": txid, "asset": asset, "withdrawals": paid.get(p, 0)}
+        for p, txid, asset in hot
+    ] + [
+        {"wallet": "cold", "id": b, "txid": txid, "asset": asset, "withdrawals": members.get(b, 0)}
+        for b, txid, asset in cold
+    ]
 
 
 def bitcoin_hot_status(store: Store) -> list[dict[str, Any]]:
@@ -112,6 +158,13 @@ def render(st: Status) -> list[str]:
             f"CHAIN ROLLBACK: {len(nonces)} settled hot-wallet transaction(s) left the chain (nonce "
             f"{nonces[0]}{'' if len(nonces) == 1 else f'..{nonces[-1]}'}); their withdrawals stay confirmed and "
             "they are sent again, same bytes, only once no freeze is in force (audit: chain.rollback_detected)"
+        )
+    for r in st.bitcoin_rollbacks:
+        what = "hot payment" if r["wallet"] == "hot" else "cold batch"
+        lines.append(
+            f"BITCOIN ROLLBACK: {what} {r['id']} ({r['txid']}, {r['withdrawals']} {r['asset']} withdrawal(s)) left "
+            "the chain after it confirmed; its withdrawals stay confirmed and the same signed transaction is sent "
+            "again (audit: btchot.rollback_detected / batch.rollback_detected)"
         )
     lines += [""] if st.freezes or st.frozen or st.orphaned else ["payments: running (not frozen)", ""]
     lines.append(f"policy       version {st.policy_version} ({st.policy_hash[:16]}…)")

@@ -15,8 +15,9 @@ from embit.script import p2pkh, p2wsh
 from embit.transaction import SIGHASH, Transaction, TransactionInput, TransactionOutput
 
 from custody.cold import btcpsbt
-from custody.errors import BatchRefused, PartialSignatureInvalid
+from custody.errors import BatchRefused, BitcoinNodeError, PartialSignatureInvalid, SignatureForAnotherBatch
 from policies.addresses import bitcoin_script
+from signer.btcbatch import canonical_psbt
 from signer.btckeys import BitcoinKey
 from signer.btcwallet import descriptor_text
 
@@ -235,3 +236,62 @@ def test_only_the_signatures_of_a_signed_copy_are_taken():
     assert btcpsbt.signed_by(btcpsbt.signatures_onto(batch.to_string(), honest.to_string()), OWNERS) == {OWNERS[1]}
     with pytest.raises(BatchRefused, match="not for the batch's transaction"):
         btcpsbt.signatures_onto(batch.to_string(), funded(fee=FEE + 1).to_string())
+
+
+# -- PSBT version 2 (BIP-370) --------------------------------------------------------------------------------
+def as_v2(psbt: PSBT) -> str:
+    again = PSBT.from_string(psbt.to_string())
+    again.version = 2
+    return str(again.to_string())
+
+
+def test_a_psbt_changes_version_and_back_byte_for_byte_with_its_txid():
+    v0 = funded().to_string()
+    v2 = btcpsbt.with_version(v0, 2)
+    assert PSBT.from_string(v2).version == 2 and v2 != v0
+    assert btcpsbt.txid_of(PSBT.from_string(v2)) == btcpsbt.txid_of(PSBT.from_string(v0))
+    assert btcpsbt.with_version(v2, 0) == btcpsbt.for_node(v2) == v0
+    assert btcpsbt.with_version(v2, 2) == v2
+    assert btcpsbt.for_node(v0) == v0  # a version 0 batch goes to the node as it always did
+    with pytest.raises(BatchRefused, match="versions 0 and 2"):
+        btcpsbt.with_version(v0, 1)
+
+
+@pytest.mark.parametrize(("scope", "key"), [("global", b"\x06"), ("input", b"\x11"), ("input", b"\x12")])
+def test_a_v2_psbt_still_modifiable_or_with_a_required_locktime_has_no_v0_spelling(scope: str, key: bytes):
+    psbt = PSBT.from_string(as_v2(funded()))
+    holder = psbt if scope == "global" else psbt.inputs[0]
+    holder.unknown = {key: b"\x01" if scope == "global" else (600_000_000).to_bytes(4, "little")}
+    with pytest.raises(BatchRefused, match="no version 0 spelling"):
+        btcpsbt.for_node(psbt.to_string())
+
+
+def test_signatures_of_a_v2_batch_are_taken_onto_it_and_another_version_is_refused():
+    batch = as_v2(funded())
+    signed = PSBT.from_string(batch)
+    assert signed.sign_with(ROOTS[1]) == 1
+    onto = btcpsbt.signatures_onto(batch, signed.to_string())
+    assert onto.version == 2 and btcpsbt.signed_by(onto, OWNERS) == {OWNERS[1]}
+    with pytest.raises(SignatureForAnotherBatch, match="version 0; the batch's PSBT is version 2"):
+        btcpsbt.signatures_onto(batch, btcpsbt.for_node(signed.to_string()))
+    with pytest.raises(SignatureForAnotherBatch, match="version 2; the batch's PSBT is version 0"):
+        btcpsbt.signatures_onto(btcpsbt.for_node(batch), signed.to_string())
+
+
+def test_the_node_combines_and_finalizes_a_v2_batch_converted_to_v0_into_the_same_txid(bitcoind):
+    """Bitcoin Core / Knots 29 reads no PSBT version 2: the daemon hands it the version 0 spelling
+    (``btcpsbt.for_node``, as ``custody.cold.btcexecution.finalize`` does); the final transaction is the batch's."""
+    batch = as_v2(funded())
+    node = bitcoind.node()
+    with pytest.raises(BitcoinNodeError, match="Unsupported version number"):
+        node.call("decodepsbt", batch)
+    files = []
+    for root in (ROOTS[0], ROOTS[2]):
+        signed = PSBT.from_string(batch)
+        assert signed.sign_with(root) == 1
+        files.append(canonical_psbt(btcpsbt.signatures_onto(batch, signed.to_string()).to_string()))
+    combined = node.call("combinepsbt", [btcpsbt.for_node(p) for p in [batch, *files]])
+    final = node.call("finalizepsbt", combined, True)
+    assert final["complete"] is True
+    assert Transaction.from_string(final["hex"]).txid().hex() == btcpsbt.txid_of(PSBT.from_string(batch))
+    assert node.call("decodepsbt", btcpsbt.for_node(batch))["tx"]["txid"] == btcpsbt.txid_of(PSBT.from_string(batch))

@@ -238,7 +238,7 @@ def test_a_reverted_payment_fails_with_its_reason_and_releases_the_reservation(t
     with daemon.store.read() as s:
         failed = s.execute(select(Withdrawal).where(Withdrawal.state == "failed")).scalar_one()
         assert failed.asset == "TOK" and failed.failure.startswith("reverted in block")
-        assert hot_position(s, "TOK").reserved == 0
+        assert hot_position(s, PolicyCache().get(s).policy.assets["TOK"]).reserved == 0
     eth_recipient = daemon.recipients[0]
     assert chain.eth_balance(eth_recipient) == expected[eth_recipient][1]
     assert chain.token_balance(daemon.recipients[1]) == 0
