@@ -32,6 +32,12 @@ Format 3 added ``liabilities.leaves``: the tree is the split one (tree format 2,
 balances cut into 2 to 4 pieces scattered among the leaves), and ``leaves`` is how many pieces it has. A
 format 2 statement (one leaf per account, no ``leaves``) still parses and verifies; which one a statement is
 follows from its claims, so the statement hash covers the format too.
+
+Format 4 is format 3 plus the Bitcoin wallets (``signer.porbtc``): ``claims.bitcoin`` (the asset, network,
+block, and each wallet's descriptor and coins) and ``control.bip127`` (one reserve PSBT per Bitcoin wallet,
+``{"wallet": "<descriptor>", "psbt": "<base64>"}``, in the claims' order). The Ethereum wallets' balances then
+list the other assets only, and the Bitcoin asset's reserves are the Bitcoin wallets' balances. A statement
+without Bitcoin stays format 3.
 """
 
 from __future__ import annotations
@@ -56,16 +62,18 @@ from signer.errors import (
     StatementInvalid,
     StatementPolicyMismatch,
 )
+from signer.porbtc import BTC_DECIMALS, parse_bitcoin
 from signer.safetx import SignatureInvalid, recover_owner, safe_message_hash
 
 KIND, SIGNATURE_KIND = "custody-por-statement", "custody-por-signature"
-FORMAT = 3  # the newest statement format; 2 is still read (``FORMATS``). The signature file stays format 1
-FORMATS = (2, 3)
+FORMAT = 4  # the newest statement format (with Bitcoin); 2 and 3 are still read. The signature file stays format 1
+FORMATS = (2, 3, 4)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HASH = re.compile(r"0x[0-9a-f]{64}")
 _SIG = re.compile(r"0x[0-9a-f]{130}")
 _SYMBOL = re.compile(r"[A-Z0-9]{1,16}")
 _RATIO = re.compile(r"(0|[1-9][0-9]*)\.[0-9]{4}")
+_BASE64 = re.compile(r"cHNidP8[A-Za-z0-9+/]{1,4000000}={0,2}")
 U64 = 2**64
 
 
@@ -77,10 +85,17 @@ class Signed:
 
 
 @dataclass(frozen=True)
+class ReservePsbt:
+    wallet: str  # the Bitcoin wallet's descriptor, as claimed
+    psbt: str  # base64
+
+
+@dataclass(frozen=True)
 class Statement:
     claims: dict[str, Any]
     eip191: tuple[Signed, ...] = ()
     eip1271: tuple[Signed, ...] = ()
+    bip127: tuple[ReservePsbt, ...] = ()
 
     @property
     def hash(self) -> bytes:
@@ -88,25 +103,34 @@ class Statement:
 
     @property
     def format(self) -> int:
-        """3 for a split tree (its liabilities count the leaves), 2 for one leaf per account."""
+        """4 with Bitcoin wallets, 3 for a split tree (its liabilities count the leaves), 2 for one leaf per
+        account."""
+        if "bitcoin" in self.claims:
+            return 4
         return 3 if "leaves" in self.claims["liabilities"] else 2
 
     def to_bytes(self) -> bytes:
+        control: dict[str, Any] = {
+            "eip191": [{"wallet": s.wallet, "signature": "0x" + s.signature.hex()} for s in self.eip191],
+            "eip1271": [
+                {"wallet": s.wallet, "owner": s.owner, "signature": "0x" + s.signature.hex()} for s in self.eip1271
+            ],
+        }
+        if self.format == 4:
+            control["bip127"] = [{"wallet": p.wallet, "psbt": p.psbt} for p in self.bip127]
         return canonical_bytes(
             {
                 "kind": KIND,
                 "format": self.format,
                 "claims": self.claims,
                 "statement_hash": self.hash.hex(),
-                "control": {
-                    "eip191": [{"wallet": s.wallet, "signature": "0x" + s.signature.hex()} for s in self.eip191],
-                    "eip1271": [
-                        {"wallet": s.wallet, "owner": s.owner, "signature": "0x" + s.signature.hex()}
-                        for s in self.eip1271
-                    ],
-                },
+                "control": control,
             }
         )
+
+    @property
+    def bitcoin_asset(self) -> str | None:
+        return self.claims["bitcoin"]["asset"] if "bitcoin" in self.claims else None
 
     def with_safe_signatures(self, added: list[Signed]) -> Statement:
         """Owners' signatures added once each, sorted so the file does not depend on the order of import."""
@@ -136,7 +160,7 @@ def parse_statement(raw: bytes) -> Statement:
     r = Reader(human=False)
     try:
         claims = _claims(r, doc["claims"], fmt)
-        control = r.table(doc["control"], "control", {"eip191", "eip1271"})
+        control = r.table(doc["control"], "control", {"eip191", "eip1271"} | ({"bip127"} if fmt == 4 else set()))
         eip191 = tuple(
             Signed(w["wallet"], w["wallet"], _signature(r, w["signature"], f"control.eip191[{i}].signature"))
             for i, w in enumerate(r.array(control["eip191"], "control.eip191"))
@@ -151,9 +175,16 @@ def parse_statement(raw: bytes) -> Statement:
             for i, w in enumerate(r.array(control["eip1271"], "control.eip1271"))
             if r.table(w, f"control.eip1271[{i}]", {"wallet", "owner", "signature"})
         )
+        bip127 = tuple(
+            ReservePsbt(r.typed(p["wallet"], str, f"control.bip127[{i}].wallet"), _base64(r, p["psbt"], i))
+            for i, p in enumerate(r.array(control.get("bip127", []), "control.bip127"))
+            if r.table(p, f"control.bip127[{i}]", {"wallet", "psbt"})
+        )
     except CustodyError as exc:
         raise StatementInvalid(f"not a valid statement: {exc.message}") from None
-    statement = Statement(claims, eip191, eip1271)
+    statement = Statement(claims, eip191, eip1271, bip127)
+    if fmt == 4 and [p.wallet for p in bip127] != [w["descriptor"] for w in claims["bitcoin"]["wallets"]]:
+        raise StatementInvalid("control.bip127: one reserve PSBT per Bitcoin wallet, in the claims' order")
     if doc["statement_hash"] != statement.hash.hex():
         raise StatementInvalid("statement_hash is not the hash of the claims")
     if statement.to_bytes() != raw:
@@ -171,6 +202,13 @@ def _declared_format(raw: bytes) -> int:
         return FORMAT
     fmt = doc.get("format") if isinstance(doc, dict) else None
     return fmt if fmt in FORMATS else FORMAT
+
+
+def _base64(r: Reader, value: Any, i: int) -> str:
+    text = r.typed(value, str, f"control.bip127[{i}].psbt")
+    if _BASE64.fullmatch(text) is None:
+        raise StatementInvalid(f"control.bip127[{i}].psbt: must be a PSBT in base64")
+    return text
 
 
 def _signature(r: Reader, value: Any, path: str) -> bytes:
@@ -192,7 +230,8 @@ def _claims(r: Reader, value: Any, fmt: int) -> dict[str, Any]:
             "wallets",
             "reserves",
             "coverage",
-        },
+        }
+        | ({"bitcoin"} if fmt == 4 else set()),
     )
     r.text(c["snapshot_id"], "claims.snapshot_id", _HEX64, "snapshot id")
     r.instant(c["created_at"], "claims.created_at")
@@ -214,15 +253,22 @@ def _claims(r: Reader, value: Any, fmt: int) -> dict[str, Any]:
         if a["contract"] is not None:
             r.address(a["contract"], f"{path}.contract")
     r.unique(symbols, lambda s: s, "claims.assets", "asset")
-    fields = {"root", "height", "accounts", "totals"} | ({"leaves"} if fmt == 3 else set())
+    fields = {"root", "height", "accounts", "totals"} | ({"leaves"} if fmt >= 3 else set())
     liabilities = r.table(c["liabilities"], "claims.liabilities", fields)
     r.text(liabilities["root"], "claims.liabilities.root", _HEX64, "root hash")
     height = r.count(liabilities["height"], "claims.liabilities.height", 1, 40)
     accounts = r.count(liabilities["accounts"], "claims.liabilities.accounts", 1, 2**height)
-    if fmt == 3:
+    if fmt >= 3:
         # every account is cut into 2 to 4 pieces (custody.por.split)
         r.count(liabilities["leaves"], "claims.liabilities.leaves", 2 * accounts, min(4 * accounts, 2**height))
     _per_asset(r, liabilities["totals"], "claims.liabilities.totals", symbols)
+    onchain = symbols  # the assets the Ethereum wallets hold
+    if fmt == 4:
+        bitcoin = parse_bitcoin(r, c["bitcoin"], symbols)
+        onchain = [s for s in symbols if s != bitcoin["asset"]]
+        (asset,) = (a for a in assets if a["symbol"] == bitcoin["asset"])
+        if asset["contract"] is not None or asset["chain_decimals"] != BTC_DECIMALS:
+            raise StatementInvalid(f"claims.bitcoin: {bitcoin['asset']} has no contract and 8 decimals on chain")
     wallets = r.array(c["wallets"], "claims.wallets")
     for i, w in enumerate(wallets):
         path = f"claims.wallets[{i}]"
@@ -235,7 +281,7 @@ def _claims(r: Reader, value: Any, fmt: int) -> dict[str, Any]:
         r.count(w["threshold"], f"{path}.threshold", 1, max(1, len(owners)))
         if w["kind"] == "hot" and (owners != [w["address"]] or w["threshold"] != 1):
             raise StatementInvalid(f"{path}: a hot wallet is its own single owner")
-        _per_asset(r, w["balances"], f"{path}.balances", symbols)
+        _per_asset(r, w["balances"], f"{path}.balances", onchain)
     if not wallets:
         raise StatementInvalid("claims.wallets: at least one wallet is needed")
     r.unique([w["address"] for w in wallets], lambda a: a, "claims.wallets", "wallet")
@@ -258,9 +304,13 @@ def _per_asset(r: Reader, value: Any, path: str, symbols: list[str]) -> dict[str
 def check_claims(claims: dict[str, Any]) -> None:
     """The figures must add up: reserves are the wallets' balances in the snapshot's units, coverage is their
     ratio to the liability totals. (The totals themselves are checked against the tree by each proof.)"""
+    btc = claims["bitcoin"]["asset"] if "bitcoin" in claims else None
     for asset in claims["assets"]:
         s = asset["symbol"]
-        onchain = sum(int(w["balances"][s]) for w in claims["wallets"])
+        if s == btc:
+            onchain = sum(int(w["balance"]) for w in claims["bitcoin"]["wallets"])
+        else:
+            onchain = sum(int(w["balances"][s]) for w in claims["wallets"])
         reserves = reserves_in_snapshot_units(onchain, asset["chain_decimals"], asset["decimals"])
         if int(claims["reserves"][s]) != reserves:
             raise StatementInvalid(f"the {s} reserves {claims['reserves'][s]} are not the wallets' sum ({reserves})")
@@ -308,12 +358,21 @@ def check_policy(statement: Statement, bundle: Bundle | None) -> None:
 
 def check_assets(statement: Statement, assets: Mapping[str, AssetRule], *, decimals: bool) -> None:
     """Each asset of the statement is in ``assets`` with the same contract (None: the native coin) and, with
-    ``decimals``, the same number of decimals on chain."""
+    ``decimals``, the same number of decimals on chain; the statement's Bitcoin asset (format 4) is the policy's
+    bitcoin asset of its network, and no other asset is a bitcoin one (its balance is not on Ethereum)."""
+    btc = statement.bitcoin_asset
     for a in statement.claims["assets"]:
         symbol, contract = a["symbol"], a["contract"]
         rule = assets.get(symbol)
         if rule is None:
             raise StatementAssetUnknown(f"the statement counts {escape(symbol)}, which is not an asset of the policy")
+        on_bitcoin = rule.chain == "bitcoin"
+        if on_bitcoin != (symbol == btc) or (on_bitcoin and rule.network != statement.claims["bitcoin"]["network"]):
+            counted = f"Bitcoin {escape(statement.claims['bitcoin']['network'])}" if symbol == btc else "Ethereum"
+            raise StatementAssetContract(
+                f"the statement counts {escape(symbol)} on {counted}; the policy's {escape(symbol)} is on "
+                f"{escape(rule.chain)} {escape(rule.network or '')}".rstrip()
+            )
         if contract != rule.contract:
             raise StatementAssetContract(
                 f"the statement counts {escape(symbol)} as {_token(contract)}; the policy's {escape(symbol)} is "
@@ -419,5 +478,16 @@ def describe(statement: Statement, bundle: Bundle | None = None) -> list[str]:
             f"{escape(w['kind']):<5} wallet {escape(w['address'])}"
             + (f"  ({w['threshold']} of {len(w['owners'])})" if w["kind"] == "safe" else "")
         )
+    if "bitcoin" in c:
+        b = c["bitcoin"]
+        lines += [
+            "",
+            f"bitcoin      {escape(b['network'])} block {b['block']['height']} ({escape(b['block']['hash'])})",
+        ]
+        for w in b["wallets"]:
+            lines.append(
+                f"{escape(w['kind']):<5} wallet {escape(w['descriptor'][:48])}…#{escape(w['descriptor'][-8:])}  "
+                f"{format_amount(int(w['balance']), 8)} {escape(b['asset'])} in {len(w['utxos'])} coins"
+            )
     lines += ["", f"statement hash {statement.hash.hex()}"]
     return lines

@@ -18,6 +18,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from tests.bitcoin_node import bitcoind  # noqa: F401  (the session's bitcoind -regtest fixture)
+from tests.browser import chromium  # noqa: F401  (one headless Chromium per test module)
 
 PG_HOST = "127.0.0.1"
 ADMINS = [SigningKey(bytes([i + 1]) * 32) for i in range(3)]

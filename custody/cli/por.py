@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import click
 
+from custody.chain.bitcoin import BitcoinNode
 from custody.chain.ethereum import EthereumNode
-from custody.cli.common import config_option, daemon_passphrase, node_for, open_store, passphrase_option
+from custody.cli.common import bitcoin_node, config_option, daemon_passphrase, node_for, open_store, passphrase_option
 from custody.clock import SystemClock
-from custody.keys import load_hot_account
-from custody.por import shards
+from custody.keys import load_hot_account, load_hot_bitcoin_accounts
+from custody.por import btcreserves, shards
 from custody.por import snapshot as snapshots
 from custody.por.proofs import AccountProof, extract
+from custody.por.publish import publish
 from custody.por.verify import verify
 from signer.cliutil import read_file
 from signer.porstatement import describe, parse_statement
@@ -50,7 +53,13 @@ def snapshot(
     """Build the tree from the balances CSV, read every custody wallet at one block, sign with the hot key."""
     settings, store = open_store(config_path)
     node = node_for(settings, "the reserves are read from a node")
-    hot = load_hot_account(settings.data_dir, daemon_passphrase(passphrase_file))
+    secret = daemon_passphrase(passphrase_file)
+    hot = load_hot_account(settings.data_dir, secret)
+    bitcoin = None
+    if settings.bitcoin.rpc_url:  # the Bitcoin wallets' coins, for a Bitcoin asset of the policy
+        bitcoin = btcreserves.BitcoinSource(
+            bitcoin_node(settings), load_hot_bitcoin_accounts(settings.data_dir, secret)
+        )
     statement = snapshots.snapshot(
         store,
         node,
@@ -62,6 +71,7 @@ def snapshot(
         decimals=snapshots.load_decimals(decimals),
         only=None if assets is None else tuple(a.strip() for a in assets.split(",") if a.strip()),
         progress=lambda line: click.echo(line, err=True),
+        bitcoin=bitcoin,
     )
     for line in describe(statement):
         click.echo(line)
@@ -70,6 +80,11 @@ def snapshot(
     )
     if statement.wallets("safe"):
         click.echo("the Safe's owners sign it with `signer por sign`; add their files with `custody por attach`")
+    if (out_dir / btcreserves.COLD_PSBT).exists():
+        click.echo(
+            f"the Bitcoin cold wallet's owners sign {out_dir / btcreserves.COLD_PSBT} with `signer por sign-bitcoin "
+            "STATEMENT PSBT`; add their signed PSBTs with `custody por attach`"
+        )
 
 
 @por.command("proof")
@@ -140,14 +155,32 @@ def shard_proof(statement: Path, shards_dir: Path, account_id: str, proof_key: s
     click.echo(f"wrote the proof of {account_id} ({len(found.pieces)} pieces, from shard {name}) to {out}")
 
 
+@por.command("publish")
+@click.option(
+    "--snapshot", "snapshot_dir", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True)
+)
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False))
+def publish_cmd(snapshot_dir: Path, out_dir: Path) -> None:
+    """Write the public page where customers check their proof in the browser: a static folder (HTML, CSS,
+    one script, the statement; nothing from another host) to put on the exchange's website as it is. The
+    statement must carry every signature first (`custody por attach`): the page cannot check them."""
+    done = publish(snapshot_dir, out_dir)
+    click.echo(f"wrote {', '.join(done.files)} to {done.out_dir}")
+    click.echo(
+        f"statement hash {done.statement.hash.hex()}, liability root {done.statement.claims['liabilities']['root']}"
+    )
+    click.echo("publish the folder as it is (over https, or for download); customers open index.html")
+
+
 @por.command("attach")
 @click.argument("statement", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.argument("signatures", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
 def attach(statement: Path, signatures: tuple[Path, ...]) -> None:
-    """Add Safe owners' signature files (from `signer por sign`) to the statement."""
-    updated, owners = snapshots.attach(statement, [read_file(s) for s in signatures])
-    for owner in owners:
-        click.echo(f"attached the signature of {owner}")
+    """Add Safe owners' signature files (from `signer por sign`) and Bitcoin owners' signed reserve PSBTs (from
+    `signer por sign-bitcoin`) to the statement."""
+    updated, attached = snapshots.attach(statement, [read_file(s) for s in signatures])
+    for what in attached:
+        click.echo(f"attached {what}")
     for safe in updated.wallets("safe"):
         have = {s.owner for s in updated.eip1271 if s.wallet == safe["address"]}
         click.echo(f"Safe {safe['address']}: {signatures_count(len(have), safe['threshold'])}")
@@ -176,6 +209,11 @@ def signatures_count(have: int, needs: int) -> str:
     "--rpc needs it.",
 )
 @click.option(
+    "--btc-rpc",
+    default=None,
+    help="A bitcoind (http://USER:PASSWORD@HOST:PORT) to check the Bitcoin coins at (a statement with Bitcoin).",
+)
+@click.option(
     "--no-rpc",
     "offline",
     is_flag=True,
@@ -183,32 +221,58 @@ def signatures_count(have: int, needs: int) -> str:
     "balances, block hash, decimals and the Safe's owners are then not checked.",
 )
 def verify_cmd(
-    statement: Path, proof_file: Path | None, rpc: str | None, policy_file: Path | None, offline: bool
+    statement: Path,
+    proof_file: Path | None,
+    rpc: str | None,
+    policy_file: Path | None,
+    btc_rpc: str | None,
+    offline: bool,
 ) -> None:
     """Check a statement (and an account's proof); any failure exits 1 with the reason. Exit 0 only if
     everything holds: without --rpc the on-chain balances are not checked, which exits 1 too unless --no-rpc
     says that an offline check is what was wanted."""
-    if rpc and offline:
-        raise click.UsageError("--rpc and --no-rpc exclude each other")
+    if (rpc or btc_rpc) and offline:
+        raise click.UsageError("--rpc and --btc-rpc exclude --no-rpc")
     raw = read_file(statement)
-    node = EthereumNode(rpc, parse_statement(raw).claims["chain_id"]) if rpc else None
+    parsed = parse_statement(raw)
+    node = EthereumNode(rpc, parsed.claims["chain_id"]) if rpc else None
+    btc = btc_node(btc_rpc) if btc_rpc else None
+    if btc is not None and parsed.format != 4:
+        raise click.UsageError("--btc-rpc: this statement has no Bitcoin wallets")
     if policy_file is None and (statement.parent / snapshots.POLICY).is_file():
         policy_file = statement.parent / snapshots.POLICY  # only its hash is trusted: the statement names it
     policy = read_file(policy_file) if policy_file else None
-    for line in verify(raw, read_file(proof_file) if proof_file else None, node, policy):
+    for line in verify(raw, read_file(proof_file) if proof_file else None, node, policy, btc):
         click.echo(f"ok  {line}")
-    if node is None:
-        click.echo(f"NOT CHECKED  {UNCHECKED}")
-        if not offline:
-            click.echo(
-                "not verified: the reserves were not checked on chain; give --rpc URL (a node of the statement's "
-                "chain), or --no-rpc to accept the checks above alone",
-                err=True,
-            )
-            sys.exit(1)
+    unchecked = ([] if node else [UNCHECKED]) + ([BTC_UNCHECKED] if parsed.format == 4 and btc is None else [])
+    for line in unchecked:
+        click.echo(f"NOT CHECKED  {line}")
+    if unchecked and not offline:
+        click.echo(
+            "not verified: the reserves were not checked on chain; give --rpc URL (a node of the statement's "
+            "chain)"
+            + (" and --btc-rpc URL (a bitcoind of its network)" if parsed.format == 4 else "")
+            + ", or --no-rpc to accept the checks above alone",
+            err=True,
+        )
+        sys.exit(1)
+
+
+def btc_node(url: str) -> BitcoinNode:
+    """The bitcoind of ``--btc-rpc``: its login comes from the URL's user and password, never printed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.UsageError("--btc-rpc: give it as http://USER:PASSWORD@HOST:PORT")
+    host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    bare = urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return BitcoinNode(bare, unquote(parts.username or ""), unquote(parts.password or ""))
 
 
 UNCHECKED = (
     "the wallets' balances, the block hash, the tokens' decimals and the Safe's owners on chain (no --rpc): "
     "the reserves are as the statement claims"
+)
+BTC_UNCHECKED = (
+    "the Bitcoin coins' existence at the snapshot block and the block hash (no --btc-rpc): the coins, their "
+    "amounts and scripts are as the statement claims (their signatures were checked)"
 )

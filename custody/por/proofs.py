@@ -51,7 +51,7 @@ import numpy as np
 
 from custody.errors import ProofInvalid
 from custody.por.split import MAX_PIECES, UNUSED, SplitLeaves
-from custody.por.tree import HASH, Accounts, Sibling, record_size
+from custody.por.tree import HASH, U64, U128, Accounts, Sibling, record_size
 from policies.bundle import read_document
 from policies.canonical import canonical_bytes, parse_canonical
 from policies.errors import CustodyError
@@ -324,7 +324,7 @@ def parse_proof(raw: bytes, assets: list[str]) -> AccountProof | SplitProof:
         snapshot_id = bytes.fromhex(r.text(doc["snapshot_id"], "snapshot_id", _HEX64, "snapshot id"))
         account_id = r.text(doc["account_id"], "account_id")
         salt = bytes.fromhex(r.text(doc["salt"], "salt", _HEX64, "salt"))
-        balances = _sums(r, doc["balances"], "balances", assets)
+        balances = _sums(r, doc["balances"], "balances", assets, U64)
         if fmt == 1:
             index = r.count(doc["index"], "index", 0, 2**53)
             proof = AccountProof(snapshot_id, account_id, index, salt, balances, _path(r, doc["path"], "path", assets))
@@ -336,7 +336,7 @@ def parse_proof(raw: bytes, assets: list[str]) -> AccountProof | SplitProof:
                 pieces.append(
                     PieceProof(
                         r.count(item["index"], f"{where}.index", 0, 2**53),
-                        _sums(r, item["shares"], f"{where}.shares", assets),
+                        _sums(r, item["shares"], f"{where}.shares", assets, U64),
                         _path(r, item["path"], f"{where}.path", assets),
                     )
                 )
@@ -365,10 +365,15 @@ def _path(r: Reader, value: Any, where: str, assets: list[str]) -> tuple[Sibling
     return tuple(out)
 
 
-def _sums(r: Reader, value: Any, path: str, assets: list[str]) -> tuple[int, ...]:
+def _sums(r: Reader, value: Any, path: str, assets: list[str], bound: int = U128) -> tuple[int, ...]:
+    """Per-asset amounts below ``bound``: 2^64 for a balance or share (a leaf hashes it in 8 bytes), 2^128 for
+    a sibling's sums."""
     if not isinstance(value, dict) or value.keys() != set(assets):
         r.table(value, path, set(assets))
     try:
-        return tuple(parse_base_units(value[a]) for a in assets)
+        amounts = tuple(parse_base_units(value[a]) for a in assets)
     except CustodyError as exc:
         raise ProofInvalid(f"{path}: {exc.message}") from None
+    if any(a >= bound for a in amounts):
+        raise ProofInvalid(f"{path}: an amount is not below 2^{bound.bit_length() - 1}")
+    return amounts

@@ -2,6 +2,11 @@
 control, per-account proofs and the report, all in one new directory, with the active policy bundle the
 statement cites (``policy.json``, for ``custody por verify --policy``).
 
+A Bitcoin asset of the policy is counted from the Bitcoin wallets' coins at one Bitcoin block
+(``custody.por.btcreserves``), beside the Ethereum block: the statement is then format 4, with each Bitcoin
+wallet's BIP-127 reserve PSBT (the hot one signed here, the cold one also written as ``btc-cold-reserve.psbt``
+for its owners).
+
 Nothing is written until the liabilities file has been read whole without a mistake; a failure after that
 removes the directory again, so there is never half a snapshot.
 """
@@ -27,6 +32,8 @@ from custody.chain.ethereum import EthereumNode
 from custody.errors import CallReverted, ConfigError, LiabilitiesInvalid, NoActivePolicy, ProofInvalid
 from custody.ledger import audit
 from custody.ledger.policy import head
+from custody.por import btcreserves
+from custody.por.btcreserves import BitcoinSource
 from custody.por.liabilities import read_liabilities
 from custody.por.proofs import ProofsFile
 from custody.por.report import write_report
@@ -34,7 +41,7 @@ from custody.por.split import split
 from custody.por.tree import Accounts, build, hash_accounts
 from custody.store.db import Store
 from custody.store.models import ColdWallet
-from policies.chains import ETHEREUM
+from policies.chains import BITCOIN, ETHEREUM
 from policies.model import AssetRule
 from signer.porstatement import (
     Signed,
@@ -63,8 +70,10 @@ def snapshot(
     only: tuple[str, ...] | None = None,
     workers: int = 2,
     progress: Callable[[str], None] = lambda _: None,
+    bitcoin: BitcoinSource | None = None,
 ) -> Statement:
-    """``only`` narrows the assets the snapshot covers (by default every asset of the policy): the liabilities
+    """``bitcoin`` (the node and the hot seed's Bitcoin keys) is needed when a covered asset is on Bitcoin.
+    ``only`` narrows the assets the snapshot covers (by default every asset of the policy): the liabilities
     file must have a column for each covered asset and no other, so an asset is never left out unsaid."""
     with store.read() as s:
         _, bundle = head(s)
@@ -83,12 +92,18 @@ def snapshot(
     for symbol in covered:
         if symbol not in places:
             raise ConfigError(f"--assets names {symbol}, which is not an asset of the policy")
-    elsewhere = [symbol for symbol in covered if policy.assets[symbol].chain != ETHEREUM]
-    if elsewhere:  # its balances are not on this node: a statement must not count ETH as BTC, nor skip it unsaid
+    on_bitcoin = [symbol for symbol in covered if policy.assets[symbol].chain == BITCOIN]
+    elsewhere = [symbol for symbol in covered if policy.assets[symbol].chain not in (ETHEREUM, BITCOIN)]
+    if elsewhere or len(on_bitcoin) > 1:  # a statement must not count one chain's coins as another's
         ethereum = ",".join(s for s in places if policy.assets[s].chain == ETHEREUM)
         raise ConfigError(
-            f"proof of reserves does not cover {', '.join(elsewhere)} yet (not an Ethereum asset); to prove the "
-            f"others, pass --assets {ethereum} and a liabilities file with only their columns"
+            f"proof of reserves covers Ethereum assets and one Bitcoin asset, not {', '.join(elsewhere or on_bitcoin)};"
+            f" to prove the others, pass --assets {ethereum} and a liabilities file with only their columns"
+        )
+    if on_bitcoin and bitcoin is None:
+        raise ConfigError(
+            f"{on_bitcoin[0]} is a Bitcoin asset: the snapshot needs the Bitcoin node ([bitcoin] rpc_url), or leave "
+            "it out with --assets"
         )
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"{out_dir} is not empty: a snapshot goes into a new directory")
@@ -105,16 +120,19 @@ def snapshot(
     try:
         tree = build_liabilities(accounts, assets, out_dir / PROOFS, workers=workers, progress=progress)
         progress(f"reading every custody wallet at block {number}")
-        wallets = [_wallet(node, hot.address, "hot", [hot.address], 1, assets, policy.assets, number)]
+        held = [a for a in assets if a not in on_bitcoin]
+        wallets = [_wallet(node, hot.address, "hot", [hot.address], 1, held, policy.assets, number)]
         if cold is not None and safe is not None:
             owners, threshold = safe
-            wallets.append(_wallet(node, cold.address, "safe", owners, threshold, assets, policy.assets, number))
-        reserves = {
-            a: reserves_in_snapshot_units(
-                sum(int(w["balances"][a]) for w in wallets), policy.assets[a].decimals, places[a]
-            )
-            for a in assets
-        }
+            wallets.append(_wallet(node, cold.address, "safe", owners, threshold, held, policy.assets, number))
+        onchain = {a: sum(int(w["balances"][a]) for w in wallets) for a in held}
+        coins = None
+        if on_bitcoin and bitcoin is not None:
+            network = policy.assets[on_bitcoin[0]].network or ""
+            progress(f"reading the Bitcoin wallets' coins on {network}")
+            coins = btcreserves.read_reserves(store, bitcoin.node, network)
+            onchain[on_bitcoin[0]] = sum(w.balance for w in coins.wallets)
+        reserves = {a: reserves_in_snapshot_units(onchain[a], policy.assets[a].decimals, places[a]) for a in assets}
         claims = {
             "snapshot_id": snapshot_id.hex(),
             "created_at": now,
@@ -141,10 +159,21 @@ def snapshot(
             "reserves": {a: str(v) for a, v in reserves.items()},
             "coverage": {a: coverage(reserves[a], tree.totals[i]) for i, a in enumerate(assets)},
         }
+        if coins is not None:
+            claims["bitcoin"] = coins.claims(on_bitcoin[0])
         check_claims(claims)
         statement = Statement(claims)
         signature = bytes(Account.sign_message(encode_defunct(primitive=statement.hash), hot.key).signature)
-        statement = Statement(claims, eip191=(Signed(hot.address, hot.address, signature),))
+        psbts = (
+            ()
+            if coins is None or bitcoin is None
+            else tuple(btcreserves.control(statement.hash, coins, bitcoin.accounts))
+        )
+        statement = Statement(claims, eip191=(Signed(hot.address, hot.address, signature),), bip127=psbts)
+        statement = parse_statement(statement.to_bytes())  # what every verifier will read, checked before it is written
+        for p, w in zip(psbts, () if coins is None else coins.wallets, strict=True):
+            if w.kind == "cold":
+                (out_dir / btcreserves.COLD_PSBT).write_text(p.psbt + "\n")
         (out_dir / STATEMENT).write_bytes(statement.to_bytes())
         (out_dir / POLICY).write_bytes(bundle.raw)
         write_report(statement, out_dir / REPORT)
@@ -162,6 +191,7 @@ def snapshot(
                 "block": number,
                 "root": tree.root.hex(),
                 "accounts": accounts.count,
+                **({} if coins is None else {"bitcoin_block": coins.height}),
             },
         )
     return statement
@@ -251,11 +281,17 @@ def _wallet(
 
 
 def attach(statement_path: Path, signature_files: list[bytes]) -> tuple[Statement, list[str]]:
-    """Add Safe owners' signatures to a statement: each checked against this statement and the Safe's owners
-    as claimed; one bad file refuses them all and the statement is left as it was."""
+    """Add Safe owners' signatures, and Bitcoin owners' signed reserve PSBTs, to a statement: each checked
+    against this statement (and the Safe's owners as claimed, or the coins' keys); one bad file refuses them all
+    and the statement is left as it was. Returns what was attached, in words."""
     statement = parse_statement(statement_path.read_bytes())
     added = []
+    attached = []
     for raw in signature_files:
+        if btcreserves.is_psbt(raw):
+            statement, wallet, n = btcreserves.attach_psbt(statement, raw)
+            attached.append(f"{n} signatures for the Bitcoin wallet …#{wallet[-8:]}")
+            continue
         digest, sig = parse_signature_file(raw)
         if digest != statement.hash.hex():
             raise ProofInvalid(
@@ -264,11 +300,12 @@ def attach(statement_path: Path, signature_files: list[bytes]) -> tuple[Statemen
             )
         check_safe_signature(statement, sig)
         added.append(sig)
+        attached.append(f"the signature of {sig.owner}")
     updated = statement.with_safe_signatures(added)
     tmp = statement_path.with_suffix(".tmp")
     tmp.write_bytes(updated.to_bytes())
     os.replace(tmp, statement_path)
-    return updated, [s.owner for s in added]
+    return updated, attached
 
 
 def load_decimals(pairs: tuple[str, ...]) -> dict[str, int]:

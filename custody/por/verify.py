@@ -21,8 +21,10 @@ from eth_account.messages import encode_defunct
 from eth_utils.crypto import keccak
 
 from custody.chain import safe as safe_contract
+from custody.chain.bitcoin import BitcoinNode
 from custody.chain.ethereum import EthereumNode
 from custody.errors import CallReverted, ProofInvalid
+from custody.por import btcverify
 from custody.por.proofs import SplitProof, parse_proof
 from custody.por.split import MAX_PIECES, MIN_PIECES
 from custody.por.tree import Sibling, TreeError, account_hash, leaf_hash, piece_hash, walk
@@ -42,8 +44,10 @@ def verify(
     proof_raw: bytes | None = None,
     node: EthereumNode | None = None,
     policy_raw: bytes | None = None,
+    bitcoin: BitcoinNode | None = None,
 ) -> list[str]:
-    """The checks that passed, as lines for the auditor; the first failure raises with its reason."""
+    """The checks that passed, as lines for the auditor; the first failure raises with its reason. ``bitcoin``:
+    a bitcoind to check a format 4 statement's coins at (``custody.por.btcverify``)."""
     statement = parse_statement(statement_raw)
     c = statement.claims
     if node is not None and policy_raw is None:
@@ -57,10 +61,14 @@ def verify(
     else:
         lines.append(f"policy {c['policy_hash']}: not checked (no --policy): the assets' contracts are as claimed")
     lines += check_control(statement)
+    if statement.format == 4:
+        lines += btcverify.check_control(statement)
     if proof_raw is not None:
         lines.append(check_proof(statement, proof_raw))
     if node is not None:
         lines += check_chain(statement, node)
+    if bitcoin is not None:
+        lines += btcverify.check_chain(statement, bitcoin)
     for a in c["assets"]:
         s, d = a["symbol"], a["decimals"]
         short = int(c["reserves"][s]) < int(c["liabilities"]["totals"][s])
@@ -117,7 +125,7 @@ def check_proof(statement: Statement, proof_raw: bytes) -> str:
     if proof.snapshot_id.hex() != c["snapshot_id"]:
         raise ProofInvalid(f"the proof is for snapshot {proof.snapshot_id.hex()[:16]}…, not {c['snapshot_id'][:16]}…")
     split = isinstance(proof, SplitProof)
-    if split != (statement.format == 3):
+    if split != (statement.format >= 3):
         raise ProofInvalid(
             f"a format {2 if split else 1} proof cannot be checked against a format {statement.format} statement"
         )
@@ -215,6 +223,8 @@ def check_chain(statement: Statement, node: EthereumNode) -> list[str]:
     contracts = {a["symbol"]: a["contract"] for a in c["assets"]}
     lines = [f"block {number} has the statement's hash {c['block']['hash']}"]
     for a in c["assets"]:
+        if a["symbol"] == statement.bitcoin_asset:
+            continue  # on Bitcoin (8 decimals, checked when parsed); its coins are btcverify's
         actual = chain_decimals(node, a["contract"], number)
         token = "the native coin" if a["contract"] is None else a["contract"]
         if actual != a["chain_decimals"]:

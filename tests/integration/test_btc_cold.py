@@ -505,13 +505,13 @@ def test_the_worker_follows_bitcoin_batches(btc, bitcoind, tmp_path, chain, capl
 
 
 @POSTGRES
-def test_proof_of_reserves_refuses_to_count_bitcoin_yet(btc, tmp_path):
-    """The snapshot reads balances from the Ethereum node: a BTC column would be counted against ETH, or, left
-    out, say nothing of BTC. It refuses before reading anything, and says how to prove the others."""
+def test_proof_of_reserves_counts_bitcoin_only_with_the_bitcoin_node(btc, tmp_path):
+    """A BTC column is counted from the Bitcoin wallets' coins (tests/integration/test_btc_por.py), never from the
+    Ethereum node: without the Bitcoin node the snapshot refuses before reading anything, and says what to do."""
     from custody.errors import ConfigError
     from custody.por.snapshot import snapshot
 
-    with pytest.raises(ConfigError, match="does not cover BTC yet") as refused:
+    with pytest.raises(ConfigError, match="BTC is a Bitcoin asset: the snapshot needs the Bitcoin node") as refused:
         snapshot(btc.store, None, None, tmp_path / "liabilities.csv", tmp_path / "out", 0)  # type: ignore[arg-type]
-    assert "pass --assets ETH" in refused.value.message
+    assert "leave it out with --assets" in refused.value.message
     assert not (tmp_path / "out").exists()
