@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import bench_intake, bench_policy, bench_por
+from bench import bench_console, bench_intake, bench_policy, bench_por
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="every benchmark")
@@ -21,3 +21,4 @@ if __name__ == "__main__":
     bench_policy.run()
     bench_intake.run()
     bench_por.run(args.por_accounts)
+    bench_console.run()

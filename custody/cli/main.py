@@ -14,6 +14,7 @@ import click
 from custody.cli.apikey import apikey
 from custody.cli.audit import audit
 from custody.cli.cold import batch, cold
+from custody.cli.console import console
 from custody.cli.daemon import serve, worker
 from custody.cli.dev import dev
 from custody.cli.init import init
@@ -30,5 +31,7 @@ def main() -> None:
     """The online custody daemon: withdrawal API, policy, audit log."""
 
 
-for command in (init, serve, worker, webhooks, apikey, policy, audit, status, freeze, cold, batch, por, review, dev):
+for command in (
+    init, serve, worker, webhooks, apikey, policy, audit, status, freeze, cold, batch, por, review, console, dev
+):
     main.add_command(command)

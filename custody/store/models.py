@@ -463,3 +463,26 @@ class BtcHotPayout(Base):
     __tablename__ = "btc_hot_payouts"
     withdrawal_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     payment: Mapped[str] = mapped_column(String(36), index=True)
+
+
+class ConsoleLoginToken(Base):
+    """A sign-in URL of the operators' console (``custody.console.auth``): only the token's SHA-256 is kept; usable
+    once (``used_at``), until ``expires_at``."""
+
+    __tablename__ = "console_login_tokens"
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator: Mapped[str] = mapped_column(String(64))  # the name in the policy's [[operators]]
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class ConsoleSession(Base):
+    """A browser signed in to the console: the cookie's token hashed. Ends at ``expires_at`` or at sign-out."""
+
+    __tablename__ = "console_sessions"
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    ended_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
