@@ -74,8 +74,9 @@ class WithdrawalOut(BaseModel):
     customer: str | None = Field(description="The exchange's customer id, as the request gave it; null without one")
     decision: DecisionOut = Field(description="The policy's decision (the latest one, for a released hold)")
     tx_hash: str | None = Field(
-        description="0x-prefixed hash of the mined transaction that paid it (for a cold withdrawal, its batch's "
-        "Safe execution): set once confirmed or failed, null before; the webhook events withdrawal.signed and "
+        description="The mined transaction that paid it: on Ethereum its 0x-prefixed hash (for a cold withdrawal, its "
+        "batch's Safe execution), on Bitcoin its txid (64 hex digits, no prefix; a fee bump may replace the one "
+        "first sent). Set once confirmed or failed, null before; the webhook events withdrawal.signed and "
         "withdrawal.broadcast carry the hashes sent meanwhile"
     )
     created_at: str = Field(description="ISO 8601 UTC")
