@@ -44,6 +44,7 @@ from embit.transaction import SIGHASH, Transaction, TransactionInput, Transactio
 from policies.errors import CustodyError
 from policies.loader import Reader
 from policies.units import parse_base_units
+from signer.btcbatch import psbt_problem
 from signer.errors import StatementInvalid
 
 PREFIX = b"Proof-of-Reserves: "  # BIP-127
@@ -329,12 +330,18 @@ def reserve_psbt(statement_hash: bytes, wallet: ReserveWallet) -> Any:
 
 
 def parse_psbt(raw: bytes | str) -> Any:
-    """A PSBT from its binary or base64 form; ReserveInvalid if it is neither."""
+    """A PSBT from its binary or base64 form, with every field BIP-370 requires of its version (a version 2
+    input without its previous txid, or an output without its amount, would otherwise reach the checks as
+    nothing and fail there without a reason); ReserveInvalid if it is not."""
     try:
         text = raw if isinstance(raw, str) else raw.decode("ascii").strip() if raw[:5] != b"psbt\xff" else None
-        return PSBT.from_base64(text) if text is not None else PSBT.parse(raw)
+        psbt = PSBT.from_base64(text) if text is not None else PSBT.parse(raw)
     except Exception:  # embit raises several kinds on malformed input
         raise ReserveInvalid("not a PSBT (binary or base64)") from None
+    problem = psbt_problem(psbt)
+    if problem is not None:
+        raise ReserveInvalid(problem)
+    return psbt
 
 
 def to_text(psbt: Any) -> str:

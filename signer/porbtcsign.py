@@ -9,13 +9,19 @@ in this order (the first failure is the refusal, each with its own code, ``signe
 2. input 0 carries nothing and is not one of the statement's coins (``btc_reserve_spend``: a real coin there
    would make every other signature a real payment to the OP_TRUE output, which anyone can take), and it is
    exactly ``commitment_txid(this statement's hash):0``, the hash the operator confirms (``btc_reserve_commitment``);
-3. every other input asks for SIGHASH_ALL or nothing (``btc_reserve_sighash``);
+3. every input (input 0 too) asks for SIGHASH_ALL or nothing (``btc_reserve_sighash``);
 4. inputs 1…n are exactly the statement's coins of this wallet in its order, each re-derived from the pinned
    keys at the statement's path (derivations, witness script, script: ``btc_reserve_foreign_input``), its
-   witness_utxo the statement's amount and script (``btc_reserve_amount_mismatch``);
+   witness_utxo (and its non_witness_utxo, if it has one) the statement's amount and script
+   (``btc_reserve_amount_mismatch``);
 5. one output, the coins' total, to OP_TRUE (``btc_reserve_output``);
-6. version 2, locktime 0, final sequences, no unknown or finalized fields, and the unsigned transaction
-   byte for byte the one rebuilt from the statement (``btc_reserve_form``).
+6. version 2, locktime 0, final sequences, no unknown or finalized fields, no redeem script or taproot field on
+   an input, no keys or scripts on the output, and the unsigned transaction byte for byte the one rebuilt from
+   the statement (``btc_reserve_form``).
+
+Before all of these, the file is a PSBT with every field BIP-370 requires of its version
+(``btc_reserve_invalid``), written the one way embit writes it back (``btc_reserve_form``): what embit would
+fill in, drop or read from a longer integer is refused, so what is reviewed is all the file says.
 
 The statement's figures and assets are checked against the newest verified policy first, as for the Safe
 (``signer.porstatement.check_policy``).
@@ -35,6 +41,7 @@ from signer.porbtc import (
     FINAL_SEQUENCE,
     OP_TRUE,
     VERSION,
+    Coin,
     ReserveAmountMismatch,
     ReserveCommitment,
     ReserveForeignInput,
@@ -59,10 +66,15 @@ def review_reserve(statement: Statement, raw_psbt: bytes, pinned: BtcColdWallet)
     """The pinned wallet's entry in the statement and the parsed PSBT, if every check of the module passes."""
     wallet = claimed_wallet(statement, pinned)
     psbt = parse_psbt(raw_psbt)
+    if not written_back(raw_psbt, psbt):
+        raise ReserveForm(
+            "the PSBT is not written the one way this signer writes it back (a field repeated, reordered or "
+            "unknown, or a scriptSig in its unsigned transaction that the signature would not cover)"
+        )
     if not psbt.inputs:
         raise ReserveCommitment("the PSBT has no inputs: input 0 must be the statement's commitment")
     check_commitment(statement, wallet, psbt)
-    for i, inp in enumerate(psbt.inputs[1:], 1):
+    for i, inp in enumerate(psbt.inputs):  # input 0 too: no input of a reserve proof asks for another sighash
         if inp.sighash_type not in (None, SIGHASH.ALL):
             raise ReserveSighash(
                 f"input {i} asks for sighash {inp.sighash_type:#x}; a reserve proof is signed with SIGHASH_ALL only, "
@@ -77,6 +89,14 @@ def review_reserve(statement: Statement, raw_psbt: bytes, pinned: BtcColdWallet)
         )
     check_form(statement, wallet, psbt)
     return wallet, psbt
+
+
+def written_back(raw: bytes, psbt: Any) -> bool:
+    """``raw`` (binary, or base64 around which blank space is allowed) is the very bytes embit writes for
+    ``psbt``: what is reviewed is all the file says, as for a batch (``signer.btcbatch.decode_psbt``)."""
+    if raw[:5] == b"psbt\xff":
+        return bytes(psbt.serialize()) == raw
+    return to_text(psbt) == raw.decode("ascii").strip()
 
 
 def claimed_wallet(statement: Statement, pinned: BtcColdWallet) -> ReserveWallet:
@@ -128,6 +148,7 @@ def check_coins(wallet: ReserveWallet, psbt: Any, pinned: BtcColdWallet) -> None
         if inp.witness_script is None or bytes(inp.witness_script.data) != script:
             raise ReserveForeignInput(f"input {i} ({point}): its witness script is not the wallet's")
         utxo = inp.witness_utxo
+        check_previous_tx(i, point, inp, coin)
         if utxo is None or (int(utxo.value), bytes(utxo.script_pubkey.data)) != (coin.amount, coin.script):
             shown = "nothing" if utxo is None else f"{format_amount(int(utxo.value), 8)} BTC"
             raise ReserveAmountMismatch(
@@ -136,6 +157,22 @@ def check_coins(wallet: ReserveWallet, psbt: Any, pinned: BtcColdWallet) -> None
             )
     if points != [c.outpoint for c in wallet.coins]:
         raise ReserveInvalid("the PSBT's inputs are not every coin the statement lists for this wallet, in its order")
+
+
+def check_previous_tx(i: int, point: str, inp: Any, coin: Coin) -> None:
+    """A non_witness_utxo is optional (BIP-143 signs the amount itself), but one that is given must be the coin's
+    transaction with the statement's output: a PSBT that says two things about a coin is refused, not signed."""
+    prev = inp.non_witness_utxo
+    if prev is None:
+        return
+    if bytes(prev.txid()) != bytes(inp.txid) or inp.vout >= len(prev.vout):
+        raise ReserveAmountMismatch(f"input {i} ({point}): its previous transaction (non_witness_utxo) is another")
+    out = prev.vout[inp.vout]
+    if (int(out.value), bytes(out.script_pubkey.data)) != (coin.amount, coin.script):
+        raise ReserveAmountMismatch(
+            f"input {i} ({point}): its previous transaction pays {format_amount(int(out.value), 8)} BTC or to another "
+            f"script; the statement lists {format_amount(coin.amount, 8)} BTC to the wallet's script"
+        )
 
 
 def check_form(statement: Statement, wallet: ReserveWallet, psbt: Any) -> None:
@@ -148,6 +185,15 @@ def check_form(statement: Statement, wallet: ReserveWallet, psbt: Any) -> None:
     for i, inp in enumerate(psbt.inputs):
         if inp.final_scriptwitness is not None or inp.final_scriptsig is not None:
             raise ReserveForm(f"input {i} is finalized")
+        taproot = (inp.taproot_bip32_derivations, inp.taproot_scripts, inp.taproot_sigs)
+        if inp.redeem_script is not None or any(taproot) or inp.taproot_internal_key or inp.taproot_merkle_root:
+            raise ReserveForm(f"input {i} carries a redeem script or taproot field: not a P2WSH coin of the wallet")
+    for n, out in enumerate(psbt.outputs):
+        # The OP_TRUE output is nobody's: a derivation or script on it would be the host's claim to it
+        if out.bip32_derivations or out.witness_script is not None or out.redeem_script is not None:
+            raise ReserveForm(f"output {n} carries keys or scripts; the OP_TRUE output has none")
+        if out.taproot_bip32_derivations or out.taproot_internal_key is not None:
+            raise ReserveForm(f"output {n} carries keys or scripts; the OP_TRUE output has none")
     if bytes(psbt.tx.serialize()) != bytes(unsigned_tx(statement.hash, wallet).serialize()):
         raise ReserveForm("the transaction is not the one rebuilt from the statement")
 
