@@ -1,143 +1,43 @@
 """`make demo`: the daemon end to end on the embedded defaults (a SQLite file), driven the way people would:
 three operators make keys, the daemon is initialised, two of three admins approve the policy, the exchange
 backend gets an API key and submits withdrawals with the Python client, a hot one is paid by the worker, large
-ones go out through a cold batch that two of three operators sign on their signers, and the audit log verifies."""
+ones go out through a cold batch that two of three operators sign on their signers, and the audit log verifies.
+Then the same on Bitcoin, on a regtest node of its own: a quorum-signed policy adds BTC, the operators' BIP-48 keys
+make a 2-of-3 P2WSH cold wallet, the hot wallet pays small withdrawals in one batched transaction and the large
+ones go out as one PSBT that two operators sign offline."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
-import httpx
+from demo_bitcoin import BitcoinPolicy, bitcoin_ceremony
+from demo_steps import (
+    CUSTOMER_WALLET,
+    DENIED,
+    MAKER,
+    OMNIBUS,
+    ROOT,
+    UNLISTED_WALLET,
+    announced_hash,
+    daemon,
+    operator_pins,
+    operator_signs,
+    policy_toml,
+    propose,
+    sh,
+    step,
+)
 from eth_account import Account
 from web3 import Web3
 
 from custody.api.client import CustodyAPIError, CustodyClient
+from custody.chain.bitcoindev import Regtest
 from custody.chain.devnode import FUNDER_KEY, Anvil, deploy_safe_contracts
-
-ROOT = Path(__file__).resolve().parent.parent / "demo-data"  # beside the Makefile, wherever it is run from
-BIN = Path(sys.executable).parent
-OMNIBUS = "0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f"
-MAKER = "0x4bF5122f344554C53BdE2EbB8CD2b7E3D1600ad6"
-DENIED = "0xE52d9C508C502347344D8C07Ad91Cbd6068Afc75"
-CUSTOMER_WALLET = "0x2B5AD5c4795c026514f8317c7a215E218DcCD6cF"  # a customer's own address, in its address book
-UNLISTED_WALLET = "0x6813Eb9362372EEF6200f3b1dbC3f819671cBA69"  # on no list at all
-
-
-def operator_signs(name: str, pw: Path, out: Path, *command: object) -> None:
-    """An operator signs on their own signer (the demo skips the typed confirmation an operator gives)."""
-    state = ROOT / f"{name}-signer-state"
-    keystore = ROOT / f"{name}.keystore"
-    sh(
-        "signer",
-        *command,
-        "--keystore",
-        keystore,
-        "--out",
-        out,
-        "--yes",
-        "--passphrase-file",
-        pw,
-        "--state",
-        state,
-        show=False,
-    )
-
-
-def operator_pins(name: str, announced: str, *command: object) -> None:
-    """An operator pins a file on their own signer as in the ceremony: the signer shows the file's hash, the
-    operator compares it with the hash announced on the ceremony call and types its first 8 hex digits."""
-    state = ROOT / f"{name}-signer-state"
-    shown = sh("signer", *command, "--state", state, show=False, stdin=announced[:8] + "\n")
-    if announced not in shown:
-        sys.exit(f"{name}'s signer showed another hash than the announced {announced}")
-
-
-def announced_hash(output: str, label: str) -> str:
-    """The SHA-256 the daemon printed after ``label``: what its operator reads out on the ceremony call."""
-    line = next(line for line in output.splitlines() if line.strip().startswith(label))
-    return line.strip().removeprefix(label).split()[0]
-
-
-def step(text: str) -> None:
-    print(f"\n== {text}", flush=True)
-
-
-def sh(tool: str, *args: object, show: bool = True, stdin: str | None = None) -> str:
-    argv = [str(BIN / tool), *map(str, args)]
-    out = subprocess.run(argv, input=stdin or "", capture_output=True, text=True, env=ENV)
-    if out.returncode != 0:
-        sys.exit(f"{tool} {' '.join(map(str, args))} failed:\n{out.stdout}{out.stderr}")
-    if show:
-        print("\n".join(f"   {line}" for line in out.stdout.rstrip().splitlines()))
-    return out.stdout
-
-
-ENV = {k: v for k, v in os.environ.items() if k != "CUSTODY_DATABASE_URL"}
-
-
-def policy_toml(cards: list[dict[str, str]], active_from: int, backend: str, reviewers: dict[str, str]) -> str:
-    when = dt.datetime.fromtimestamp(active_from, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    admins = "".join(f'\n[[governance.admins]]\nname = "{c["name"]}"\nkey = "{c["approval_key"]}"\n' for c in cards)
-    operators = "".join(f'\n[[operators]]\nname = "{name}"\nkey = "{key}"\n' for name, key in reviewers.items())
-    return f"""format = 1
-[governance]
-quorum = 2
-activation_delay = "0s"   # demo only: production keeps the 24 h default
-{admins}
-[assets.ETH]
-decimals = 18
-max_per_transfer = "100"
-hot_limit = "1"
-windows = [{{ period = "1h", limit = "150" }}, {{ period = "24h", limit = "500" }}]
-delay_tiers = [{{ at_least = "50", delay = "1h" }}]
-# customers may be paid to addresses on no whitelist, within these limits
-unlisted = {{ max_per_transfer = "10", windows = [{{ period = "24h", limit = "50" }}] }}
-
-[customers]
-address_lock = "2s"        # demo only: a new address-book entry is usable 2 s after it is added (24 h by default)
-[customers.limits.ETH]
-max_per_transfer = "20"
-windows = [{{ period = "24h", limit = "100" }}]
-
-[holds]
-median_multiple = 5        # a payout of 5 times the customer's usual amount or more waits for two operators
-{operators}
-[[backends]]
-name = "backend"
-key = "{backend}"
-
-[[whitelist]]
-address = "{OMNIBUS}"
-assets = ["ETH"]
-label = "Customer omnibus"
-active_from = {when}
-
-[[whitelist]]
-address = "{MAKER}"
-assets = ["ETH"]
-label = "Market maker"
-active_from = {when}
-
-[[deny]]
-address = "{DENIED}"
-note = "sanctioned"
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> None:
@@ -197,10 +97,8 @@ def run(anvil: Anvil) -> None:
     print(f"   backend {public[:16]}…, reviewers " + ", ".join(f"{n} {k[:16]}…" for n, k in reviewers.items()))
 
     step("The treasury proposes a policy; alice and carol review and sign it; the daemon applies it")
-    active_from = int(time.time()) + 5  # no earlier than the bundle's creation plus the (demo) delay of 0 s
-    (ROOT / "policy.toml").write_text(policy_toml(cards, active_from, public, reviewers))
     bundle = ROOT / "policy-v1.bundle"
-    sh("custody", "policy", "propose", ROOT / "policy.toml", "--out", bundle, "--config", cfg)
+    active_from = propose(lambda t: policy_toml(cards, t, public, reviewers), ROOT / "policy.toml", bundle, cfg)
     sigs = []
     for name in ("alice", "carol"):
         state = ROOT / f"{name}-signer-state"
@@ -249,39 +147,20 @@ def run(anvil: Anvil) -> None:
         cfg,
     )
 
-    port = free_port()
-    step(f"custody serve on 127.0.0.1:{port}")
-    with open(ROOT / "serve.log", "wb") as log:  # JSON lines, one per request; the child keeps the descriptor
-        server = subprocess.Popen(
-            [str(BIN / "custody"), "serve", "--config", str(cfg), "--port", str(port)], env=ENV, stderr=log
-        )
-    step("custody worker: pays hot withdrawals from the hot wallet")
-    with open(ROOT / "worker.log", "wb") as log:
-        worker = subprocess.Popen(
-            [str(BIN / "custody"), "worker", "--config", str(cfg), "--passphrase-file", str(pw)], env=ENV, stderr=log
-        )
-    print(f"   their structured logs: {ROOT / 'serve.log'} and {ROOT / 'worker.log'}")
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        else:
-            sys.exit("the daemon did not become ready")
+    with daemon(cfg, pw) as url:
         time.sleep(max(0.0, active_from + 1 - time.time()))  # until the whitelist entries are active
         key = (ROOT / "backend.key").read_text().strip()
         run_client(url, key, anvil)
         customer_payouts(url, key, cfg)
         cold_ceremony(url, key, anvil, cfg, pw)
-    finally:
-        for name, proc in (("worker", worker), ("daemon", server)):
-            proc.send_signal(signal.SIGTERM)
-            print(f"   {name} stopped (exit {proc.wait(20)})")
 
     proof_of_reserves(anvil, cfg, pw)
+
+    step("A local Bitcoin node: bitcoind -regtest (fetched by make), on 127.0.0.1 with a fresh data directory")
+    with Regtest() as node:  # stopped on every way out of this block, as anvil is
+        version = node.node().call("getnetworkinfo")["subversion"]
+        print(f"   {node.url}, {version}")
+        bitcoin_ceremony(node, cfg, pw, BitcoinPolicy(cards, active_from, public, reviewers))
 
     step("Auditors verify the hash-chained audit log")
     sh("custody", "audit", "verify", "--config", cfg)

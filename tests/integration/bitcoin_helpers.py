@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from decimal import Decimal
+from typing import Any
+
+import httpx
 
 from tests.conftest import ADMINS, DAY
 
@@ -47,3 +52,27 @@ def mine(bitcoind, blocks: int, address: str | None = None) -> list[str]:
     hashes = bitcoind.mine(blocks, address)
     bitcoind.node().call("syncwithvalidationinterfacequeue")
     return hashes
+
+
+def faucet_holding(bitcoind, amount: Decimal):
+    """The faucet wallet, with at least ``amount`` BTC spendable: blocks are mined to it until it has (the session's
+    node is shared, and how much earlier tests took from it, and how small the subsidy has halved, varies)."""
+    faucet = bitcoind.faucet()
+    for _ in range(10):
+        if Decimal(str(faucet.call("getbalances")["mine"]["trusted"])) >= amount:
+            return faucet
+        mine(bitcoind, 100)
+    raise AssertionError(f"the faucet cannot hold {amount} BTC: the subsidy has halved too far on this node")
+
+
+def batch_call(bitcoind, wallet: str, method: str, params: list[list[object]]) -> list[Any]:
+    """``method`` once per entry of ``params`` on ``wallet``, in one JSON-RPC batch (one HTTP request, rather than
+    one request, connection and TLS context each as ``BitcoinNode.call`` makes): each call's result, in order."""
+    body = [{"jsonrpc": "1.0", "id": i, "method": method, "params": p} for i, p in enumerate(params)]
+    reply = httpx.post(
+        f"{bitcoind.url}/wallet/{wallet}", json=body, auth=(bitcoind.user, bitcoind.password), timeout=60
+    )
+    answers = sorted(json.loads(reply.text, parse_float=Decimal), key=lambda a: a["id"])
+    errors = [a["error"] for a in answers if a["error"] is not None]
+    assert not errors and len(answers) == len(params), errors or reply.text
+    return [a["result"] for a in answers]
