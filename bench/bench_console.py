@@ -37,7 +37,7 @@ from custody.ledger.policy import PolicyCache
 from custody.store.db import Store
 from custody.store.models import PolicyBundleRow, Withdrawal
 from tests.conftest import DENIED, OMNIBUS, drop_postgres_db, make_postgres_db, postgres_available
-from tests.custody.test_console import running_console
+from tests.custody.test_console import running_console, sign_in
 from tests.custody.test_customer_intake import UNLISTED_ADDRESSES, WHO, install
 
 N = int(os.environ.get("BENCH_CONSOLE_WITHDRAWALS", "100000"))
@@ -171,7 +171,7 @@ def measure(url: str, n: int) -> tuple[dict[str, tuple[float, float]], float]:
     filled = time.monotonic() - started
     try:
         with running_console(store, clock) as console, httpx.Client(base_url=console.url, timeout=60) as c:
-            assert c.post("/login", data={"token": issue_token(store, "olga", clock.now())}).status_code == 303
+            assert sign_in(c, issue_token(store, "olga", clock.now())).status_code == 303
             out = {}
             for name, path in pages(sample, deep_before=n // 2):
                 timed(lambda p=path: c.get(p))  # warm-up: the policy cache, the connection

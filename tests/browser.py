@@ -1,6 +1,7 @@
 """Browser tests' shared pieces: Debian's headless chromium driven by selenium (``headless_chromium``, and the
 ``chromium`` fixture: one browser per test module). Used by the console's and the proof-of-reserves verifier
-page's browser tests; extend this file additively."""
+page's browser tests, with the console's sign-in through a one-time link (``console_sign_in``); extend this file
+additively."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -62,3 +66,24 @@ def browser_log(driver: webdriver.Chrome) -> list[dict[str, Any]]:
     runs: with it, Chromium lets the page fetch() its sibling files and loads a subresource with an
     ``integrity`` attribute, both of which a real browser blocks there.)"""
     return list(driver.get_log("browser"))
+
+
+def page_text(driver: webdriver.Chrome) -> str:
+    return str(driver.find_element(By.TAG_NAME, "body").text)
+
+
+def click(driver: webdriver.Chrome, by: str, selector: str) -> None:
+    """Click what submits a form or follows a link, and wait until the next page has replaced this one."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(by, selector).click()
+    WebDriverWait(driver, 20).until(staleness_of(page))
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def console_sign_in(driver: webdriver.Chrome, console_url: str, link: str) -> None:
+    """Sign the browser in to the operators' console through a one-time link (`custody console login`'s URL):
+    open it, check whom it signs in, press the button, and land on the overview."""
+    driver.get(link)
+    assert "Sign in as" in page_text(driver), page_text(driver)
+    click(driver, By.ID, "signin")
+    assert driver.current_url == f"{console_url}/", (driver.current_url, page_text(driver))

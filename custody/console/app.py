@@ -4,8 +4,9 @@ runs (the queues refresh themselves with a <meta refresh>).
 
 Every response carries the security headers (``HEADERS``: a Content-Security-Policy that allows only this
 origin's stylesheet and no script at all, no framing, no sniffing, no referrer) and, except the stylesheet,
-``Cache-Control: no-store``. A page without a session redirects to /signin; a console error becomes a page
-with its code and a status (``STATUS``), never a traceback.
+``Cache-Control: no-store``. A request whose Host is not one of the console's names is refused before any
+route runs (``custody.console.hosts``, against DNS rebinding). A page without a session redirects to /signin; a
+console error becomes a page with its code and a status (``STATUS``), never a traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from custody.clock import Clock
 from custody.console import auditlog, cold, overview, policy, reserves, signin, withdrawals
 from custody.console.deps import ConsoleSettings, NodeCheck, Services
 from custody.console.errors import CsrfRefused, NotSignedIn
+from custody.console.hosts import HostCheck
 from custody.console.render import STATIC, page
 from custody.errors import DaemonError, Forbidden, InvalidRequest, NotFound, Unauthorized
 from custody.ledger.policy import PolicyCache
@@ -85,5 +87,6 @@ def create_console_app(store: Store, clock: Clock, settings: ConsoleSettings | N
     for module in (signin, overview, withdrawals, cold, policy, auditlog, reserves):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(HostCheck, allowed=settings.allowed_hosts)  # inside SecurityHeaders: refusals get them too
     app.add_middleware(SecurityHeaders)
     return app

@@ -8,6 +8,10 @@ unexpired token passes, so two replicas cannot both accept it) and starts a sess
 HttpOnly, SameSite=Strict cookie (Secure over https), stored hashed, valid ``session_ttl`` seconds and only while
 the operator is still in the active policy. The sign-in is in the audit log.
 
+Against login CSRF (another site posting its own valid token so that an operator's browser ends up signed in
+under someone else's name), opening the link also sets a nonce in a SameSite=Strict cookie and puts an HMAC of
+it in the page's form; the sign-in POST needs both, and is refused before the token is spent otherwise.
+
 The CSRF token of a session is an HMAC of the session's own token: it is never stored, cannot be computed from
 the database (which holds only the session token's hash), and is checked in constant time.
 
@@ -44,6 +48,7 @@ from custody.store.models import ConsoleLoginToken, ConsoleSession
 TOKEN_TTL = 300  # seconds a sign-in URL stays usable
 SESSION_TTL = 8 * 3600  # seconds a session lasts, whatever the activity
 COOKIE = "custody_console"
+LOGIN_COOKIE = "custody_console_login"  # the sign-in confirmation page's nonce (against login CSRF)
 MAX_TOKEN = 128  # characters: anything longer is not one of ours
 
 
@@ -59,6 +64,18 @@ def csrf_token(session_token: str) -> str:
 def check_csrf(session_token: str, given: str | None) -> None:
     if not given or not hmac.compare_digest(csrf_token(session_token), given):
         raise CsrfRefused("this form's CSRF token is missing or not this session's: reload the page and try again")
+
+
+def login_confirmation(nonce: str) -> str:
+    """The confirmation page's form field: bound to the nonce in its SameSite=Strict cookie, so a sign-in form
+    posted from another site (which gets neither the cookie nor the page) is refused: nobody can sign an
+    operator's browser in under another name (login CSRF)."""
+    return hmac.new(nonce.encode("utf-8"), b"custody-console-login", hashlib.sha256).hexdigest()
+
+
+def check_login_confirmation(nonce: str | None, given: str | None) -> None:
+    if not nonce or len(nonce) > MAX_TOKEN or not given or not hmac.compare_digest(login_confirmation(nonce), given):
+        raise CsrfRefused("sign in from the sign-in link's own page: open the link again and press Sign in")
 
 
 def operator_for_key(store: Store, policies: PolicyCache, name: str, key: SigningKey) -> str:

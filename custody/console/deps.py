@@ -12,6 +12,7 @@ from fastapi import Request
 from custody.chain.ethereum import EthereumNode
 from custody.clock import Clock
 from custody.console.auth import COOKIE, SESSION_TTL, TOKEN_TTL, Signed, session_for
+from custody.console.hosts import allowed_hosts
 from custody.ledger.policy import PolicyCache
 from custody.ops.figures import node_answers
 from custody.store.db import Store
@@ -26,6 +27,8 @@ class ConsoleSettings:
     rpc_url: str = ""  # the Ethereum node, for the overview's reachability line; empty: not shown
     chain_id: int = 31337
     explorer_tx: str = ""  # a block explorer's transaction URL with {} for the hash; empty: hashes are not links
+    # the Host names the console answers to (``custody.console.hosts``); by default loopback only
+    allowed_hosts: tuple[str, ...] = field(default_factory=allowed_hosts)
 
 
 @dataclass

@@ -7,12 +7,15 @@ Unauthorized (custody.errors)
 │   └── LoginTokenExpired  login_token_expired: the token is older than its lifetime
 └── OperatorKeyMismatch    operator_key_mismatch: the key file is not the policy's key for that operator
 Forbidden (custody.errors)
-└── CsrfRefused            csrf_refused: a form without this session's CSRF token
+└── CsrfRefused            csrf_refused: a form without this session's CSRF token (or a sign-in without the
+                           confirmation page's)
+InvalidRequest (custody.errors)
+└── HostRefused            host_refused: a request whose Host is not one of the console's own names
 """
 
 from __future__ import annotations
 
-from custody.errors import Forbidden, Unauthorized
+from custody.errors import Forbidden, InvalidRequest, Unauthorized
 
 
 class NotSignedIn(Unauthorized):
@@ -37,3 +40,7 @@ class OperatorKeyMismatch(Unauthorized):
 
 class CsrfRefused(Forbidden):
     code = "csrf_refused"
+
+
+class HostRefused(InvalidRequest):
+    code = "host_refused"

@@ -191,6 +191,7 @@ def snapshot(
                 "block": number,
                 "root": tree.root.hex(),
                 "accounts": accounts.count,
+                "coverage": claims["coverage"],  # per asset, for the console's reserves page
                 **({} if coins is None else {"bitcoin_block": coins.height}),
             },
         )

@@ -1,8 +1,9 @@
 """The operators' console (``custody.console``) served by a real uvicorn on SQLite, read with httpx: one-time
 login tokens (single use, expiry on an injected clock, unknown), sessions (redirect without one, expiry), the
 CSRF token on the freeze and sign-out forms, the freeze itself (the overview shows it, the audit log has it),
-the security headers, every page rendered with data, refusals of malformed filters, and `custody console
-login` (the operator and their key checked against the policy)."""
+the security headers, every page rendered with data, refusals of malformed filters, the Host check (DNS
+rebinding), the sign-in confirmation (login CSRF), and `custody console login` (the operator and their key
+checked against the policy, the URL's shape)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from sqlalchemy import func, select
 from custody.clock import FixedClock, SystemClock
 from custody.config import render_config
 from custody.console.app import create_console_app
-from custody.console.auth import COOKIE, csrf_token, issue_token
+from custody.console.auth import COOKIE, LOGIN_COOKIE, csrf_token, issue_token
 from custody.console.deps import ConsoleSettings
+from custody.console.hosts import allowed_hosts, hostname
 from custody.console.overview import band
+from custody.console.reserves import coverage_bars
 from custody.intake.withdrawals import Intake, NewWithdrawal, Withdrawals
 from custody.ledger import audit
 from custody.ledger import policy as policy_service
@@ -76,6 +79,21 @@ def running_console(store: Store, clock: object = None, settings: ConsoleSetting
         thread.join(10)
 
 
+def confirm_page(c: httpx.Client, token: str) -> str:
+    """Open a sign-in link as a browser does; the confirmation field its form carries (its nonce cookie is now
+    in ``c``)."""
+    r = c.get("/login", params={"token": token})
+    assert r.status_code == 200, r.text
+    found = re.search(r'name="confirm" value="([0-9a-f]{64})"', r.text)
+    assert found is not None
+    return found.group(1)
+
+
+def sign_in(c: httpx.Client, token: str) -> httpx.Response:
+    """Sign ``c`` in with a one-time token through the link's page and its button, as a browser does."""
+    return c.post("/login", data={"token": token, "confirm": confirm_page(c, token)})
+
+
 @dataclass
 class World:
     store: Store
@@ -93,7 +111,7 @@ class World:
     def signed_in(self, operator: str = "olga") -> Iterator[httpx.Client]:
         with self.client() as c:
             token = issue_token(self.store, operator, self.clock.now())
-            assert c.post("/login", data={"token": token}).status_code == 303
+            assert sign_in(c, token).status_code == 303
             yield c
 
 
@@ -128,7 +146,13 @@ def world(tmp_path_factory) -> Iterator[World]:
             now,
             "por.snapshot",
             "ab" * 32,
-            {"statement_hash": "cd" * 32, "block": 7, "root": "ef" * 32, "accounts": 3},
+            {
+                "statement_hash": "cd" * 32,
+                "block": 7,
+                "root": "ef" * 32,
+                "accounts": 3,
+                "coverage": {"ETH": "1.0250", "TOK": "0.9000", "USDC": None},
+            },
         )
     try:
         with running_console(store, clock) as console:
@@ -149,20 +173,22 @@ def test_a_page_without_a_session_redirects_to_sign_in(world):
 
 def test_a_login_token_signs_in_once(world):
     token = issue_token(world.store, "olga", world.clock.now())
-    with world.client() as c:
+    with world.client() as c, world.client() as other:
         page = c.get("/login", params={"token": token})
         assert page.status_code == 200 and "Sign in as olga" in page.text  # opening the link spends nothing
-        r = c.post("/login", data={"token": token})
+        confirm = confirm_page(c, token)
+        later = confirm_page(other, token)  # a second browser opened the link too, before it was used
+        r = c.post("/login", data={"token": token, "confirm": confirm})
         assert r.status_code == 303 and r.headers["location"] == "/"
-        cookie = r.headers["set-cookie"]
+        cookie = next(v for v in r.headers.get_list("set-cookie") if v.startswith(f"{COOKIE}="))
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" not in cookie  # plain http
         assert c.get("/").status_code == 200
-    with world.client() as other:  # the same link again: refused, and no cookie
-        r = other.post("/login", data={"token": token})
+        # the same link again: refused, and no cookie
+        r = other.post("/login", data={"token": token, "confirm": later})
         assert r.status_code == 403 and "login_token_used" in r.text and "set-cookie" not in r.headers
         assert "login_token_used" in other.get("/login", params={"token": token}).text
         for bad in ("", "x" * 200, "made-up"):
-            r = other.post("/login", data={"token": bad})
+            r = other.post("/login", data={"token": bad, "confirm": later})
             assert r.status_code == 403 and "login_token_invalid" in r.text
     with world.store.read() as s:
         kinds = list(s.execute(select(AuditEntry.kind).where(AuditEntry.subject == "olga")).scalars())
@@ -176,9 +202,10 @@ def test_a_login_token_expires_and_so_does_a_session(world):
         try:
             world.clock.advance(299)
             assert c.get("/").status_code == 200
-            world.clock.advance(1)
             with world.client() as late:
-                r = late.post("/login", data={"token": token})
+                confirm = confirm_page(late, token)  # opened in its last second, pressed a second later
+                world.clock.advance(1)
+                r = late.post("/login", data={"token": token, "confirm": confirm})
                 assert r.status_code == 403 and "login_token_expired" in r.text
             world.clock.advance(8 * 3600 - 300)
             assert c.get("/").status_code == 303  # the session has ended too
@@ -214,6 +241,8 @@ def test_every_page_renders_with_data(world):
         assert "Policy version 2" in policy and "~ assets.ETH.max_per_transfer: 100 ETH -&gt; 90 ETH" in policy
         assert "operators." in policy
         assert "por.snapshot" in texts["/audit"].text and "ab" * 32 in texts["/reserves"].text
+        reserves = texts["/reserves"].text
+        assert "1.0250x" in reserves and "0.9000x" in reserves and "no liabilities" in reserves
         one = c.get(f"/withdrawals/{world.queued}")
         assert one.status_code == 200 and "withdrawal.queued_cold" in one.text and "whitelist" in one.text
         assert "order-&lt;b&gt;7&lt;/b&gt;" in one.text and "<b>7" not in one.text  # escaped
@@ -315,8 +344,94 @@ def test_custody_console_login_checks_the_operator_and_their_key(world):
     url = out.stdout.strip().splitlines()[0]
     assert url.startswith(f"{world.url}/login?token=")
     with world.client() as c:
-        assert c.post("/login", data={"token": url.partition("token=")[2]}).status_code == 303
+        assert sign_in(c, url.partition("token=")[2]).status_code == 303
+    for bad in ("127.0.0.1:8787", "ftp://127.0.0.1", "http://127.0.0.1:8787/?x=1", "http://user@127.0.0.1"):
+        refused = custody(
+            "console", "login", "--config", config, "--operator", "olga", "--key", olga, "--url", bad, ok=False
+        )
+        assert refused.exit_code == 1 and "--url must be the console's address" in refused.output
+    elsewhere = custody(
+        "console", "login", "--config", config, "--operator", "olga", "--key", olga, "--url", "https://console.example/"
+    )
+    assert elsewhere.stdout.startswith("https://console.example/login?token=") and "--allowed-host" in elsewhere.stderr
+    for bad in ("http://console.example", "console.example/x", "a b"):
+        refused = custody("console", "serve", "--config", config, "--allowed-host", bad, ok=False)
+        assert refused.exit_code == 1 and "--allowed-host takes a host name" in refused.output, refused.output
     wrong = custody("console", "login", "--config", config, "--operator", "olga", "--key", stranger, ok=False)
     assert wrong.exit_code == 1 and "operator_key_mismatch" in wrong.output
     nobody = custody("console", "login", "--config", config, "--operator", "mallory", "--key", olga, ok=False)
     assert nobody.exit_code == 1 and "unknown_operator" in nobody.output and "olga" in nobody.output
+
+
+def test_a_request_for_another_host_is_refused_even_signed_in(world):
+    """DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1 reaches the console with
+    Host: evil.example (and, were the cookie sent, a valid session): refused before any route."""
+    port = world.url.rsplit(":", 1)[1]
+    with world.signed_in() as c:
+        assert c.get("/batches").status_code == 200  # the normal host works
+        assert c.get("/batches", headers={"host": f"localhost:{port}"}).status_code == 200
+        for host in (f"evil.example:{port}", "evil.example", "127.0.0.1.evil.example", f"[::2]:{port}", "a:b:c"):
+            for method, path in (("GET", "/batches"), ("GET", "/static/console.css"), ("POST", "/freeze")):
+                r = c.request(method, path, headers={"host": host}, data={"reason": "x", "csrf": "y"})
+                assert r.status_code == 400 and "host_refused" in r.text, (host, path)
+                assert r.headers["x-frame-options"] == "DENY" and "set-cookie" not in r.headers
+                assert "ab" * 32 not in r.text and "olga" not in r.text
+        token = issue_token(world.store, "olga", world.clock.now())
+        r = c.get("/login", params={"token": token}, headers={"host": "evil.example"})
+        assert r.status_code == 400 and token not in r.text
+
+
+def test_the_operator_names_other_hosts():
+    assert allowed_hosts() == ("localhost", "127.0.0.1", "::1")
+    assert allowed_hosts("0.0.0.0", ["Console.Example", "[fd00::1]:443"]) == (
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "console.example",
+        "fd00::1",
+    )
+    assert "10.0.0.5" in allowed_hosts("10.0.0.5")
+    assert [hostname(h) for h in ("LOCALHOST:80", "[::1]", "[::1]:8787", "x:y", "[::1]z", "", "::1")] == [
+        "localhost",
+        "::1",
+        "::1",
+        None,
+        None,
+        None,
+        "::1",
+    ]
+
+
+def test_a_console_behind_a_proxy_answers_to_its_configured_name(world):
+    settings = ConsoleSettings(allowed_hosts=allowed_hosts("127.0.0.1", ["console.example"]))
+    with running_console(world.store, world.clock, settings) as console, httpx.Client(base_url=console.url) as c:
+        assert c.get("/signin", headers={"host": "console.example"}).status_code == 200
+        assert c.get("/signin", headers={"host": "evil.example"}).status_code == 400
+        assert c.get("/signin").status_code == 200
+
+
+def test_signing_in_needs_the_links_own_page(world):
+    """Login CSRF: another site's form posting a valid token (the attacker's own) to /login gets neither the
+    page's nonce cookie (SameSite=Strict) nor its confirmation field: refused, and the token is not spent."""
+    token = issue_token(world.store, "piet", world.clock.now())
+    with world.client() as victim, world.client() as attacker:
+        foreign = confirm_page(attacker, token)  # what the attacker's own page says
+        for data in ({"token": token}, {"token": token, "confirm": foreign}, {"token": token, "confirm": "0" * 64}):
+            r = victim.post("/login", data=data)
+            assert r.status_code == 403 and "csrf_refused" in r.text and "set-cookie" not in r.headers
+        victim.cookies.set(LOGIN_COOKIE, "made-up", domain="127.0.0.1", path="/login")
+        r = victim.post("/login", data={"token": token, "confirm": foreign})
+        assert r.status_code == 403 and "csrf_refused" in r.text
+        assert victim.get("/").status_code == 303  # not signed in
+        assert sign_in(attacker, token).status_code == 303  # the token was never spent
+
+
+def test_coverage_bars_are_a_pure_decision():
+    bars = coverage_bars({"ETH": "4.1365", "TOK": "1.0000", "USDC": "0.5000", "DAI": None, "BAD": "x"})
+    assert [(b.asset, b.ratio, b.width, b.covered) for b in bars] == [
+        ("ETH", "4.1365", 160, True),
+        ("TOK", "1.0000", 80, True),
+        ("USDC", "0.5000", 40, False),
+        ("DAI", None, 0, True),
+    ]
+    assert coverage_bars(None) == () and coverage_bars(["ETH"]) == ()

@@ -6,6 +6,7 @@ import hashlib
 import time
 
 from eth_account import Account
+from selenium.webdriver.common.by import By
 from sqlalchemy import select
 
 from custody.api.client import CustodyClient
@@ -17,9 +18,11 @@ from signer.batchfile import OwnerSignature, parse_batch_file, parse_signature_f
 from signer.coldwallet import parse_cold_wallet
 from signer.safecontracts import MULTISEND_CALL_ONLY, safe_address
 from signer.safetx import sign_hash
+from tests.browser import chromium  # noqa: F401  (the module's browser)
 from tests.cli_helpers import custody
 from tests.conftest import running_server
 from tests.integration.conftest import ETH, make_daemon, operators, queue_cold, sign_as
+from tests.integration.console_helpers import console_signed_in
 
 
 def test_cold_create_uses_only_the_canonical_safe_contracts(tmp_path, db_url, chain):
@@ -219,7 +222,7 @@ def test_concurrent_exports_take_different_nonces_and_different_withdrawals(tmp_
     assert len(ids) == len(set(ids)) == 6
 
 
-def test_a_released_withdrawal_goes_out_again_only_at_its_own_nonce(tmp_path, chain, cold_setup):
+def test_a_released_withdrawal_goes_out_again_only_at_its_own_nonce(tmp_path, chain, cold_setup, chromium):  # noqa: F811
     """Signers refuse a withdrawal at any nonce but the one they signed it at, so the exporter must not move it."""
     daemon, ops, _, cfg, _ = cold_setup
     pw = daemon.passphrase_file
@@ -244,3 +247,17 @@ def test_a_released_withdrawal_goes_out_again_only_at_its_own_nonce(tmp_path, ch
     redo1 = parse_batch_file(again1.read_bytes()).batch
     assert redo1.safe_nonce == 1 and [w.id for w in redo1.withdrawals] == [w.id for w in second.withdrawals]
     sign_as(ops[0], again1, tmp_path / "again1.0.json", pw)  # the same nonce: operator 0's ledger agrees
+
+    # the operators' console: each batch's SafeTx hash in full, who has signed and who is missing, by name
+    assert "signatures 1 of 2" in custody("batch", "import", tmp_path / "again1.0.json", *cfg).output
+    with console_signed_in(daemon.store, chromium) as url:
+        chromium.get(f"{url}/batches")
+        rows = {r.text.split()[0]: r for r in chromium.find_elements(By.CSS_SELECTOR, "#safe-batches tbody tr")}
+        assert set(rows) == {d.id[:8] for d in (first, second, redo, redo1)}
+        cells = [c.text for c in rows[redo1.id[:8]].find_elements(By.TAG_NAME, "td")]
+        assert cells[1:5] == ["1", "exported", "1", "1/2: op0"] and cells[5] == "op1, op2"
+        assert cells[7] == "0x" + redo1.safe_tx_hash.hex() and cells[8] == "-"
+        cells = [c.text for c in rows[redo.id[:8]].find_elements(By.TAG_NAME, "td")]
+        assert cells[1:6] == ["0", "exported", "1", "0/2: nobody", "op0, op1, op2"]
+        assert cells[7] == "0x" + redo.safe_tx_hash.hex()
+        assert [c.text for c in rows[first.id[:8]].find_elements(By.TAG_NAME, "td")][2] == "cancelled"

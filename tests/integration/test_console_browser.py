@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
-from selenium.webdriver.support.wait import WebDriverWait
 from sqlalchemy import select
 
 from custody.api.client import CustodyClient
@@ -25,7 +23,8 @@ from custody.console.auth import issue_token
 from custody.console.deps import ConsoleSettings
 from custody.store.models import Withdrawal
 from policies.model import Backend, HoldRules, Limits, Operator, Policy, Window
-from tests.browser import browser_log, chromium  # noqa: F401  (chromium: the module's browser)
+from tests.browser import browser_log, chromium, click, console_sign_in  # noqa: F401  (chromium: the module's browser)
+from tests.browser import page_text as text
 from tests.cli_helpers import custody
 from tests.conftest import DAY, running_server
 from tests.custody.test_console import running_console
@@ -54,7 +53,9 @@ def flow(
 ) -> tuple[object, dict[str, str], tuple[str, ...]]:
     """The data the pages show; returns the daemon, the withdrawals' ids by kind, and the config arguments.
     ``cold``: with a 2-of-3 Safe, a batch one owner has signed and a proof-of-reserves snapshot too (the
-    screenshots show them; the test leaves them to the cold wallet's and the reserves' own tests, for time)."""
+    screenshots show them; the batches page with a real Safe batch and the reserves page with a real statement
+    are tested at the end of the cold wallet's and the reserves' own tests, which have them already, for time:
+    ``tests.integration.console_helpers``)."""
     if cold:
         daemon, ops, _, cfg, _ = make_cold(tmp_path, db_url, chain, edit)
     else:
@@ -103,18 +104,6 @@ def flow(
     return daemon, ids, cfg
 
 
-def text(driver) -> str:
-    return driver.find_element(By.TAG_NAME, "body").text
-
-
-def click(driver, by: str, selector: str) -> None:
-    """Click what submits a form or follows a link, and wait until the next page has replaced this one."""
-    page = driver.find_element(By.TAG_NAME, "html")
-    driver.find_element(by, selector).click()
-    WebDriverWait(driver, 20).until(staleness_of(page))
-    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
-
-
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_the_console_in_a_browser(tmp_path, db_url, chain, chromium):  # noqa: F811
     started = time.monotonic()
@@ -132,10 +121,7 @@ def test_the_console_in_a_browser(tmp_path, db_url, chain, chromium):  # noqa: F
         driver.get(f"{console.url}/batches")  # no session yet
         assert driver.current_url == f"{console.url}/signin" and "custody console login" in text(driver)
 
-        driver.get(link)
-        assert "Sign in as olga" in text(driver)
-        click(driver, By.ID, "signin")
-        assert driver.current_url == f"{console.url}/"
+        console_sign_in(driver, console.url, link)
         home = text(driver)
         assert "Payments are running" in home and "answers" in home and "olga" in home
         assert driver.find_elements(By.CSS_SELECTOR, "svg.band")  # the hot share against its band

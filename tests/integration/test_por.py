@@ -9,19 +9,22 @@ import json
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from selenium.webdriver.common.by import By
 
 from custody.chain.ethereum import EthereumNode
 from custody.keys import load_hot_account
 from policies.bundle import make_bundle, parse_bundle
 from signer.porstatement import Signed, Statement, coverage, parse_statement, reserves_in_snapshot_units
+from tests.browser import chromium  # noqa: F401  (the module's browser)
 from tests.cli_helpers import custody, signer
 from tests.integration.conftest import ETH, PASSPHRASE, queue_cold, sign_as
+from tests.integration.console_helpers import console_signed_in
 
 LIABILITIES = "account_id,ETH,TOK\nalice,100.5,2500\nbob,250,0.000001\ncarol,0,70000000\ndave,12.123456789,1\n"
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_snapshot_sign_attach_and_verify_at_the_snapshot_block(tmp_path, chain, cold_setup):
+def test_snapshot_sign_attach_and_verify_at_the_snapshot_block(tmp_path, chain, cold_setup, chromium):  # noqa: F811
     daemon, ops, safe, cfg, _ = cold_setup
     csv = tmp_path / "balances.csv"
     csv.write_text(LIABILITIES)
@@ -142,6 +145,18 @@ def test_snapshot_sign_attach_and_verify_at_the_snapshot_block(tmp_path, chain, 
     (tmp_path / "forged.json").write_bytes(forged.to_bytes())
     result = custody("por", "verify", tmp_path / "forged.json", ok=False)
     assert "[statement_invalid]" in result.output and "another statement" in result.output
+
+    # the operators' console lists both statements, newest first: hash, block and coverage per asset
+    with console_signed_in(daemon.store, chromium) as url:
+        chromium.get(f"{url}/reserves")
+        rows = [r.text for r in chromium.find_elements(By.CSS_SELECTOR, "#snapshots tbody tr")]
+        assert len(rows) == 2 and second.hash.hex() in rows[0] and first.hash.hex() in rows[1]
+        later = second.claims["block"]["number"]
+        assert f" {block} " in f" {rows[1]} " and f" {later} " in f" {rows[0]} " and later > block
+        assert f"ETH {claims['coverage']['ETH']}x" in rows[1] and f"TOK {claims['coverage']['TOK']}x" in rows[1]
+        assert claims["coverage"]["ETH"] == "4.1365" and claims["liabilities"]["root"] in rows[1]
+        assert second.claims["coverage"]["ETH"] != claims["coverage"]["ETH"]  # 50 ETH left the Safe since
+        assert f"ETH {second.claims['coverage']['ETH']}x" in rows[0]
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
