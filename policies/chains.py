@@ -2,9 +2,10 @@
 
 An asset is on Ethereum unless it says ``chain = "bitcoin"``. A Bitcoin asset names its network, has 8
 decimals and no contract, and caps what a cold batch may pay in fees: ``max_fee`` (in BTC in the file,
-satoshis inside) and ``max_fee_rate`` (sat/vB). A Bitcoin asset may have a ``hot_limit`` (the daemon's hot wallet
-pays it, in batched transactions capped by the same two fees), but no hot band, top-up or automatic freeze: the
-Bitcoin hot wallet is funded by hand and has no rebalancer or outflow freeze yet.
+satoshis inside) and ``max_fee_rate`` (sat/vB). Its hot side is the Ethereum one's: ``hot_limit`` (the daemon's
+hot wallet pays it, in batched transactions capped by the same two fees), the band (``hot_min``/``hot_max`` or
+their shares: sweeps to the cold descriptor wallet, top-ups from it to the whitelist entry marked ``hot``),
+``hot_topup`` and ``auto_freeze``; they are read and written as for any asset (``policies.loader``).
 
 Canonical form: an Ethereum asset writes none of these fields, so bundles made before Bitcoin existed keep
 their bytes and hash; a Bitcoin asset writes all four:
@@ -28,12 +29,6 @@ BITCOIN = "bitcoin"
 BITCOIN_DECIMALS = 8
 MAX_FEE_RATE = 10_000  # sat/vB: Bitcoin Core's own ceiling (-maxfeerate 0.1 BTC/kvB); a higher one is a typo
 CHAIN_KEYS = frozenset({"chain", "network", "max_fee", "max_fee_rate"})
-# What a Bitcoin asset may not set: the Bitcoin hot wallet has no rebalancer or outflow freeze (each must be absent).
-_HOT_KEYS = ("hot_min", "hot_max", "hot_min_share", "hot_max_share", "hot_topup", "auto_freeze")
-_NO_HOT_BAND = (
-    "the Bitcoin hot wallet has no hot band, top-up or automatic freeze: it is funded by hand, and only "
-    "hot_limit routes Bitcoin withdrawals to it"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,14 +104,6 @@ class ChainReader(BaseReader):
                     f"only one asset may be the native coin (no contract); {coins[coin]} already is",
                 )
             coins[coin] = symbol
-
-    def check_cold_only(self, rule: AssetRule, t: Mapping[str, Any], path: str) -> None:
-        """A Bitcoin asset may be paid hot (``hot_limit``), but sets no hot band, top-up or automatic freeze."""
-        if rule.chain != BITCOIN:
-            return
-        for key in _HOT_KEYS:
-            if t.get(key) is not None:
-                raise PolicyFileError(f"{path}.{key}", f"is not allowed for a bitcoin asset: {_NO_HOT_BAND}")
 
     def chain_address(self, value: Any, path: str, chain: str, network: str | None) -> str:
         """``value`` as an address of this chain, in its canonical form (a whitelist entry's, say)."""

@@ -199,19 +199,21 @@ class Reader(SectionReader, ChainReader):
         return policy
 
     def hot_entry(self, whitelist: list[WhitelistEntry], assets: dict[str, AssetRule]) -> None:
-        """At most one entry is the hot wallet, and each asset it may receive states a top-up limit that the
-        band allows: a top-up is money a compromised host could take, so its ceiling is the policy's."""
+        """At most one entry per chain (and network) is the hot wallet, and each asset it may receive states a
+        top-up limit that the band allows: a top-up is money a compromised host could take, so its ceiling is the
+        policy's."""
         hot = [(i, e) for i, e in enumerate(whitelist) if e.hot]
-        if len(hot) > 1:
-            raise PolicyFileError(f"whitelist[{hot[1][0]}].hot", "only one whitelist entry may be the hot wallet")
+        chains: set[tuple[str, str | None]] = set()
+        for i, entry in hot:
+            first = assets[entry.assets[0]]  # an entry lists the assets of one chain (``entry_address``)
+            if (first.chain, first.network) in chains:
+                raise PolicyFileError(
+                    f"whitelist[{i}].hot", f"only one whitelist entry per chain may be the hot wallet ({first.chain})"
+                )
+            chains.add((first.chain, first.network))
         for i, entry in hot:
             for symbol in entry.assets:
                 rule = assets[symbol]
-                if rule.chain == "bitcoin":
-                    raise PolicyFileError(
-                        f"whitelist[{i}].hot",
-                        f"{symbol} is a bitcoin asset: its hot wallet is funded by hand, not by cold top-ups",
-                    )
                 if rule.hot_topup is None:
                     raise PolicyFileError(
                         f"assets.{symbol}.hot_topup",
@@ -334,7 +336,6 @@ class Reader(SectionReader, ChainReader):
             max_fee=chain.max_fee,
             max_fee_rate=chain.max_fee_rate,
         )
-        self.check_cold_only(rule, t, path)
         if "unlisted" in t:
             rule = replace(rule, unlisted=self.limits(t["unlisted"], f"{path}.unlisted", rule, unlisted=True))
         return rule

@@ -186,5 +186,11 @@ class Policy:
 
     @property
     def hot_entry(self) -> WhitelistEntry | None:
-        """The whitelist entry marked as the hot wallet, if any (the loader allows at most one)."""
+        """The first whitelist entry marked as the hot wallet, if any (the loader allows one per chain and
+        network: to tell whether a transfer is a top-up, use ``is_hot``)."""
         return next((e for e in self.whitelist.values() if e.hot), None)
+
+    def is_hot(self, destination: str) -> bool:
+        """Whether ``destination`` (canonical) is a hot wallet's entry: every transfer to it is a top-up."""
+        entry = self.whitelist.get(destination)
+        return entry is not None and entry.hot

@@ -54,11 +54,7 @@ def wallet_id(network: str, descriptor: str) -> str:
 
 
 def transfers(found: BtcReview, policy: Policy) -> tuple[Transfer, ...]:
-    hot = policy.hot_entry
-    return tuple(
-        transfer_of(w, found.payouts[w.id], hot is not None and w.destination == hot.address)
-        for w in found.batch.withdrawals
-    )
+    return tuple(transfer_of(w, found.payouts[w.id], policy.is_hot(w.destination)) for w in found.batch.withdrawals)
 
 
 def check(found: BtcReview, policy: Policy, entries: Sequence[Entry], now: int) -> None:

@@ -38,8 +38,8 @@ machine's clock):
   window over the limit (``batch_over_window``); each withdrawal id counts once;
 - per asset and per window of its ``unlisted`` limits, the same over the payouts found unlisted
   (``unlisted_over_window``);
-- per asset, transfers to the hot wallet (the whitelist entry marked ``hot``) over ``hot_topup`` in its window,
-  this batch included (``batch_topup_over_limit``).
+- per asset, transfers to a hot wallet (a whitelist entry marked ``hot``, one per chain) over ``hot_topup`` in
+  its window, this batch included (``batch_topup_over_limit``).
 
 Signing the same SafeTx for the same withdrawals again (a second signature file) is allowed and is recorded
 once; the same SafeTx listed under other withdrawal ids is recorded again, so those ids are bound too.
@@ -186,10 +186,8 @@ class Entry:
 def transfers_of(batch: Batch, policy: Policy, now: int) -> tuple[Transfer, ...]:
     """What the batch pays, as the ledger records it: each transfer checked again (``signer.payouts``) for
     what its destination is and which backend request it pays."""
-    hot = policy.hot_entry
     return tuple(
-        transfer_of(w, check_withdrawal(policy, w, now), hot is not None and w.destination == hot.address)
-        for w in batch.withdrawals
+        transfer_of(w, check_withdrawal(policy, w, now), policy.is_hot(w.destination)) for w in batch.withdrawals
     )
 
 
@@ -502,9 +500,8 @@ class BatchRoom:
                         f"{w.asset}: the batch would pass the unlisted limit of {window.limit} base units per "
                         f"{window.seconds} s"
                     )
-        hot = self.policy.hot_entry
         topup = self.topups.get(w.asset, 0)
-        if hot is not None and w.destination == hot.address:
+        if self.policy.is_hot(w.destination):
             topup += w.amount
             if rule.hot_topup is not None and topup > rule.hot_topup.limit:
                 return f"{w.asset}: top-ups of the hot wallet would pass the policy's cap"

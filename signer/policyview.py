@@ -256,11 +256,11 @@ def describe_bundle(bundle: Bundle, previous: Policy | Governance | None, now: i
         old_fields, old_policy, old_governance = flatten_governance(previous), None, previous
     else:
         old_fields, old_policy, old_governance = [], None, None
-    hot = p.hot_entry
+    hot = ", ".join(e.address for e in p.whitelist.values() if e.hot)
     lines.append(
         f"The new policy in all: {len(p.assets)} asset(s), {len(p.whitelist)} whitelist entr"
         f"{'y' if len(p.whitelist) == 1 else 'ies'} "
-        f"({'hot wallet ' + hot.address if hot else 'no hot wallet'}), {len(p.deny)} on the deny list, "
+        f"({'hot wallet ' + hot if hot else 'no hot wallet'}), {len(p.deny)} on the deny list, "
         f"{len(p.api_keys)} API key(s), quorum {p.governance.quorum} of {len(p.governance.admins)}"
     )
     empty: dict[str, object] = {}

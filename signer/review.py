@@ -186,7 +186,6 @@ def describe(
         f"expires      {when(batch.expires_at)}",
         "",
     ]
-    hot = policy.hot_entry
     if not batch.withdrawals:
         lines.append("no transfers: this batch only uses up the Safe nonce (it cancels an older batch)")
     else:
@@ -195,7 +194,7 @@ def describe(
         for i, w in enumerate(batch.withdrawals, 1):
             totals[w.asset] += w.amount
             amount = format_amount(w.amount, w.decimals)
-            topup = "  TOP-UP OF THE HOT WALLET" if hot is not None and w.destination == hot.address else ""
+            topup = "  TOP-UP OF THE HOT WALLET" if policy.is_hot(w.destination) else ""
             lines.append(f"{i:>4}  {w.asset:<6} {amount:>26}  {w.destination}  {escape(w.label)}{topup}")
             lines.append(f"{'':>4}  {'':<6} {'':>26}  {'':<42}  withdrawal {w.id}")
             payout = (payouts or {}).get(w.id)

@@ -33,6 +33,7 @@ from custody.hot.sender import failpoint
 from custody.keys import BtcHotAccount
 from custody.ledger import audit, freeze
 from custody.ledger.policy import PolicyCache
+from custody.ledger.positions import REBALANCER
 from custody.ledger.states import State
 from custody.ledger.transitions import move
 from custody.store.db import Store
@@ -153,10 +154,12 @@ class BtcPayer:
             if self.store.is_postgres:
                 query = query.with_for_update(skip_locked=True)
             withdrawals = list(s.execute(query).scalars())
+            along = 0  # what the withdrawals before it in this payment pay to others
             for w in withdrawals:
-                if not freeze.check_outflow(s, policy, w, now):
+                if not freeze.check_outflow(s, policy, w, now, along=along):
                     log.warning("automatic freeze: hot outflow limit of %s reached", w.asset)
                     return None
+                along += 0 if w.api_key == REBALANCER else w.amount
             if not withdrawals:
                 return None
             held = {(str(t), int(v)) for t, v in s.execute(select(BtcHotInput.txid, BtcHotInput.vout)).all()}

@@ -25,7 +25,7 @@ from custody.ledger import audit
 from custody.ledger.positions import REBALANCER
 from custody.ledger.states import State
 from custody.store.db import Store
-from custody.store.models import Freeze, HotTransaction, Withdrawal
+from custody.store.models import BtcHotPayout, BtcHotTransaction, Freeze, HotTransaction, Withdrawal
 from policies.bundle import Bundle
 from policies.loader import format_period
 from policies.model import Policy
@@ -105,17 +105,21 @@ def on_apply(s: Session, bundle: Bundle, now: int) -> str | None:
 
 
 def hot_outflow(s: Session, asset: str, since: int) -> int:
-    """What the hot wallet has signed to pay to others (sweeps to the cold wallet excluded) since ``since``."""
-    first_versions = (
-        select(HotTransaction.withdrawal_id)
-        .where(
-            HotTransaction.attempt == 0, HotTransaction.created_at > since, HotTransaction.withdrawal_id.is_not(None)
-        )
-        .scalar_subquery()
+    """What the hot wallet has signed to pay to others (sweeps to the cold wallet excluded) since ``since``: each
+    withdrawal once, when its first version was signed (a fee bump pays the same withdrawals again, not more).
+    Ethereum: one withdrawal per transaction (``HotTransaction``). Bitcoin: a payment pays several withdrawals
+    (``BtcHotPayout``), each of its versions (``BtcHotTransaction``) the same ones."""
+    first_versions = select(HotTransaction.withdrawal_id).where(
+        HotTransaction.attempt == 0, HotTransaction.created_at > since, HotTransaction.withdrawal_id.is_not(None)
+    )
+    first_btc = (
+        select(BtcHotPayout.withdrawal_id)
+        .join(BtcHotTransaction, BtcHotTransaction.payment == BtcHotPayout.payment)
+        .where(BtcHotTransaction.attempt == 0, BtcHotTransaction.created_at > since)
     )
     amounts = s.execute(
         select(Withdrawal.amount).where(
-            Withdrawal.id.in_(first_versions),
+            Withdrawal.id.in_(first_versions.union(first_btc).scalar_subquery()),
             Withdrawal.asset == asset,
             Withdrawal.api_key != REBALANCER,
             Withdrawal.state != State.FAILED,
@@ -124,14 +128,15 @@ def hot_outflow(s: Session, asset: str, since: int) -> int:
     return sum(amounts)
 
 
-def check_outflow(s: Session, policy: Policy, w: Withdrawal, now: int) -> bool:
+def check_outflow(s: Session, policy: Policy, w: Withdrawal, now: int, *, along: int = 0) -> bool:
     """Before paying ``w`` from the hot wallet: if it would take the asset's hot outflow past its automatic
-    freeze limit, freeze instead (in ``s``) and return False."""
+    freeze limit, freeze instead (in ``s``) and return False. ``along``: what the same payment pays to others
+    before ``w`` (a Bitcoin payment pays many withdrawals, none of them signed yet)."""
     rule = policy.assets.get(w.asset)
     if rule is None or rule.auto_freeze is None or w.api_key == REBALANCER:
         return True
     window = rule.auto_freeze
-    spent = hot_outflow(s, w.asset, now - window.seconds)
+    spent = hot_outflow(s, w.asset, now - window.seconds) + along
     if spent + w.amount <= window.limit:
         return True
     d = rule.decimals

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from custody.errors import NoActivePolicy
 from custody.ledger import audit, freeze
 from custody.store.db import Store
-from custody.store.models import HotWallet, PolicyBundleRow
+from custody.store.models import BtcHotWallet, HotWallet, PolicyBundleRow
 from policies.bundle import (
     Bundle,
     Head,
@@ -87,6 +87,7 @@ def propose(store: Store, policy_toml: str, now: int) -> Bundle:
     with store.read() as s:
         current, _ = head(s)
         hot_wallets = {a.lower() for a in s.execute(select(HotWallet.address)).scalars()}
+        hot_wallets |= {a.lower() for a in s.execute(select(BtcHotWallet.address)).scalars()}  # its receive address
     check_hot_marked(policy, hot_wallets)
     if now < current.created_at:
         raise BundleTimeError(
@@ -104,8 +105,8 @@ def check_hot_marked(policy: Policy, hot_wallets: set[str]) -> None:
     """The daemon's own hot wallet may be whitelisted only as such (``hot = true``): then every cold payment to
     it is a top-up, capped by ``hot_topup``. Listed as an ordinary destination, it would let a host that holds
     the hot key drain the cold wallet into it at the whitelist's limits. ``hot_wallets`` are the addresses the
-    hot worker has registered; before it first runs the daemon does not know its address, and nothing is
-    checked. Addresses are compared in lower case."""
+    hot worker has registered (the EOA, and each Bitcoin account's receive address); before it first runs the
+    daemon does not know them, and nothing is checked. Addresses are compared in lower case."""
     for address, entry in sorted(policy.whitelist.items()):
         if address.lower() in hot_wallets and not entry.hot:
             raise PolicyFileError(

@@ -29,8 +29,9 @@ With a Bitcoin node configured, each pass also moves the Bitcoin cold batches al
 (``custody.cold.btcexecution.BtcFollower``: expiry, sending stored transactions, confirmations, reorgs) and pays
 ``queued_hot`` Bitcoin withdrawals from the hot wallet's BIP-84 account (``custody.hot.btcfollow.BtcHot``: batched
 payments from coins reserved in the database, stored before they are sent, followed to confirmation, sent again
-after a reorg, fee-bumped by replacement when stuck); bitcoind being away is logged and never holds up the
-Ethereum work.
+after a reorg, fee-bumped by replacement when stuck), then keeps that network's Bitcoin hot band
+(``custody.hot.rebalance.rebalance_bitcoin``: sweeps to the cold descriptor, top-ups from it); bitcoind being
+away is logged and never holds up the Ethereum work.
 """
 
 from __future__ import annotations
@@ -48,10 +49,10 @@ from custody.chain.ethereum import EthereumNode
 from custody.clock import Clock
 from custody.cold import batches, execution
 from custody.cold.btcexecution import BtcFollower
-from custody.errors import BitcoinNodeError
+from custody.errors import BitcoinNodeError, ColdWalletMismatch
 from custody.hot.btcfollow import BtcHot
 from custody.hot.payer import Payer, PaymentSettler
-from custody.hot.rebalance import rebalance
+from custody.hot.rebalance import rebalance, rebalance_bitcoin
 from custody.hot.rollback import RollbackWatch
 from custody.hot.sender import Call, Fees, Sender, Settlers, WorkerSettings
 from custody.ledger.policy import PolicyCache
@@ -148,6 +149,7 @@ class Worker:
             return False
         try:
             busy = self.bitcoin_hot_wallet.step()
+            busy = self.rebalance_bitcoin() or busy
         except BitcoinNodeError as exc:
             if not self._bitcoin_hot_down:
                 log.warning("bitcoind is unavailable; hot Bitcoin payments wait: %s", exc.message)
@@ -157,6 +159,19 @@ class Worker:
             log.info("bitcoind is back; paying hot Bitcoin withdrawals again")
         self._bitcoin_hot_down = False
         return busy
+
+    def rebalance_bitcoin(self) -> bool:
+        """The Bitcoin band of the hot wallet's network (``custody.hot.rebalance``), after its balance was read: a
+        sweep it raises is paid on the next pass, a top-up goes into the next Bitcoin cold batch."""
+        if self.bitcoin_hot_wallet is None:
+            return False
+        acct, _ = self.bitcoin_hot_wallet.ready()
+        node = self.bitcoin_hot_wallet.node
+        try:
+            return bool(rebalance_bitcoin(self.store, self.policies, self.clock, node, acct.network))
+        except ColdWalletMismatch as exc:  # the node answered an address not of the cold wallet: no sweep, say so
+            log.error("Bitcoin sweep not raised: %s", exc.message)
+            return False
 
     # -- the parts, for the commands and tests that drive one step by hand ---------------------------
     def ensure_wallet(self) -> None:

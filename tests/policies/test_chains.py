@@ -136,19 +136,12 @@ def test_the_canonical_form_writes_chain_fields_only_for_bitcoin():
         ("max_fee_rate = 200", 'max_fee_rate = "200"', "assets.BTC.max_fee_rate", "must be int"),
         ('chain = "bitcoin"', 'chain = "litecoin"', "assets.BTC.chain", "unknown chain"),
         ('hot_limit = "0"', f'hot_limit = "0"\ncontract = "{ETH_ADDRESS}"', "assets.BTC.contract", "no contract"),
-        ('hot_limit = "0"', 'hot_limit = "0"\nhot_min = "1"', "assets.BTC.hot_min", "no hot band, top-up"),
-        ('hot_limit = "0"', 'hot_limit = "0"\nhot_max_share = "5"', "assets.BTC.hot_max_share", "no hot band"),
+        ('hot_limit = "0"', 'hot_limit = "0"\nhot_min = "2"\nhot_max = "1"', "assets.BTC.hot_max", "greater than"),
         (
             'hot_limit = "0"',
-            'hot_limit = "0"\nhot_topup = { period = "24h", limit = "1" }',
-            "assets.BTC.hot_topup",
-            "no hot band, top-up or automatic freeze",
-        ),
-        (
-            'hot_limit = "0"',
-            'hot_limit = "0"\nauto_freeze = { period = "24h", limit = "1" }',
-            "assets.BTC.auto_freeze",
-            "no hot band, top-up or automatic freeze",
+            'hot_limit = "0"\nhot_max = "1"\nhot_max_share = "5"',
+            "assets.BTC.hot_max_share",
+            "not both",
         ),
     ],
 )
@@ -195,9 +188,41 @@ def test_a_whitelist_address_is_checked_for_the_chain_of_its_assets(address, ass
     assert error.location == location and words in error.message, error.message
 
 
-def test_a_bitcoin_hot_wallet_entry_is_refused():
+BAND = 'hot_limit = "0"\nhot_min = "1"\nhot_max = "3"\nhot_topup = { period = "24h", limit = "2" }\n'
+FREEZE = 'auto_freeze = { period = "24h", limit = "5" }\n'
+
+
+def test_a_bitcoin_asset_has_the_hot_band_top_up_and_automatic_freeze_of_an_ethereum_one():
+    """Issue 18: sweeps to the cold descriptor, top-ups from it, and the outflow freeze work for BTC as for ETH."""
+    policy = load_policy_toml(with_btc(BTC.replace('hot_limit = "0"\n', BAND + FREEZE, 1), entry(RESERVE, hot=True)))
+    rule = policy.assets["BTC"]
+    assert (rule.hot_min, rule.hot_max) == (SAT, 3 * SAT)
+    assert rule.hot_topup == Window(86400, 2 * SAT) and rule.auto_freeze == Window(86400, 5 * SAT)
+    assert policy.hot_entry is not None and policy.hot_entry.address == RESERVE
+    shares = load_policy_toml(with_btc(BTC.replace('hot_limit = "0"', 'hot_limit = "0"\nhot_max_share = "5"', 1)))
+    assert shares.assets["BTC"].hot_max_share == 500
+    assert policy_from_canonical(policy_to_canonical(policy)) == policy  # the band round-trips through a bundle
+
+
+def test_one_hot_wallet_entry_per_chain():
+    """Ethereum's hot wallet and Bitcoin's are each whitelisted as such; a second one on the same chain is refused
+    (which transfers are top-ups, and so capped by ``hot_topup``, must be unambiguous)."""
+    eth_topup = EXAMPLE.replace('hot_max = "60"', 'hot_topup = { period = "24h", limit = "40" }\nhot_max = "60"', 1)
+    btc = BTC.replace('hot_limit = "0"\n', BAND, 1)
+    eth_hot = "0x" + "12" * 20
+    policy = load_policy_toml(eth_topup + btc + entry(RESERVE, hot=True) + entry(eth_hot, '"ETH"', hot=True))
+    assert policy.is_hot(RESERVE) and policy.is_hot(eth_hot) and not policy.is_hot(STRANGER)
+    error = refused(eth_topup + btc + entry(RESERVE, hot=True) + entry(TAPROOT, hot=True))
+    assert error.location == "whitelist[3].hot" and "only one whitelist entry per chain" in error.message
+
+
+def test_a_bitcoin_hot_wallet_entry_keeps_the_top_up_rules():
+    """The hot entry takes BTC only with a top-up cap (a compromised host holds the hot key), and within the band."""
     error = refused(with_btc(entries=entry(RESERVE, hot=True)))
-    assert error.location == "whitelist[2].hot" and "funded by hand, not by cold top-ups" in error.message
+    assert error.location == "assets.BTC.hot_topup" and "is required" in error.message
+    over = BAND.replace('limit = "2"', 'limit = "2.5"')
+    error = refused(with_btc(BTC.replace('hot_limit = "0"\n', over, 1), entry(RESERVE, hot=True)))
+    assert error.location == "assets.BTC.hot_topup.limit" and "at most hot_max - hot_min" in error.message
 
 
 def test_a_deny_entry_may_be_an_address_of_any_chain_the_policy_uses():

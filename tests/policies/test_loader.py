@@ -203,7 +203,7 @@ USDX += 'max_per_transfer = "1"\nhot_limit = "1"\n'
         (
             with_hot(edit('hot_max = "60"', TOPUP)).replace('label = "Market maker B"', 'label = "B"\nhot = true'),
             "whitelist[2].hot",
-            "only one whitelist entry may be the hot wallet",
+            "only one whitelist entry per chain may be the hot wallet (ethereum)",
         ),
         (with_hot(), "assets.ETH.hot_topup", "is required"),
         (

@@ -4,14 +4,15 @@ it likes, as canonical JSON, and hands it to the admins' real ``signer`` CLI: it
 signatures. The admin's own file is refused by the loader with the same code and words.
 
 Each attack aims at the rules of issue 18: every address valid for its asset's chain and network, in its one
-canonical form, no spending to an address no wallet can spend from, and no hot band, top-up or automatic freeze
-for the Bitcoin hot wallet (it pays up to the asset's hot_limit, and is funded by hand)."""
+canonical form, no spending to an address no wallet can spend from, and a hot band, top-up and automatic freeze
+held to the same rules as Ethereum's (a top-up cap for the hot entry, within the band)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -23,9 +24,13 @@ from policies.bundle import make_bundle, sign_bundle
 from policies.canonical import canonical_bytes
 from policies.errors import PolicyFileError
 from policies.loader import load_policy_toml
-from policies.model import AssetRule, Policy, WhitelistEntry
+from policies.model import AssetRule, Policy, WhitelistEntry, Window
+from signer.batchfile import BatchWithdrawal
+from signer.btcwallet import parse_btc_cold_wallet
 from tests.conftest import OMNIBUS
-from tests.redteam.conftest import Ceremony, policy_text, refused
+from tests.redteam.conftest import DAEMON, Ceremony, policy_text, refused, refused_unsigned, stamp
+from tests.redteam.test_psbt_attacks import FEE, OMNI, Host, bitcoin_keys, signed_btc
+from tests.signer.btcfixtures import Spec, address_script, coin, wallet_bytes
 
 SAT = 10**8
 PROGRAM = bytes(range(1, 21))
@@ -106,26 +111,22 @@ def test_a_bitcoin_address_on_an_ethereum_asset_is_refused(ceremony):
     assert "is a Bitcoin address, not an Ethereum one" in message
 
 
-def test_a_bitcoin_hot_band_is_refused(ceremony):
-    """A hot limit is allowed (the hot wallet's Bitcoin account pays it), but a top-up rule would have the
-    rebalancer move cold coins to a hot address nobody checks: refused, even beside a hot limit."""
-    policy = with_btc(ceremony, MAINNET_P2WPKH, hot_limit=SAT)
-    topup = {"period": 86400, "limit": "100000000"}
-    raw = forged(ceremony, policy, lambda p: p["assets"]["BTC"].update(hot_topup=topup))
-    message = refused_by_signers(ceremony, raw)
-    assert message.startswith("assets.BTC.hot_topup: is not allowed for a bitcoin asset: the Bitcoin hot wallet")
-
-
-def test_a_bitcoin_hot_wallet_entry_is_refused(ceremony):
-    """The host marks its own Bitcoin address as the hot wallet: top-ups would flow to a key it holds."""
-    policy = with_btc(ceremony, MAINNET_P2WPKH)
-    hot = {address: replace(e, hot=False) for address, e in policy.whitelist.items()}
-    hot[MAINNET_P2WPKH] = replace(hot[MAINNET_P2WPKH], hot=True)
-    message = refused_by_signers(ceremony, forged(ceremony, replace(policy, whitelist=hot)))
-    assert message.endswith("BTC is a bitcoin asset: its hot wallet is funded by hand, not by cold top-ups\n"), message
-    assert message.startswith("whitelist[") and ".hot: " in message
-    # the Ethereum hot wallet's entry may not take BTC either: one entry, one chain
+def test_a_bitcoin_hot_band_without_its_top_up_cap_is_refused(ceremony):
+    """A BTC band and hot entry are allowed (issue 18), but the host marks its own address as the hot wallet
+    without a top-up cap, or with one wider than the band: top-ups are cold coins moved to a key it holds."""
+    policy = with_btc(ceremony, MAINNET_P2WPKH, hot_limit=SAT, hot_min=SAT, hot_max=3 * SAT)
     v1 = ceremony.bundle.policy
+    whitelist = {address: replace(e, hot=False) for address, e in policy.whitelist.items()}  # one hot entry
+    whitelist[MAINNET_P2WPKH] = replace(whitelist[MAINNET_P2WPKH], hot=True)
+    hot = replace(
+        policy, whitelist=whitelist, assets={**policy.assets, "ETH": replace(v1.assets["ETH"], hot_topup=None)}
+    )
+    message = refused_by_signers(ceremony, forged(ceremony, hot))
+    assert message.startswith("assets.BTC.hot_topup: is required: whitelist[") and "receives BTC" in message, message
+    wide = replace(hot, assets={**hot.assets, "BTC": replace(hot.assets["BTC"], hot_topup=Window(86400, 3 * SAT))})
+    message = refused_by_signers(ceremony, forged(ceremony, wide))
+    assert message.startswith("assets.BTC.hot_topup.limit: must be at most hot_max - hot_min"), message
+    # the Ethereum hot wallet's entry may not take BTC either: one entry, one chain
     eth_hot = next(e for e in v1.whitelist.values() if e.hot)
     both = {**policy.whitelist, eth_hot.address: replace(eth_hot, assets=("BTC", "ETH"))}
     assert "write one entry per chain" in refused_by_signers(
@@ -163,9 +164,9 @@ def test_a_respelled_address_is_refused(ceremony):
         (lambda a: a.update(max_fee_rate=1_000_000), "assets.BTC.max_fee_rate", "between 1 and 10000"),
         (lambda a: a.pop("network"), "assets.BTC.network", "is required for a bitcoin asset"),
         (lambda a: a.update(decimals=18), "assets.BTC.decimals", "must be 8"),
-        (lambda a: a.update(hot_max="100000000"), "assets.BTC.hot_max", "no hot band, top-up or automatic freeze"),
+        (lambda a: a.update(hot_min="200000000", hot_max="100000000"), "assets.BTC.hot_max", "greater than hot_min"),
     ],
-    ids=["no-max-fee", "no-max-fee-rate", "huge-fee-rate", "no-network", "decimals", "hot-band"],
+    ids=["no-max-fee", "no-max-fee-rate", "huge-fee-rate", "no-network", "decimals", "inverted-band"],
 )
 def test_a_bitcoin_asset_without_its_guards_is_refused(ceremony, edit, location, words):
     raw = forged(ceremony, with_btc(ceremony, MAINNET_P2WPKH), lambda p: edit(p["assets"]["BTC"]))
@@ -237,3 +238,64 @@ def test_the_same_bitcoin_asset_done_right_is_accepted(ceremony):
         for i, op in enumerate(ceremony.operators[:2])
     ]
     ceremony.run("policy", "accept", path, *sigs, ok=True)
+
+
+# -- top-ups of the Bitcoin hot wallet, capped offline ----------------------------------------------------------
+def test_a_bitcoin_batch_topping_up_the_hot_wallet_over_its_cap_is_refused(ceremony):
+    """Issue 18: the BTC hot wallet is topped up from the cold descriptor like the Ethereum one from the Safe. The
+    host holds the hot key, so it would top up far more than the treasury agreed to expose: the signers' ledger
+    counts every transfer to the BTC hot entry against ``hot_topup`` over its window, offline, beside the
+    Ethereum hot entry (one per chain)."""
+
+    hot_address, hot_script = address_script(0x73)
+    admins = [(op.name, op.card["approval_key"]) for op in ceremony.operators]
+    created = int(time.time()) - 30
+    extra = f"""
+[assets.BTC]
+chain = "bitcoin"
+network = "regtest"
+decimals = 8
+max_per_transfer = "10"
+hot_limit = "0.5"
+hot_min = "1"
+hot_max = "3"
+hot_topup = {{ period = "24h", limit = "1" }}
+max_fee = "0.0005"
+max_fee_rate = 50
+[[whitelist]]
+address = "{OMNI}"
+assets = ["BTC"]
+label = "btc omnibus"
+active_from = {stamp(created)}
+[[whitelist]]
+address = "{hot_address}"
+assets = ["BTC"]
+label = "btc hot wallet"
+active_from = {stamp(created)}
+hot = true
+"""
+    policy = load_policy_toml(policy_text(admins, created, extra))
+    # two hot wallets, one per chain: the Ethereum one (capped at 50 ETH a day) and the Bitcoin one
+    assert sorted(e.assets for e in policy.whitelist.values() if e.hot) == [("BTC",), ("ETH",)]
+    v1 = make_bundle(policy, ceremony.bundle, created)
+    path = ceremony.file(v1.raw, "bundle-btc-hot.json")
+    sigs = [
+        ceremony.file(sign_bundle(v1.hash, op.approval).to_bytes(), f"btc-hot.{i}.sig")
+        for i, op in enumerate(ceremony.operators[:2])
+    ]
+
+    raw = wallet_bytes(bitcoin_keys(ceremony), 2, DAEMON.verify_key.encode().hex())
+    wallet_file = ceremony.file(raw, "btc-cold-wallet.json")
+    ceremony.run("policy", "accept", path, *sigs, ok=True)
+    ceremony.run("cold", "pin", wallet_file, "--yes", "--keystore", ceremony.operators[0].keystore, ok=True)
+    host = Host(ceremony, parse_btc_cold_wallet(raw), v1)
+
+    def top_up(amount: int) -> bytes:
+        w = BatchWithdrawal(str(uuid.uuid4()), "BTC", amount, 8, None, hot_address, "btc hot wallet")
+        value = SAT * 2
+        spec = Spec(host.wallet, [coin(host.wallet, value)], [(hot_script, amount)], (0, value - amount - FEE))
+        return host.write(host.batch([w], spec.build(), created=int(time.time()) - 10))
+
+    signed_btc(host.sign(top_up(8 * SAT // 10))[0])  # 0.8 of the 1 BTC a day: signed, and recorded as a top-up
+    message = refused_unsigned(ceremony, top_up(3 * SAT // 10), "batch_topup_over_limit")  # 1.1 over the day
+    assert "top-ups of the hot wallet would reach 1.1" in message, message
