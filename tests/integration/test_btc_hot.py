@@ -171,28 +171,31 @@ def test_pays_twenty_withdrawals_in_one_transaction_once(hot, bitcoind, tmp_path
     assert len(versions(d)) == 1
 
 
+# One pass of a worker process's Bitcoin hot side, as `custody worker` runs it (a failpoint may kill it midway)
+ONE_STEP = (
+    "import sys\n"
+    "from custody.chain.bitcoin import BitcoinNode\n"
+    "from custody.clock import SystemClock\n"
+    "from custody.hot.btcfollow import BtcHot\n"
+    "from custody.hot.btcpayer import BtcHotSettings\n"
+    "from custody.keys import load_hot_bitcoin_accounts\n"
+    "from custody.store.db import Store\n"
+    "from pathlib import Path\n"
+    "url, user, password, db, data, pw, stuck = sys.argv[1:]\n"
+    "BtcHot(Store(db), BitcoinNode(url, user, password), load_hot_bitcoin_accounts(Path(data), pw),\n"
+    "       BtcHotSettings(2, int(stuck)), SystemClock()).step()\n"
+)
+
+
 def test_a_crash_after_storing_and_a_reorg_send_the_stored_bytes(hot, bitcoind, tmp_path):
     """A worker process killed (SIGKILL) right after it stored the signed payment: the next one sends exactly
     those bytes, and builds nothing new for the same withdrawals; a reorg then sends the same bytes again."""
     d = hot
     fund(d, bitcoind, ["3"])
     ids = queue(d, tmp_path, [("0.5", d.receivers[0]), ("0.25", d.receivers[1])])
-    script = (
-        "import sys\n"
-        "from custody.chain.bitcoin import BitcoinNode\n"
-        "from custody.clock import SystemClock\n"
-        "from custody.hot.btcfollow import BtcHot\n"
-        "from custody.hot.btcpayer import BtcHotSettings\n"
-        "from custody.keys import load_hot_bitcoin_accounts\n"
-        "from custody.store.db import Store\n"
-        "from pathlib import Path\n"
-        "url, user, password, db, data, pw = sys.argv[1:]\n"
-        "BtcHot(Store(db), BitcoinNode(url, user, password), load_hot_bitcoin_accounts(Path(data), pw),\n"
-        "       BtcHotSettings(2, 600), SystemClock()).step()\n"
-    )
     env = {**os.environ, "CUSTODY_FAILPOINT": "btc_after_store"}
-    args = [bitcoind.url, bitcoind.user, bitcoind.password, d.store.url, str(d.data_dir), PASSPHRASE]
-    killed = subprocess.run([sys.executable, "-c", script, *args], env=env, timeout=60, check=False)
+    args = [bitcoind.url, bitcoind.user, bitcoind.password, d.store.url, str(d.data_dir), PASSPHRASE, str(STUCK)]
+    killed = subprocess.run([sys.executable, "-c", ONE_STEP, *args], env=env, timeout=60, check=False)
     assert killed.returncode == -9  # killed at the failpoint
     [tx] = versions(d)
     assert tx.state == "signed" and states(d, ids) == ["signed"] * 2
@@ -228,7 +231,7 @@ def test_a_crash_after_storing_and_a_reorg_send_the_stored_bytes(hot, bitcoind, 
     # killed right after sending, before recording it: the next pass finds it sent and records it, nothing new
     [late] = queue(d, tmp_path, [("0.3", d.receivers[2])])
     env["CUSTODY_FAILPOINT"] = "btc_after_broadcast"
-    killed = subprocess.run([sys.executable, "-c", script, *args], env=env, timeout=60, check=False)
+    killed = subprocess.run([sys.executable, "-c", ONE_STEP, *args], env=env, timeout=60, check=False)
     assert killed.returncode == -9
     [sent] = [v for v in versions(d) if v.txid != tx.txid]
     assert sent.state == "signed" and bitcoind.node().call("getmempoolentry", sent.txid)
@@ -294,6 +297,38 @@ def test_a_stuck_payment_is_replaced_and_exactly_one_version_confirms(hot, bitco
     confirmed_once(d, [late])
     with pytest.raises(Exception, match="No such mempool or blockchain transaction"):
         bitcoind.node().call("getrawtransaction", fourth.txid)
+
+
+def test_a_worker_killed_right_after_storing_a_fee_bump_pays_once(hot, bitcoind, tmp_path):
+    """SIGKILL between storing a stuck payment's replacement and sending it: the next worker sends exactly the
+    stored replacement, signs nothing new, and one version confirms."""
+    d = hot
+    fund(d, bitcoind, ["2"])
+    ids = queue(d, tmp_path, [("0.4", d.receivers[1])])
+    before = received(d)
+    worker = d.worker()
+    worker.step()
+    [first] = versions(d)
+    assert first.state == "broadcast"
+    env = {**os.environ, "CUSTODY_FAILPOINT": "btc_after_replacement_store"}
+    args = [bitcoind.url, bitcoind.user, bitcoind.password, d.store.url, str(d.data_dir), PASSPHRASE, "0"]
+    killed = subprocess.run([sys.executable, "-c", ONE_STEP, *args], env=env, timeout=60, check=False)
+    assert killed.returncode == -9  # killed at the failpoint, the replacement stored and not sent
+    old, bump = versions(d)
+    assert old.txid == first.txid and bump.payment == first.payment and bump.state == "signed"
+    mempool = set(bitcoind.node().call("getrawmempool"))
+    assert first.txid in mempool and bump.txid not in mempool
+    worker.step()
+    assert [v.txid for v in versions(d)] == [first.txid, bump.txid]  # nothing new signed
+    mempool = set(bitcoind.node().call("getrawmempool"))
+    assert bump.txid in mempool and first.txid not in mempool
+    assert bitcoind.node().call("getrawtransaction", bump.txid) == bump.raw
+    mine(bitcoind, CONFIRMATIONS)
+    worker.step()
+    assert {v.txid: v.state for v in versions(d)} == {first.txid: "replaced", bump.txid: "confirmed"}
+    assert states(d, ids) == ["confirmed"]
+    confirmed_once(d, ids)
+    assert received(d)[d.receivers[1]] - before[d.receivers[1]] == Decimal("0.4")
 
 
 def test_two_workers_never_spend_the_same_coin(hot, bitcoind, tmp_path):
