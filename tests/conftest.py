@@ -27,28 +27,6 @@ OMNIBUS = "0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f"
 MAKER = "0x4bF5122f344554C53BdE2EbB8CD2b7E3D1600ad6"
 DENIED = "0xE52d9C508C502347344D8C07Ad91Cbd6068Afc75"
 
-# Test modules that each keep both cores busy for a long time (several daemon processes, storms of withdrawals,
-# outages with timeouts). Under `make test` (two xdist workers, --dist loadgroup) they run first and one after
-# another on one worker while the other takes the rest: side by side they would starve each other's timeouts.
-SERIAL = {
-    "test_chaos.py",
-    "test_hot_wallet.py",
-    "test_quickstart.py",
-    "test_webhooks.py",
-    "test_db_outages.py",
-    "test_customer_payouts.py",
-    "test_logs.py",
-    "test_node_faults.py",
-    "test_hot_recovery.py",
-}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    serial = [item for item in items if item.path.name in SERIAL]
-    for item in serial:
-        item.add_marker(pytest.mark.xdist_group("serial"))
-    items[:] = serial + [item for item in items if item.path.name not in SERIAL]
-
 
 def postgres_available() -> bool:
     try:
