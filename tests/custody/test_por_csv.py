@@ -205,7 +205,7 @@ AMOUNTS = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(AMOUNTS, max_size=40), st.integers(0, 45))
 def test_decimal_column_is_parse_amount(cells, places):
     values, ok = decimal_column(pa.array(cells, type=pa.large_string()), places)
@@ -221,7 +221,7 @@ IDS = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(IDS, max_size=30))
 def test_account_ids_follow_the_reference_pattern(ids):
     column = pa.array(ids, type=pa.large_string())
@@ -240,7 +240,7 @@ def test_account_ids_follow_the_reference_pattern(ids):
 
 # -- whole files: the same answer as the reference -------------------------------------------------------------
 SETTINGS = settings(
-    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
 GOOD_IDS = st.one_of(
     st.from_regex(r"[A-Za-z0-9_@.\-]{1,16}", fullmatch=True),
