@@ -35,7 +35,7 @@ test: $(STAMP) $(NODE_STAMP) $(BITCOIND_STAMP) $(CHROMIUM_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	bash scripts/run-tests.sh
+	$(PY) -m pytest
 
 # The long fault tests (a few minutes): PostgreSQL down 20 s and a worker frozen 30 s, as in a real incident
 # (`make test` runs the same tests with shorter outages), replicas killed at random under load, and the node

@@ -29,8 +29,6 @@ from tests.cli_helpers import custody
 from tests.conftest import free_port
 from tests.integration.conftest import ETH, make_daemon
 
-pytestmark = pytest.mark.serial  # a long multi-process module: scripts/run-tests.sh
-
 BIN = Path(sys.executable).parent
 LONG = os.environ.get("CUSTODY_CHAOS_LONG") == "1"
 # `make test` runs a shorter storm (still several kills), `make chaos` the full one

@@ -9,7 +9,6 @@ import time
 import uuid
 from dataclasses import replace
 
-import pytest
 from sqlalchemy import select
 
 from custody.api.client import CustodyClient
@@ -20,8 +19,6 @@ from tests.cli_helpers import custody
 from tests.conftest import DAY, running_server
 from tests.integration.conftest import ETH, make_cold, recipients, sign_as
 from tests.integration.test_hot_wallet import states_of, wait_until
-
-pytestmark = pytest.mark.serial  # a long multi-process module: scripts/run-tests.sh
 
 CUSTOMERS = 200
 

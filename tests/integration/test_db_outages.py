@@ -52,8 +52,6 @@ from tests.conftest import OMNIBUS, add_client, free_port, seed_policy
 from tests.integration.conftest import make_daemon
 from tests.integration.test_webhooks import Receiver
 
-pytestmark = pytest.mark.serial  # a long multi-process module: scripts/run-tests.sh
-
 BIN = Path(sys.executable).parent
 LONG = os.environ.get("CUSTODY_CHAOS_LONG") == "1"
 PG_DOWN = 20.0 if LONG else 12.0  # seconds PostgreSQL stays stopped (the old client gave up after about 3 s)

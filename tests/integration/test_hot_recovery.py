@@ -25,8 +25,6 @@ from tests.conftest import running_server
 from tests.integration.conftest import deploy_token, make_daemon
 from tests.integration.test_hot_wallet import assert_paid_once, states_of, wait_until
 
-pytestmark = pytest.mark.serial  # a long multi-process module: scripts/run-tests.sh
-
 CUSTODY = str(Path(sys.executable).parent / "custody")
 
 

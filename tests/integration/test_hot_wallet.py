@@ -7,15 +7,12 @@ import time
 import uuid
 from decimal import Decimal
 
-import pytest
 from sqlalchemy import select
 
 from custody.api.client import CustodyClient
 from custody.store.models import HotTransaction, Withdrawal
 from tests.conftest import running_server
 from tests.integration.conftest import make_daemon
-
-pytestmark = pytest.mark.serial  # a long multi-process module: scripts/run-tests.sh
 
 
 def wait_until(predicate, timeout: float = 120, every: float = 0.2):

@@ -23,8 +23,6 @@ from signer.sealed import open_sealed
 from tests.conftest import free_port
 from tests.integration.conftest import PASSPHRASE, make_daemon
 
-pytestmark = pytest.mark.serial  # a long multi-process module: scripts/run-tests.sh
-
 BIN = Path(sys.executable).parent
 
 

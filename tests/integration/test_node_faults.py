@@ -40,8 +40,6 @@ from tests.integration.test_hot_recovery import stop, submit, worker_process
 from tests.integration.test_hot_wallet import assert_paid_once, states_of, wait_until
 from tests.integration.test_webhooks import Receiver, verified_events
 
-pytestmark = pytest.mark.serial  # a long multi-process module: scripts/run-tests.sh
-
 CHAOS = pytest.mark.skipif(os.environ.get("CUSTODY_CHAOS_LONG") != "1", reason="long: run by `make chaos`")
 
 

@@ -16,15 +16,12 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 from nacl.signing import SigningKey
 
 from custody.config import load_settings
 from custody.ledger import policy as policy_service
 from custody.store.db import Store
 from tests.cli_helpers import custody
-
-pytestmark = pytest.mark.serial  # a long multi-process module: scripts/run-tests.sh
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "quickstart.md"

@@ -22,8 +22,6 @@ from tests.conftest import free_port
 from tests.integration.conftest import PASSPHRASE, make_daemon
 from tests.integration.test_freeze import submit
 
-pytestmark = pytest.mark.serial  # a long multi-process module: scripts/run-tests.sh
-
 
 class Receiver:
     """A webhook receiver that records what it is sent; it can be stopped and started on the same port."""
