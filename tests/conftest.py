@@ -210,6 +210,10 @@ def running_server(store, tmp_path, clock=None, **settings: object) -> Iterator[
     finally:
         srv.should_exit = True
         thread.join(10)
+        # what the app's lifespan does at shutdown (off here): without it every server left a group-commit
+        # thread and its store behind, hundreds over a run
+        app.state.services.intake.close()
+        app.state.services.auth.nonces.close()
 
 
 @pytest.fixture
