@@ -20,6 +20,10 @@ import httpx
 from custody.errors import BitcoinNodeError
 
 RPC_WALLET_EXISTS, RPC_WALLET_LOADED = -4, -35
+# bitcoind's name of each network (getblockchaininfo "chain"); testnet may be testnet3 or testnet4
+NODE_CHAINS = {"mainnet": ("main",), "testnet": ("test", "testnet4"), "signet": ("signet",), "regtest": ("regtest",)}
+# Addresses per branch a watch-only descriptor wallet derives up front; the node extends the range as they are used
+RANGE_END = 999
 
 # One client for every call of the process: httpx.post() would build a client, with its TLS context, per call
 # (a quarter of a second each under load). No connection is kept alive: each call opens its own, as before, so a

@@ -24,7 +24,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from custody.chain.bitcoin import RPC_WALLET_EXISTS, BitcoinNode, open_wallet
+from custody.chain.bitcoin import NODE_CHAINS, RANGE_END, RPC_WALLET_EXISTS, BitcoinNode, open_wallet
 from custody.errors import (
     BitcoinNodeError,
     ChainMismatch,
@@ -44,9 +44,6 @@ from signer.btcwallet import BtcColdWallet as BtcColdWalletDoc
 from signer.keystore import KeyCard
 
 SAT = 10**8
-RANGE_END = 999  # addresses per branch the node derives up front; it extends the range as they are used
-# bitcoind's name of each network (getblockchaininfo "chain"); testnet may be testnet3 or testnet4
-NODE_CHAINS = {"mainnet": ("main",), "testnet": ("test", "testnet4"), "signet": ("signet",), "regtest": ("regtest",)}
 
 
 def cold_wallet_file(data_dir: Path, network: str) -> Path:

@@ -23,7 +23,7 @@ from embit.script import Script, p2pkh
 from embit.transaction import SIGHASH
 from sqlalchemy import select
 
-from custody.chain.bitcoin import BitcoinNode, open_wallet
+from custody.chain.bitcoin import NODE_CHAINS, RANGE_END, BitcoinNode, open_wallet
 from custody.errors import BitcoinNodeError, ConfigError, ProofInvalid
 from custody.keys import BtcHotAccount
 from custody.store.db import Store
@@ -44,8 +44,6 @@ from signer.porstatement import ReservePsbt, Statement
 
 SAT = 10**8
 # bitcoind's name of each network (getblockchaininfo "chain"), as custody.cold.btcwallet has it (a layer above)
-NODE_CHAINS = {"mainnet": ("main",), "testnet": ("test", "testnet4"), "signet": ("signet",), "regtest": ("regtest",)}
-RANGE_END = 999  # what the watch-only wallets derive up front, if the node cannot say how far they have handed out
 _ORIGIN = re.compile(r"\[([0-9a-f]{8})((?:/[0-9]+[h']?)+)\]")
 COLD_PSBT = "btc-cold-reserve.psbt"  # the file the owners sign, in the snapshot directory
 SCAN_GAP = 200  # addresses scanned past the highest one handed out, per branch

@@ -27,9 +27,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import Decimal
 
-from custody.chain.bitcoin import BitcoinNode
+from custody.chain.bitcoin import NODE_CHAINS, BitcoinNode
 from custody.errors import BitcoinNodeError, ProofInvalid
-from custody.por.btcreserves import NODE_CHAINS
 from policies.units import format_amount
 from signer.porbtc import Coin, ReserveInvalid, check_signed, parse_psbt, wallets
 from signer.porstatement import Statement
