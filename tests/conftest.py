@@ -182,8 +182,6 @@ def running_server(store, tmp_path, clock=None, **settings: object) -> Iterator[
     """A real uvicorn server for ``store`` on a free loopback port, in a thread, on ``clock`` (the system's by
     default); like ``custody serve``, uvicorn does not rewrite the client's address from proxy headers (the app
     does, for trusted proxies only)."""
-    import uvicorn
-
     from custody.api.app import create_app
     from custody.clock import SystemClock
     from custody.config import Settings
@@ -194,6 +192,22 @@ def running_server(store, tmp_path, clock=None, **settings: object) -> Iterator[
         **{"rate_limit_per_second": 1000, "rate_limit_burst": 1000, **settings},
     )  # type: ignore[arg-type]
     app = create_app(config, store, clock or SystemClock())
+    try:
+        with serving(app) as url:
+            yield Server(url, store, config)
+    finally:
+        # what the app's lifespan does at shutdown (off here): without it every server left a group-commit
+        # thread and its store behind, hundreds over a run
+        app.state.services.intake.close()
+        app.state.services.auth.nonces.close()
+
+
+@contextmanager
+def serving(app: object) -> Iterator[str]:
+    """``app`` served by a real uvicorn on a free loopback port, in a thread, until the block ends; yields its
+    URL. Lifespan off; uvicorn does not rewrite the client's address from proxy headers."""
+    import uvicorn
+
     port = free_port()
     srv = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off", proxy_headers=False)
@@ -206,14 +220,10 @@ def running_server(store, tmp_path, clock=None, **settings: object) -> Iterator[
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
-        yield Server(f"http://127.0.0.1:{port}", store, config)
+        yield f"http://127.0.0.1:{port}"
     finally:
         srv.should_exit = True
         thread.join(10)
-        # what the app's lifespan does at shutdown (off here): without it every server left a group-commit
-        # thread and its store behind, hundreds over a run
-        app.state.services.intake.close()
-        app.state.services.auth.nonces.close()
 
 
 @pytest.fixture

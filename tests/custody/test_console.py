@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,7 +41,7 @@ from policies.bundle import make_bundle, sign_bundle
 from policies.loader import load_policy_toml
 from policies.model import AssetRule
 from tests.cli_helpers import custody
-from tests.conftest import ADMINS, DAY, DENIED, OMNIBUS, free_port
+from tests.conftest import ADMINS, DAY, DENIED, OMNIBUS, serving
 from tests.custody.test_customer_intake import OPERATORS, UNLISTED_ADDRESSES, WHO, customer_policy_toml, install
 
 HOLDS = "first_payout = true"
@@ -56,27 +55,11 @@ class Console:
 
 @contextmanager
 def running_console(store: Store, clock: object = None, settings: ConsoleSettings | None = None) -> Iterator[Console]:
-    """The console app for ``store`` served by a real uvicorn on a free loopback port, in a thread (the pattern
-    of ``tests.conftest.running_server``)."""
-    import uvicorn
-
+    """The console app for ``store`` served by a real uvicorn on a free loopback port, in a thread
+    (``tests.conftest.serving``)."""
     app = create_console_app(store, clock or SystemClock(), settings)  # type: ignore[arg-type]
-    port = free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off", proxy_headers=False)
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not srv.started:
-        if time.time() > deadline:
-            raise RuntimeError("the console did not start")
-        time.sleep(0.01)
-    try:
-        yield Console(f"http://127.0.0.1:{port}")
-    finally:
-        srv.should_exit = True
-        thread.join(10)
+    with serving(app) as url:
+        yield Console(url)
 
 
 def confirm_page(c: httpx.Client, token: str) -> str:
