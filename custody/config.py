@@ -105,6 +105,8 @@ hot_stuck_after = "30m"
 # Ed25519 key (see the README), from a persistent outbox: retried with backoff until the receiver answers 2xx.
 # A URL added later receives the events from then on.
 urls = []
+# Each URL is leased to one worker at a time; a worker that dies holding it delays that URL's events this long.
+lease_seconds = 30
 """
 
 
@@ -153,6 +155,7 @@ class Settings:
     stuck_after_seconds: int = 120
     settled_watch_blocks: int = 64
     webhook_urls: tuple[str, ...] = ()
+    webhook_lease_seconds: float = 30.0
     bitcoin: BitcoinSettings = field(default_factory=BitcoinSettings)
     database_timeouts: Timeouts = field(default_factory=Timeouts)
 
@@ -217,7 +220,7 @@ def load_settings(path: Path) -> Settings:
             "settled_watch_blocks",
         },
     )
-    hooks = _table(data, "webhooks", {"urls"})
+    hooks = _table(data, "webhooks", {"urls", "lease_seconds"})
     btc = _table(
         data,
         "bitcoin",
@@ -239,6 +242,9 @@ def load_settings(path: Path) -> Settings:
     web = ("http://", "https://")
     if not isinstance(urls, list) or not all(isinstance(u, str) and u.startswith(web) for u in urls):
         raise ConfigError(f"{path}: [webhooks] urls must be a list of http:// or https:// URLs")
+    lease = hooks.get("lease_seconds", 30)
+    if isinstance(lease, bool) or not isinstance(lease, int | float) or not 1 <= lease <= 3600:
+        raise ConfigError(f"{path}: [webhooks] lease_seconds must be a number of seconds from 1 to 3600")
     try:
         data_dir = Path(daemon["data_dir"])
         settings = Settings(
@@ -258,6 +264,7 @@ def load_settings(path: Path) -> Settings:
             stuck_after_seconds=int(chain.get("stuck_after_seconds", 120)),
             settled_watch_blocks=int(chain.get("settled_watch_blocks", 64)),
             webhook_urls=tuple(urls),
+            webhook_lease_seconds=float(lease),
             bitcoin=_bitcoin(btc),
             database_timeouts=Timeouts(
                 **{name: _seconds(database, key, getattr(Timeouts(), name)) for key, name in TIMEOUT_KEYS.items()}

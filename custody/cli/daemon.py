@@ -98,7 +98,12 @@ def worker(config_path: Path, passphrase_file: Path | None) -> None:
         signal.signal(sig, lambda *_: stop.set())
     threads = []
     if settings.webhook_urls:
-        hooks = Dispatcher(store, load_identity(settings.data_dir, secret), settings.webhook_urls)
+        hooks = Dispatcher(
+            store,
+            load_identity(settings.data_dir, secret),
+            settings.webhook_urls,
+            lease=settings.webhook_lease_seconds,
+        )
         threads.append(threading.Thread(target=hooks.run, args=(stop,), name="webhooks", daemon=True))
         click.echo(f"webhooks to {len(settings.webhook_urls)} URL(s)")
     for t in threads:

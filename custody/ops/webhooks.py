@@ -43,7 +43,6 @@ DOMAIN = b"custody-webhook-v1"
 # chain.rollback_detected: see custody.hot.rollback; address.* and customer.*: custody.intake.addressbook;
 # request.source_not_allowed: custody.intake.sources
 KINDS = ("withdrawal.", "batch.", "chain.", "address.", "customer.", "request.")
-LEASE = 30.0
 MAX_BACKOFF = 300.0
 
 
@@ -160,11 +159,12 @@ class Dispatcher:
     urls: tuple[str, ...]
     timeout: float = 5.0
     batch: int = 50
+    lease: float = 30.0  # seconds; [webhooks] lease_seconds
 
     def __post_init__(self) -> None:
         self.client = httpx.Client(timeout=self.timeout)
         # The leases this dispatcher took and has not released: a database outage can stop it from releasing
-        # one, and it may then take it back at once instead of waiting out LEASE like any other dispatcher.
+        # one, and it may then take it back at once instead of waiting out its lease like any other dispatcher.
         self.held: dict[str, float] = {}
 
     def close(self) -> None:
@@ -196,11 +196,11 @@ class Dispatcher:
                         or_(WebhookEndpoint.lease_until < now, WebhookEndpoint.lease_until == self.held.get(url, -1.0)),
                         WebhookEndpoint.next_attempt_at <= now,
                     )
-                    .values(lease_until=now + LEASE)
+                    .values(lease_until=now + self.lease)
                 ),
             )
         if taken.rowcount:
-            self.held[url] = now + LEASE
+            self.held[url] = now + self.lease
         return bool(taken.rowcount)
 
     def _deliver(self, url: str) -> int:
