@@ -71,7 +71,7 @@ def test_every_operation_answers_within_its_schema(api, mode):
     for operation in operations:
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def run(case):
             response = send_signed(case, srv, client)
             if response is None:
