@@ -16,13 +16,13 @@ from eth_account.signers.local import LocalAccount
 from nacl.signing import SigningKey
 
 from signer.keystore import UnlockedKey, new_mnemonic, seed_from_mnemonic
-from signer.sealed import SCRYPT_N, open_sealed, seal
+from signer.sealed import open_sealed, seal
 
 IDENTITY_LABEL, HOT_SEED_LABEL = "daemon-identity", "hot-seed"
 HARDENED = 0x80000000
 
 
-def create_daemon_keys(data_dir: Path, passphrase: str, *, n: int = SCRYPT_N) -> tuple[str, str]:
+def create_daemon_keys(data_dir: Path, passphrase: str, *, n: int | None = None) -> tuple[str, str]:
     """Write both sealed secrets; return the identity's public key in hex and the hot wallet's address."""
     identity = SigningKey.generate()
     seed = seed_from_mnemonic(new_mnemonic())  # the hot seed is never shown or backed up as words

@@ -54,7 +54,7 @@ from policies.errors import CustodyError
 from policies.loader import Reader
 from signer.btckeys import BitcoinKey, account_key, account_path, account_private, parse_xpub
 from signer.errors import KeystoreDamaged, MnemonicInvalid, SignerError
-from signer.sealed import SCRYPT_N, open_sealed, seal
+from signer.sealed import open_sealed, seal
 
 APPROVAL_PATH = "m/10117'/0'/0'"
 SEED_LABEL = "bip39-entropy"
@@ -300,7 +300,7 @@ def _safe_reason(exc: Exception) -> str:
 
 
 def create_keystore(
-    name: str, mnemonic: str, passphrase: str, *, bip39_passphrase: str = "", n: int = SCRYPT_N
+    name: str, mnemonic: str, passphrase: str, *, bip39_passphrase: str = "", n: int | None = None
 ) -> bytes:
     card = UnlockedKey(seed_from_mnemonic(mnemonic, bip39_passphrase)).card(name)
     secret = canonical_bytes({"entropy": mnemonic_entropy(mnemonic).hex(), "bip39_passphrase": bip39_passphrase})

@@ -23,11 +23,12 @@ from policies.canonical import canonical_bytes, parse_canonical
 from policies.errors import CustodyError
 from signer.errors import KeystoreDamaged, WrongPassphrase
 
-SCRYPT_N = 2**17  # 128 MiB with r = 8
+SCRYPT_N = 2**17  # 128 MiB with r = 8: what every new secret is sealed with (read at each call)
 MIN_SCRYPT_N = 2**15
 
 
-def seal(secret: bytes, passphrase: str, label: str, *, n: int = SCRYPT_N) -> bytes:
+def seal(secret: bytes, passphrase: str, label: str, *, n: int | None = None) -> bytes:
+    n = SCRYPT_N if n is None else n
     if not passphrase:
         raise WrongPassphrase("the passphrase must not be empty")
     header: dict[str, Any] = {

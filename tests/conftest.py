@@ -17,10 +17,12 @@ import psycopg
 import pytest
 from nacl.signing import SigningKey
 
+from signer import sealed
 from tests.bitcoin_node import bitcoind  # noqa: F401  (the session's bitcoind -regtest fixture)
 from tests.browser import chromium  # noqa: F401  (one headless Chromium per test module)
 
 PG_HOST = "127.0.0.1"
+PRODUCT_SCRYPT_N = sealed.SCRYPT_N  # read before _test_kdf_cost lowers it
 ADMINS = [SigningKey(bytes([i + 1]) * 32) for i in range(3)]
 DAY = 86400
 OMNIBUS = "0x6e340b9cFFb37A989ca544e6BB780A2C78901d3f"
@@ -270,3 +272,20 @@ def signer_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("signer-home")
     monkeypatch.setenv("SIGNER_HOME", str(home))
     return home
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _test_kdf_cost() -> Iterator[None]:
+    """Secrets created in-process are sealed at scrypt's accepted minimum (N = 2^15, a quarter of a second less
+    per seal and per opening) instead of the product's 2^17: hundreds of keystores are made and opened in the
+    suite. Command lines run as separate processes (the quick start, the workers) keep 2^17, and
+    tests/signer/test_keystore.py checks that default with the ``production_kdf`` fixture."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sealed, "SCRYPT_N", sealed.MIN_SCRYPT_N)
+        yield
+
+
+@pytest.fixture
+def production_kdf(monkeypatch):
+    """The product's scrypt cost, as the module defines it, for the test that checks it."""
+    monkeypatch.setattr(sealed, "SCRYPT_N", PRODUCT_SCRYPT_N)

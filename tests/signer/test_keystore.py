@@ -199,3 +199,20 @@ def test_key_new_asks_for_words_back_and_writes_nothing_on_a_mismatch(tmp_path):
     assert load_keystore((tmp_path / "good").read_bytes()).card.name == "n"
     bad = run(False, tmp_path / "bad")
     assert bad.returncode == 1 and "does not match" in bad.stdout and not (tmp_path / "bad").exists()
+
+
+def test_new_secrets_are_sealed_with_scrypt_n_2_17_by_default(tmp_path, production_kdf):
+    """The product's cost (the rest of the suite seals at the accepted minimum, see tests/conftest.py)."""
+    from custody.keys import create_daemon_keys
+
+    signer("key", "new", "--name", "x", "--out", tmp_path / "x.keystore", "--no-confirm")
+    (tmp_path / "daemon").mkdir()
+    create_daemon_keys(tmp_path / "daemon", PASS)
+    for sealed in (
+        tmp_path / "x.keystore",
+        tmp_path / "daemon" / "identity.sealed",
+        tmp_path / "daemon" / "hot-seed.sealed",
+    ):
+        kdf = json.loads(sealed.read_text())
+        kdf = kdf.get("kdf") or kdf["sealed_seed"]["kdf"]
+        assert (kdf["n"], kdf["r"], kdf["p"]) == (2**17, 8, 1), sealed
