@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -113,8 +112,9 @@ def proof(account_id: str, snapshot_dir: Path, out: Path) -> None:
     help="Hex digits of the shard names (default: a few hundred accounts a shard).",
 )
 def export_proofs(snapshot_dir: Path, out_dir: Path, prefix_digits: int | None) -> None:
-    """Write every customer's proof, in shards named by a hash only the customer can compute (from their
-    account id and proof key), with a manifest of the shards' SHA-256: static files to publish."""
+    """Write every customer's proof as static files to publish: entry shards named by a hash only the customer
+    can compute (from their account id and proof key), the tree in subtree files, and a manifest of their
+    SHA-256."""
     done = shards.export(
         snapshot_dir / snapshots.PROOFS,
         out_dir,
@@ -122,8 +122,8 @@ def export_proofs(snapshot_dir: Path, out_dir: Path, prefix_digits: int | None) 
         progress=lambda line: click.echo(line, err=True),
     )
     click.echo(
-        f"wrote the proofs of {done.accounts} accounts in {done.shards} shards ({done.bytes / 2**20:,.1f} MiB) "
-        f"and {done.manifest}"
+        f"wrote the proofs of {done.accounts} accounts in {done.shards} entry shards and {done.tree_files} tree "
+        f"files ({done.bytes / 2**20:,.1f} MiB) and {done.manifest}"
     )
 
 
@@ -143,16 +143,11 @@ def shard_proof(statement: Path, shards_dir: Path, account_id: str, proof_key: s
         salt = b""
     if len(salt) != 32:
         raise click.UsageError("--key: the proof key is 64 hex digits")
-    manifest = read_file(shards_dir / shards.MANIFEST)
-    digits = json.loads(manifest)["prefix_digits"]
-    name = shards.shard_name(account_id, salt, digits)
-    raw = read_file(shards_dir / name)
-    shards.check_manifest(manifest, name, raw)
+    published = shards.Published(read_file(shards_dir / shards.MANIFEST), lambda name: read_file(shards_dir / name))
     assets = [a["symbol"] for a in st.claims["assets"]]
-    totals = tuple(int(st.claims["liabilities"]["totals"][a]) for a in assets)
-    found = shards.proof_from_shard(raw, account_id, salt, totals)
+    found = shards.proof_from_shards(published, account_id, salt)
     out.write_bytes(found.to_bytes(assets))
-    click.echo(f"wrote the proof of {account_id} ({len(found.pieces)} pieces, from shard {name}) to {out}")
+    click.echo(f"wrote the proof of {account_id} ({len(found.pieces)} pieces, from the shards) to {out}")
 
 
 @por.command("publish")

@@ -1,9 +1,8 @@
-"""``custody por export-proofs``: every customer's proof in shards with a manifest, and each customer's proof
-rebuilt from their shard equal to the one cut from the proofs file, verifying against the statement."""
+"""``custody por export-proofs``: every customer's proof as entry shards, subtree files and a manifest, and each
+customer's proof rebuilt from them equal to the one cut from the proofs file, verifying against the statement."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -16,6 +15,7 @@ from custody.por.proofs import ProofsFile, extract
 from custody.por.split import split
 from custody.por.tree import Accounts, build, hash_accounts
 from custody.por.verify import check_proof
+from policies.canonical import canonical_bytes
 from signer.porstatement import Statement
 
 ASSETS = ["ETH", "USDC"]
@@ -52,46 +52,67 @@ def exported(tmp_path_factory):
             },
         }
     )
-    # a batch of a few shards at a time, to exercise the batching
-    done = shards.export(tmp / "proofs.bin", tmp / "out", prefix_digits=1, workers=2, batch_pieces=100)
+    # subtrees of 3 levels: several tree files and a top file
+    done = shards.export(tmp / "proofs.bin", tmp / "out", prefix_digits=1, subtree_levels=3, workers=2)
     return acc, st, totals, tmp, done
 
 
-def test_every_customer_finds_their_proof_in_their_shard(exported):
-    acc, st, totals, tmp, done = exported
-    manifest = (tmp / "out" / shards.MANIFEST).read_bytes()
-    listed = json.loads(manifest)["shards"]
-    assert done.shards == 16 == len(listed) and done.accounts == acc.count
-    assert sorted(p.name for p in (tmp / "out").glob("*.bin")) == [f"{i:x}.bin" for i in range(16)]
+def published(tmp, opened=None):
+    def read(name):
+        if opened is not None:
+            opened.append(name)
+        return (tmp / "out" / name).read_bytes()
+
+    return shards.Published((tmp / "out" / shards.MANIFEST).read_bytes(), read)
+
+
+def test_every_customer_finds_their_proof_in_the_shards(exported):
+    acc, st, _, tmp, done = exported
+    listed = json.loads((tmp / "out" / shards.MANIFEST).read_bytes())["files"]
+    height = st.claims["liabilities"]["height"]
+    assert done.shards == 16 and done.tree_files == 2 ** (height - 3) + 1 and done.accounts == acc.count
+    on_disk = {str(p.relative_to(tmp / "out")) for p in (tmp / "out").rglob("*.bin")}
+    assert on_disk == set(listed) and {f"entries/{i:x}.bin" for i in range(16)} <= on_disk
     for i in range(acc.count):
         salt = acc.salts[32 * i : 32 * i + 32]
-        name = shards.shard_name(acc.account_id(i), salt, 1)
-        raw = (tmp / "out" / name).read_bytes()
-        shards.check_manifest(manifest, name, raw)
-        proof = shards.proof_from_shard(raw, acc.account_id(i), salt, totals)
+        opened = []
+        proof = shards.proof_from_shards(published(tmp, opened), acc.account_id(i), salt)
         cut, _ = extract(tmp / "proofs.bin", acc.account_id(i))
-        assert proof == cut  # shares derived from the totals are the leaf's own
+        assert proof == cut  # shares and every sibling as the proofs file has them
         assert "included with" in check_proof(st, proof.to_bytes(ASSETS))
+        # the customer opens their entry shard, the top of the tree and one subtree file a piece (at most)
+        assert opened[0] == shards.shard_name(acc.account_id(i), salt, 1) and "tree/top.bin" in opened
+        assert len(opened) <= 2 + len(proof.pieces)
 
 
-def test_no_shard_holds_an_account_id(exported):
-    acc, _, _, tmp, done = exported
-    blob = b"".join(p.read_bytes() for p in sorted((tmp / "out").glob("*.bin")))
+def test_the_files_hold_the_tree_once_and_no_account_id(exported):
+    acc, st, _, tmp, done = exported
+    blob = b"".join(p.read_bytes() for p in sorted((tmp / "out").rglob("*.bin")))
     assert b"example.com" not in blob and acc.salts[:32] not in blob
-    per_proof = sum(len(extract(tmp / "proofs.bin", acc.account_id(i))[0].to_bytes(ASSETS)) for i in range(20))
-    assert done.bytes < per_proof / 20 * acc.count / 4  # much smaller than the JSON proofs
+    nodes = 2 ** (st.claims["liabilities"]["height"] + 1) - 2  # every node but the root
+    headers = 4096 * (done.shards + done.tree_files)
+    assert nodes * (32 + 8 * len(ASSETS)) <= done.bytes < nodes * (32 + 8 * len(ASSETS)) + 33 * acc.count + headers
 
 
-def test_a_wrong_key_or_a_changed_shard_is_refused(exported):
-    acc, _, totals, tmp, _ = exported
+def test_a_wrong_key_a_changed_file_or_an_old_manifest_is_refused(exported):
+    acc, _, _, tmp, _ = exported
     salt = acc.salts[:32]
-    name = shards.shard_name(acc.account_id(0), salt, 1)
-    raw = (tmp / "out" / name).read_bytes()
     with pytest.raises(ProofInvalid, match="no entry"):
-        shards.proof_from_shard(raw, acc.account_id(0), bytes(32), totals)  # in the right shard, the wrong key
-    changed = raw[:-1] + bytes([raw[-1] ^ 1])
-    with pytest.raises(ProofInvalid, match="SHA-256 differs"):
-        shards.check_manifest((tmp / "out" / shards.MANIFEST).read_bytes(), name, changed)
-    assert (
-        hashlib.sha256(raw).hexdigest() == json.loads((tmp / "out" / shards.MANIFEST).read_bytes())["shards"][name[0]]
-    )
+        shards.proof_from_shards(published(tmp), acc.account_id(0), bytes(32))  # a shard exists, the key is wrong
+    manifest = (tmp / "out" / shards.MANIFEST).read_bytes()
+    for name in (shards.shard_name(acc.account_id(0), salt, 1), "tree/top.bin"):
+        raw = (tmp / "out" / name).read_bytes()
+        changed = raw[:-1] + bytes([raw[-1] ^ 1])
+
+        def read(n, name=name, changed=changed):
+            return changed if n == name else (tmp / "out" / n).read_bytes()
+
+        tampered = shards.Published(manifest, read)
+        with pytest.raises(ProofInvalid, match=f"the shard {name} is not the one the manifest lists"):
+            shards.proof_from_shards(tampered, acc.account_id(0), salt)
+    old = json.loads(manifest)
+    old["format"] = 1
+    with pytest.raises(ProofInvalid, match="format 1; this version reads format 2: export them again"):
+        shards.Published(canonical_bytes(old), lambda n: b"")
+    with pytest.raises(ProofInvalid, match="not a manifest"):
+        shards.Published(b"{}", lambda n: b"")
