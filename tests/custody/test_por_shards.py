@@ -3,6 +3,7 @@ customer's proof rebuilt from them equal to the one cut from the proofs file, ve
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -116,3 +117,23 @@ def test_a_wrong_key_a_changed_file_or_an_old_manifest_is_refused(exported):
         shards.Published(canonical_bytes(old), lambda n: b"")
     with pytest.raises(ProofInvalid, match="not a manifest"):
         shards.Published(b"{}", lambda n: b"")
+
+
+def test_files_that_match_a_forged_manifest_but_are_cut_short_get_a_clear_refusal(exported):
+    """A host that rewrites the files and the manifest together: the hashes match, the contents do not hold."""
+    acc, st, _, tmp, _ = exported
+    salt = acc.salts[:32]
+    doc = json.loads((tmp / "out" / shards.MANIFEST).read_bytes())
+    proof = shards.proof_from_shards(published(tmp), acc.account_id(0), salt)
+    digits = shards._tree_digits(st.claims["liabilities"]["height"], 3)
+    subtree = f"tree/{proof.pieces[0].index >> 3:0{digits}x}.bin"
+    entry = shards.shard_name(acc.account_id(0), salt, 1)
+    cases = ((subtree, "the shards lack the node"), ("tree/top.bin", "the shards lack the node"))
+    for name, why in (*cases, (entry, "the shards are not well-formed proof shards")):
+        files = {n: (tmp / "out" / n).read_bytes() for n in doc["files"]}
+        files[name] = files[name][: 4 + int.from_bytes(files[name][:4], "big")]  # the header, no body
+        forged = {**doc, "files": {n: hashlib.sha256(b).hexdigest() for n, b in files.items()}}
+        with pytest.raises(ProofInvalid, match=why):
+            shards.proof_from_shards(
+                shards.Published(canonical_bytes(forged), files.__getitem__), acc.account_id(0), salt
+            )
