@@ -159,14 +159,14 @@ def export(
             proofs_path, dtype=np.uint8, mode="r", offset=f.sections["tree"][0], shape=(f.sections["tree"][1],)
         )
 
+        low_halves = (HASH + 16 * np.arange(len(assets))[:, None] + np.arange(8, 16)[None, :]).ravel()
+        columns = None if width == 16 else np.concatenate([np.arange(HASH), low_halves])
+
         def records(lv: int, a: int, b: int) -> bytes:
             """Nodes a … b-1 of level ``lv``, their sums cut to ``width`` bytes."""
             start = level_offset(height, lv, len(assets)) + a * size
             rows = tree[start : start + (b - a) * size].reshape(-1, size)
             return (rows if columns is None else rows[:, columns]).tobytes()
-
-        low_halves = (HASH + 16 * np.arange(len(assets))[:, None] + np.arange(8, 16)[None, :]).ravel()
-        columns = None if width == 16 else np.concatenate([np.arange(HASH), low_halves])
 
         subtrees = 1 << (height - levels)
         name_digits = _tree_digits(height, levels)
