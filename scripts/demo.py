@@ -25,6 +25,7 @@ from demo_steps import (
     UNLISTED_WALLET,
     announced_hash,
     daemon,
+    export_and_sign,
     operator_pins,
     operator_signs,
     policy_toml,
@@ -218,16 +219,7 @@ def cold_ceremony(url: str, private_key: str, anvil: Anvil, cfg: Path, pw: Path)
         for w in queued:
             print(f"   {w['amount']} ETH to {w['destination']} -> {w['state']}")
     before = {w["destination"]: Web3(Web3.HTTPProvider(anvil.url)).eth.get_balance(w["destination"]) for w in queued}
-    out = sh("custody", "batch", "export", "--out", ROOT / "batches", "--config", cfg, "--passphrase-file", pw)
-    batch_file = Path(next(line.split()[-1] for line in out.splitlines() if line.strip().startswith("file")))
-
-    step("On their air-gapped signers, alice and carol review the batch and sign it")
-    sh("signer", "review", batch_file, "--state", ROOT / "alice-signer-state")
-    sigs = []
-    for name in ("alice", "carol"):
-        sigs.append(ROOT / "batches" / f"{batch_file.stem}.{name}.sig")
-        operator_signs(name, pw, sigs[-1], "sign", batch_file)
-        print(f"   {name} signed: {sigs[-1].name}")
+    sigs = export_and_sign("batch", pw, ".sig", "--config", cfg, "--passphrase-file", pw)
 
     step("The signature files come back; at quorum the daemon executes the Safe transaction")
     sh("custody", "batch", "import", sigs[0], "--config", cfg, "--passphrase-file", pw)

@@ -16,6 +16,7 @@ from demo_steps import (
     ROOT,
     announced_hash,
     daemon,
+    export_and_sign,
     operator_pins,
     operator_signs,
     policy_toml,
@@ -163,16 +164,7 @@ def bitcoin_payouts(node: Regtest, url: str, cfg: Path, pw: Path, receivers: lis
 
     step("custody batch export --chain bitcoin: one PSBT paying the 3 cold withdrawals, change to the cold wallet")
     cfg_args = ("--config", cfg, "--passphrase-file", pw)
-    out = sh("custody", "batch", "export", "--chain", "bitcoin", "--out", ROOT / "batches", *cfg_args)
-    batch_file = Path(next(line.split()[-1] for line in out.splitlines() if line.strip().startswith("file")))
-
-    step("On their air-gapped signers, alice and carol review the PSBT batch and sign it")
-    sh("signer", "review", batch_file, "--state", ROOT / "alice-signer-state")
-    sigs = []
-    for name in ("alice", "carol"):
-        sigs.append(ROOT / "batches" / f"{batch_file.stem}.{name}.sig.json")
-        operator_signs(name, pw, sigs[-1], "sign", batch_file)
-        print(f"   {name} signed: {sigs[-1].name}")
+    sigs = export_and_sign("PSBT batch", pw, ".sig.json", "--chain", "bitcoin", *cfg_args)
 
     step("custody batch import: at 2 of 2 the daemon finalizes the PSBT and broadcasts; blocks are mined")
     sh("custody", "batch", "import", *sigs, "--wait", 0, *cfg_args)

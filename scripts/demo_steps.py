@@ -45,6 +45,22 @@ def operator_signs(name: str, pw: Path, out: Path, *command: object) -> None:
     )
 
 
+def export_and_sign(what: str, pw: Path, suffix: str, *export_args: object) -> list[Path]:
+    """`custody batch export`, then on their air-gapped signers alice reviews the batch and alice and carol
+    sign it; returns their signature files (named ``<batch>.<name><suffix>``)."""
+    out = sh("custody", "batch", "export", "--out", ROOT / "batches", *export_args)
+    batch_file = Path(next(line.split()[-1] for line in out.splitlines() if line.strip().startswith("file")))
+
+    step(f"On their air-gapped signers, alice and carol review the {what} and sign it")
+    sh("signer", "review", batch_file, "--state", ROOT / "alice-signer-state")
+    sigs = []
+    for name in ("alice", "carol"):
+        sigs.append(ROOT / "batches" / f"{batch_file.stem}.{name}{suffix}")
+        operator_signs(name, pw, sigs[-1], "sign", batch_file)
+        print(f"   {name} signed: {sigs[-1].name}")
+    return sigs
+
+
 def operator_pins(name: str, announced: str, *command: object) -> None:
     """An operator pins a file on their own signer as in the ceremony: the signer shows the file's hash, the
     operator compares it with the hash announced on the ceremony call and types its first 8 hex digits."""
