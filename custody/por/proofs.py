@@ -1,14 +1,15 @@
 """Per-account proofs: the indexed proofs file every proof is cut from, and the one-account proof formats.
 
-The indexed file (``proofs.bin``, private to the exchange: it holds every account's salt and balances), format 2:
+The indexed file (``proofs.bin``, private to the exchange: it holds every account's salt and balances), format 3:
 
     bytes 0 … 4095     header: canonical JSON, padded with spaces
-                       {"kind": "custody-por-proofs", "format": 2, "tree": 1 | 2, "snapshot_id", "assets",
-                        "height", "accounts", "leaves", "index_bits",
+                       {"kind": "custody-por-proofs", "format": 3, "tree": 1 | 2, "snapshot_id", "assets",
+                        "height", "accounts", "leaves", "index_bits", "sums_width": 8 | 16,
                         "sections": {"tree": [offset, length], "salts": …, "ids": …, "offsets": …, "index": …,
-                                     "places": …, "account_hashes": … (tree 2 only)}}
+                                     "places": …, "account_hashes": …, "entry_digests": … (tree 2 only)}}
     tree               every level, leaves first; level l holds 2^(height-l) records of hash (32 bytes) ‖ one
-                       u128 big-endian sum per asset
+                       big-endian sum per asset, of ``sums_width`` bytes: 8 when every liability total is below
+                       2^64 (as in the published shards), else 16
     salts              32 bytes per account, in file order
     ids                the account ids, UTF-8, joined; ``offsets`` (u64 little-endian, accounts + 1 of them)
                        says where each starts
@@ -19,8 +20,11 @@ The indexed file (``proofs.bin``, private to the exchange: it holds every accoun
     places             tree 2: per account, 4 × u32 little-endian, the leaf index of each of its pieces
                        (0xFFFFFFFF past its number of pieces)
     account_hashes     tree 2: per account, SHA-256(id ‖ salt), so that the export need not hash them again
+    entry_digests      tree 2: per account, the first 33 bytes of its shard digest (``shards``), for the same
+                       reason (hashed in the workers while the snapshot cuts the accounts into pieces)
 
-Format 1 files (no index, no places; tree format 1) are still read, by scanning the ids.
+Format 2 files (no ``sums_width``: 16; no ``entry_digests``) and format 1 files (no index, no places; tree
+format 1, read by scanning the ids) are still read.
 
 A one-account proof (``custody por proof ACCOUNT_ID``), canonical JSON, what a customer checks. Format 2, for
 the split tree (statement format 3):
@@ -63,9 +67,9 @@ PROOF_KIND = "custody-por-proof"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-def level_offset(height: int, level: int, assets: int) -> int:
+def level_offset(height: int, level: int, assets: int, width: int = 16) -> int:
     """Where level ``level`` starts inside the tree section: all lower levels come before it."""
-    return record_size(assets) * ((1 << (height + 1)) - (1 << (height + 1 - level)))
+    return record_size(assets, width) * ((1 << (height + 1)) - (1 << (height + 1 - level)))
 
 
 def index_entries(keys: np.ndarray) -> tuple[np.ndarray, int]:
@@ -89,11 +93,13 @@ class ProofsFile:
         height: int,
         keys: np.ndarray,
         split: SplitLeaves | None = None,
+        entry_digests: np.ndarray | None = None,
+        sums_width: int = 16,
     ) -> None:
-        self.path, self.height, self.assets = path, height, assets
+        self.path, self.height, self.assets, self.sums_width = path, height, assets, sums_width
         index, bits = index_entries(keys)
         places = np.ascontiguousarray(split.places if split is not None else np.zeros(0), dtype="<u4")
-        tree_len = level_offset(height, height + 1, len(assets))
+        tree_len = level_offset(height, height + 1, len(assets), sums_width)
         sections: dict[str, list[int]] = {}
         at = HEADER
         for name, length in (
@@ -103,6 +109,7 @@ class ProofsFile:
             ("offsets", 8 * (acc.count + 1)),
             ("index", 8 * acc.count),
             *((("places", places.nbytes), ("account_hashes", places.nbytes * 2)) if split is not None else ()),
+            *((("entry_digests", entry_digests.nbytes),) if entry_digests is not None else ()),
         ):
             sections[name] = [at, length]
             at += length
@@ -110,8 +117,9 @@ class ProofsFile:
         header = canonical_bytes(
             {
                 "kind": "custody-por-proofs",
-                "format": 2,
+                "format": 3,
                 "tree": 1 if split is None else 2,
+                "sums_width": sums_width,
                 "snapshot_id": acc.snapshot_id.hex(),
                 "assets": assets,
                 "height": height,
@@ -131,10 +139,12 @@ class ProofsFile:
         if split is not None:  # buffers written as they are: no copy of 10 million accounts' worth
             os.pwrite(self.fd, places.data, sections["places"][0])
             os.pwrite(self.fd, np.ascontiguousarray(split.account_hashes).data, sections["account_hashes"][0])
+        if entry_digests is not None:
+            os.pwrite(self.fd, np.ascontiguousarray(entry_digests).data, sections["entry_digests"][0])
 
     def write_level(self, level: int, start: int, records: bytes) -> None:
-        at = self.sections["tree"][0] + level_offset(self.height, level, len(self.assets))
-        os.pwrite(self.fd, records, at + start * record_size(len(self.assets)))
+        at = self.sections["tree"][0] + level_offset(self.height, level, len(self.assets), self.sums_width)
+        os.pwrite(self.fd, records, at + start * record_size(len(self.assets), self.sums_width))
 
     def close(self) -> None:
         os.fsync(self.fd)
@@ -153,10 +163,14 @@ class Reading:
             os.close(self.fd)
             raise ProofInvalid(f"{path} is not a proofs file") from None
         h = self.header
+        if h.get("format") not in (1, 2, 3):
+            os.close(self.fd)
+            raise ProofInvalid(f"{path} is a proofs file of format {h.get('format')}, which this version cannot read")
         self.assets: list[str] = h["assets"]
         self.height: int = h["height"]
         self.sections: dict[str, list[int]] = h["sections"]
-        self.size = record_size(len(self.assets))
+        self.width: int = h.get("sums_width", 16)  # format 3; formats 1 and 2 are 16
+        self.size = record_size(len(self.assets), self.width)
         self.snapshot_id = bytes.fromhex(h["snapshot_id"])
 
     def __enter__(self) -> Reading:
@@ -169,8 +183,9 @@ class Reading:
         return os.pread(self.fd, length, self.sections[section][0] + at)
 
     def record(self, level: int, i: int) -> Sibling:
-        raw = self.read("tree", level_offset(self.height, level, len(self.assets)) + i * self.size, self.size)
-        sums = tuple(int.from_bytes(raw[HASH + 16 * a : HASH + 16 * a + 16], "big") for a in range(len(self.assets)))
+        at = level_offset(self.height, level, len(self.assets), self.width) + i * self.size
+        raw, w = self.read("tree", at, self.size), self.width
+        sums = tuple(int.from_bytes(raw[HASH + w * a : HASH + w * (a + 1)], "big") for a in range(len(self.assets)))
         return Sibling(raw[:HASH], sums)
 
     def path(self, index: int) -> tuple[Sibling, ...]:

@@ -32,8 +32,7 @@ import hashlib
 import json
 import math
 import multiprocessing
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,31 +64,9 @@ def default_prefix_digits(accounts: int) -> int:
     return 1 if accounts <= 4096 * 16 else min(6, math.ceil(math.log(accounts / 4096, 16)))
 
 
-_JOB: bytes | None = None  # every account hash, set before forking the workers
-
-
-def _digests(bounds: tuple[int, int]) -> tuple[int, bytes]:
-    assert _JOB is not None
-    start, stop = bounds
-    hashes = _JOB[32 * start : 32 * stop]
-    return start, b"".join([shard_digest(hashes[i : i + 32])[:33] for i in range(0, len(hashes), 32)])
-
-
-def _all_digests(account_hashes: bytes, workers: int) -> np.ndarray:
-    global _JOB
-    count = len(account_hashes) // 32
-    bounds = [(a, min(a + (1 << 16), count)) for a in range(0, count, 1 << 16)]
-    _JOB = account_hashes
-    try:
-        if workers > 1 and len(bounds) > 1:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                done = pool.map(_digests, bounds)
-        else:
-            done = [_digests(b) for b in bounds]
-    finally:
-        _JOB = None
-    done.sort(key=lambda d: d[0])
-    return np.frombuffer(b"".join(d[1] for d in done), dtype=np.uint8).reshape(count, 33)
+def entry_digest(acct_hash: bytes) -> bytes:
+    """The part of an account's shard digest its entry is made of: lookup key (16) and mask (17)."""
+    return shard_digest(acct_hash)[:ENTRY]
 
 
 def entry_rows(digests: np.ndarray, places: np.ndarray) -> np.ndarray:
@@ -139,52 +116,25 @@ def export(
         width = 8 if all(s < U64 for s in f.record(height, 0).sums) else 16
         common = {"snapshot_id": h["snapshot_id"], "assets": assets, "height": height, "sums_width": width}
 
-        progress(f"hashing {n} accounts' lookup keys")
+        progress(f"sorting {n} accounts' entries")
         places = np.frombuffer(f.read("places", 0, 16 * n), dtype="<u4").reshape(n, MAX_PIECES)
-        entries = entry_rows(_all_digests(f.read("account_hashes", 0, 32 * n), workers), places)
-        keys = entries[:, :8].copy().view(">u8").ravel()
-        order = np.argsort(keys, kind="stable")
-        entries, keys = entries[order], keys[order]
-        shard_of = (keys >> np.uint64(64 - 4 * digits)).astype(np.int64)
-        bounds = np.searchsorted(shard_of, np.arange((1 << (4 * digits)) + 1))
-        for shard in range(1 << (4 * digits)):
-            prefix = f"{shard:0{digits}x}"
-            mine = entries[bounds[shard] : bounds[shard + 1]]
-            body = _file({**common, "part": "entries", "prefix": prefix, "entries": len(mine)}, mine.tobytes())
-            files[f"entries/{prefix}.bin"] = _write(out_dir / "entries" / f"{prefix}.bin", body)
-        progress(f"  {len(bounds) - 1} entry shards written")
-
-        size = HASH + 16 * len(assets)
-        tree = np.memmap(
-            proofs_path, dtype=np.uint8, mode="r", offset=f.sections["tree"][0], shape=(f.sections["tree"][1],)
-        )
-
-        low_halves = (HASH + 16 * np.arange(len(assets))[:, None] + np.arange(8, 16)[None, :]).ravel()
-        columns = None if width == 16 else np.concatenate([np.arange(HASH), low_halves])
-
-        def records(lv: int, a: int, b: int) -> bytes:
-            """Nodes a … b-1 of level ``lv``, their sums cut to ``width`` bytes."""
-            start = level_offset(height, lv, len(assets)) + a * size
-            rows = tree[start : start + (b - a) * size].reshape(-1, size)
-            return (rows if columns is None else rows[:, columns]).tobytes()
-
-        subtrees = 1 << (height - levels)
-        name_digits = _tree_digits(height, levels)
-
-        def subtree(j: int) -> tuple[str, str]:
-            body = b"".join(records(lv, j << (levels - lv), (j + 1) << (levels - lv)) for lv in range(levels))
-            name = f"tree/{j:0{name_digits}x}.bin"
-            header = {**common, "part": "subtree", "subtree": j, "subtree_levels": levels}
-            return name, _write(out_dir / name, _file(header, body))
-
-        with ThreadPoolExecutor(max(1, workers)) as pool:  # hashlib, numpy copies and writes release the GIL
-            for done, (name, digest) in enumerate(pool.map(subtree, range(subtrees)), 1):
-                files[name] = digest
-                if done % 256 == 0 or done == subtrees:
-                    progress(f"  {done} of {subtrees} subtree files written")
-        top = b"".join(records(lv, 0, 1 << (height - lv)) for lv in range(levels, height))
-        header = {**common, "part": "top", "subtree_levels": levels}
-        files["tree/top.bin"] = _write(out_dir / "tree" / "top.bin", _file(header, top))
+        entries = entry_rows(_entry_digests(f, n), places)
+        keys = entries[:, :8].copy().view(">u8").ravel().astype(np.uint64)  # native order: searched per shard
+        order = np.argsort(keys)  # ties (one in 2^64 per pair) may come in any order
+        job = _Export(
+            out_dir, proofs_path, f.sections["tree"][0], f.width, height, len(assets), levels, width, digits, common,
+            entries[order], keys[order],
+        )  # fmt: skip
+        progress(f"writing {1 << (4 * digits)} entry shards and {(1 << (height - levels)) + 1} tree files")
+        del entries, keys, order
+    shards, subtrees = 1 << (4 * digits), 1 << (height - levels)
+    tasks = [("entry_shard", a, min(a + 256, shards)) for a in range(0, shards, 256)]
+    tasks += [("subtree", a, min(a + 64, subtrees)) for a in range(0, subtrees, 64)]
+    for done in _run(job, tasks, workers):
+        files.update(done)
+        if len(files) % 1024 < len(done):
+            progress(f"  {len(files)} of {shards + subtrees + 1} files written")
+    files.update(job.files("top", 0, 1))
     manifest = out_dir / MANIFEST
     manifest.write_bytes(
         canonical_bytes(
@@ -199,10 +149,106 @@ def export(
         )
     )
     written = sum((out_dir / name).stat().st_size for name in files) + manifest.stat().st_size
-    return Exported(len(bounds) - 1, subtrees + 1, n, written, manifest)
+    return Exported(shards, subtrees + 1, n, written, manifest)
 
 
-def _write(path: Path, body: bytes) -> str:
+def _entry_digests(f: Reading, n: int) -> np.ndarray:
+    """(n, 33): every account's ``entry_digest``, as the snapshot stored them (files without them: hashed here)."""
+    if "entry_digests" in f.sections:
+        return np.frombuffer(f.read("entry_digests", 0, ENTRY * n), dtype=np.uint8).reshape(n, ENTRY)
+    hashes = f.read("account_hashes", 0, 32 * n)
+    return np.frombuffer(
+        b"".join(map(entry_digest, [hashes[i : i + 32] for i in range(0, len(hashes), 32)])), dtype=np.uint8
+    ).reshape(n, ENTRY)
+
+
+@dataclass
+class _Export:
+    """What the export's workers need (inherited by forking): the sorted entries, and where the tree lies in the
+    proofs file. Each file is built in one buffer and written with its SHA-256 taken for the manifest."""
+
+    out_dir: Path
+    proofs_path: Path
+    tree_at: int
+    file_width: int  # of the sums in the proofs file's records
+    height: int
+    assets: int
+    levels: int
+    width: int
+    digits: int
+    common: dict[str, Any]
+    entries: np.ndarray  # (n, ENTRY), sorted by lookup key
+    keys: np.ndarray  # their first 8 bytes, as uint64
+
+    def files(self, part: str, start: int, stop: int) -> list[tuple[str, str]]:
+        """Files ``start`` … ``stop``-1 of one part (entry shards, subtree files, or the top): names and SHA-256."""
+        return [getattr(self, part)(i) for i in range(start, stop)]
+
+    def entry_shard(self, shard: int) -> tuple[str, str]:
+        prefix = f"{shard:0{self.digits}x}"
+        shift = 64 - 4 * self.digits
+        start = int(np.searchsorted(self.keys, np.uint64(shard << shift)))
+        last = shard + 1 == 1 << (4 * self.digits)
+        stop = len(self.keys) if last else int(np.searchsorted(self.keys, np.uint64((shard + 1) << shift)))
+        mine = self.entries[start:stop]
+        header = {**self.common, "part": "entries", "prefix": prefix, "entries": len(mine)}
+        name = f"entries/{prefix}.bin"
+        return name, _write(self.out_dir / name, _file(header, mine.tobytes()))
+
+    def subtree(self, j: int) -> tuple[str, str]:
+        name = f"tree/{j:0{_tree_digits(self.height, self.levels)}x}.bin"
+        header = {**self.common, "part": "subtree", "subtree": j, "subtree_levels": self.levels}
+        parts = [(lv, j << (self.levels - lv), (j + 1) << (self.levels - lv)) for lv in range(self.levels)]
+        return name, _write(self.out_dir / name, self._body(header, parts))
+
+    def top(self, _: int) -> tuple[str, str]:
+        header = {**self.common, "part": "top", "subtree_levels": self.levels}
+        parts = [(lv, 0, 1 << (self.height - lv)) for lv in range(self.levels, self.height)]
+        return "tree/top.bin", _write(self.out_dir / "tree" / "top.bin", self._body(header, parts))
+
+    def _body(self, header: dict[str, Any], parts: list[tuple[int, int, int]]) -> memoryview:
+        """A tree file: its header, then nodes (level, first, stop) of each part, their sums cut to ``width``
+        bytes, in one buffer (strided copies, no index arrays)."""
+        head = _file(header, b"")
+        size, out_size = HASH + self.file_width * self.assets, HASH + self.width * self.assets
+        out = np.empty(len(head) + out_size * sum(b - a for _, a, b in parts), dtype=np.uint8)
+        out[: len(head)] = np.frombuffer(head, dtype=np.uint8)
+        at = len(head)
+        with open(self.proofs_path, "rb") as f:
+            for lv, a, b in parts:
+                f.seek(self.tree_at + level_offset(self.height, lv, self.assets, self.file_width) + a * size)
+                rows = np.frombuffer(f.read((b - a) * size), dtype=np.uint8).reshape(b - a, size)
+                dst = out[at : at + out_size * (b - a)].reshape(b - a, out_size)
+                dst[:, :HASH] = rows[:, :HASH]
+                sums = rows[:, HASH:].reshape(b - a, self.assets, self.file_width)[:, :, self.file_width - self.width :]
+                dst[:, HASH:].reshape(b - a, self.assets, self.width)[:] = sums
+                at += out_size * (b - a)
+        return out.data
+
+
+_EXPORT: _Export | None = None  # set while forking the export's workers
+
+
+def _export_task(task: tuple[str, int, int]) -> list[tuple[str, str]]:
+    assert _EXPORT is not None
+    return _EXPORT.files(*task)
+
+
+def _run(job: _Export, tasks: list[tuple[str, int, int]], workers: int) -> Iterator[list[tuple[str, str]]]:
+    """Every task's files, in ``workers`` forked processes (the files are independent: no lock, no GIL)."""
+    global _EXPORT
+    _EXPORT = job
+    try:
+        if workers <= 1:
+            yield from map(_export_task, tasks)
+        else:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                yield from pool.imap_unordered(_export_task, tasks)
+    finally:
+        _EXPORT = None
+
+
+def _write(path: Path, body: bytes | memoryview) -> str:
     path.write_bytes(body)
     return hashlib.sha256(body).hexdigest()
 

@@ -37,8 +37,9 @@ from custody.por.btcreserves import BitcoinSource
 from custody.por.liabilities import read_liabilities
 from custody.por.proofs import ProofsFile
 from custody.por.report import write_report
+from custody.por.shards import ENTRY, entry_digest
 from custody.por.split import split
-from custody.por.tree import Accounts, build, hash_accounts
+from custody.por.tree import Accounts, Hashing, build, sums_width
 from custody.store.db import Store
 from custody.store.models import ColdWallet
 from policies.chains import BITCOIN, ETHEREUM
@@ -214,14 +215,18 @@ def build_liabilities(
     workers: int = 2,
     progress: Callable[[str], None] = lambda _: None,
 ) -> Liabilities:
-    """The split tree (tree format 2) and the indexed proofs file: every account hashed once (for its leaves and
-    the lookup index), cut into pieces, placed, and the tree built level by level into the file."""
+    """The split tree (tree format 2) and the indexed proofs file: every account hashed once for its leaves, the
+    lookup index and the published entries (in the workers, while this process cuts the accounts into pieces and
+    places them), then the tree built level by level into the file."""
     started = time.monotonic()
     progress(f"{accounts.count} accounts, {len(assets)} assets: hashing the ids")
-    hashes, keys = hash_accounts(accounts, workers=workers)
-    leaves = split(accounts, hashes)
+    with Hashing(accounts, workers=workers, digest=entry_digest, digest_size=ENTRY) as hashing:
+        leaves = split(accounts, hashing.hashes)  # in this process, while the workers hash
+        hashing.wait()
     progress(f"  cut into {leaves.leaves} pieces: a tree of height {leaves.height}")
-    proofs = ProofsFile(proofs_path, accounts, assets, leaves.height, keys, leaves)
+    width = sums_width(accounts.balances)
+    proofs = ProofsFile(proofs_path, accounts, assets, leaves.height, hashing.keys, leaves, hashing.digests, width)
+    del hashing  # the entry digests are in the file now
 
     def chunk_done(done: int, total: int) -> None:
         if total > 1:

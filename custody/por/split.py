@@ -154,8 +154,9 @@ class SplitLeaves:
         return self.shares[start:stop]
 
 
-def split(acc: Accounts, account_hashes: bytes | bytearray, rand: Random = csprng) -> SplitLeaves:
-    """Cut every account into pieces, place them, and lay the leaves out in tree order."""
+def split(acc: Accounts, account_hashes: np.ndarray, rand: Random = csprng) -> SplitLeaves:
+    """Cut every account into pieces, place them, and lay the leaves out in tree order. ``account_hashes`` (n, 32)
+    is only kept for the leaves, not read here: it may still be being filled (``tree.Hashing``)."""
     pieces = draw_pieces(acc.count, rand)
     height = split_height(int(pieces.sum(dtype=np.int64)))
     if height > MAX_HEIGHT:
@@ -165,7 +166,7 @@ def split(acc: Accounts, account_hashes: bytes | bytearray, rand: Random = csprn
 
 def arrange(
     acc: Accounts,
-    account_hashes: bytes | bytearray,
+    account_hashes: np.ndarray,
     pieces: np.ndarray,
     places: np.ndarray,
     height: int,
@@ -189,5 +190,4 @@ def arrange(
             owner[at] = np.arange(start, stop, dtype=np.int32)[has]
             piece[at] = j
             shares[at] = cut[has, j]
-    hashes = np.frombuffer(account_hashes, dtype=np.uint8).reshape(n, HASH)
-    return SplitLeaves(acc.snapshot_id, hashes, pieces, places, owner, piece, shares, height)
+    return SplitLeaves(acc.snapshot_id, account_hashes.reshape(n, HASH), pieces, places, owner, piece, shares, height)

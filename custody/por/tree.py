@@ -22,6 +22,7 @@ check against the plain one.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -115,6 +116,11 @@ class LevelSink(Protocol):
     def write_level(self, level: int, start: int, records: bytes) -> None:
         """Store nodes start, start+1, … of ``level`` (each record: hash ‖ sums, see ``record_size``)."""
 
+    @property
+    def sums_width(self) -> int:
+        """Bytes of each sum in the records: 16, or 8 when every total is below 2^64 (``sums_width``)."""
+        ...
+
 
 class LeafSource(Protocol):
     """What the builder hashes at the bottom: ``leaves`` real leaves somewhere among 2^height."""
@@ -131,8 +137,15 @@ class LeafSource(Protocol):
         ...
 
 
-def record_size(assets: int) -> int:
-    return HASH + 16 * assets
+def record_size(assets: int, width: int = 16) -> int:
+    return HASH + width * assets
+
+
+def sums_width(balances: np.ndarray) -> int:
+    """8 when every asset's total, and so every node's sum, is below 2^64 (records a third smaller); else 16."""
+    low = (balances & np.uint64(0xFFFFFFFF)).sum(axis=0, dtype=np.uint64)  # no overflow below 2^32 rows
+    high = (balances >> np.uint64(32)).sum(axis=0, dtype=np.uint64)
+    return 8 if all((int(h) << 32) + int(lo) < U64 for h, lo in zip(high, low, strict=True)) else 16
 
 
 @dataclass
@@ -199,11 +212,16 @@ class Accounts:
         return lo
 
 
+_digest = type(sha256()).digest
+
+
 def hash_rows(rows: np.ndarray) -> np.ndarray:
-    """SHA-256 of every row of a 2-D uint8 array, as an (n, 32) uint8 array."""
-    data, width = rows.tobytes(), rows.shape[1]
-    digests = b"".join([sha256(data[i : i + width]).digest() for i in range(0, len(data), width)])
-    return np.frombuffer(digests, dtype=np.uint8).reshape(-1, HASH)
+    """SHA-256 of every row of a 2-D uint8 array, as an (n, 32) uint8 array. The rows become bytes objects in
+    one numpy call (a void view) and are hashed by ``map``: no Python-level loop (about 10 % faster)."""
+    if len(rows) == 0:
+        return np.zeros((0, HASH), dtype=np.uint8)
+    messages = np.ascontiguousarray(rows).view(f"V{rows.shape[1]}").ravel().tolist()
+    return np.frombuffer(b"".join(map(_digest, map(sha256, messages))), dtype=np.uint8).reshape(-1, HASH)
 
 
 def padding_hashes(snapshot_id: bytes, indices: np.ndarray) -> np.ndarray:
@@ -238,8 +256,12 @@ def _up(hashes: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray,
     return hash_rows(rows), new_hi, new_lo
 
 
-def _records(hashes: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> bytes:
-    return np.concatenate([hashes, _sums_rows(hi, lo)], axis=1).tobytes()
+def _records(hashes: np.ndarray, hi: np.ndarray, lo: np.ndarray, width: int) -> bytes:
+    if width == 16:
+        return np.concatenate([hashes, _sums_rows(hi, lo)], axis=1).tobytes()
+    if hi.any():
+        raise TreeError("a sum reaches 2^64 in records of 8-byte sums")
+    return np.concatenate([hashes, lo.astype(">u8").view(np.uint8).reshape(len(lo), -1)], axis=1).tobytes()
 
 
 _JOB: tuple[LeafSource, int, LevelSink] | None = None  # set before forking the workers
@@ -254,10 +276,10 @@ def _subtree(chunk: int) -> tuple[int, bytes, np.ndarray, np.ndarray]:
     hashes = source.leaf_hashes(start, start + size)
     lo = source.leaf_sums(start, start + size)
     hi = np.zeros_like(lo)
-    sink.write_level(0, start, _records(hashes, hi, lo))
+    sink.write_level(0, start, _records(hashes, hi, lo, sink.sums_width))
     for level in range(1, levels + 1):
         hashes, hi, lo = _up(hashes, hi, lo)
-        sink.write_level(level, start >> level, _records(hashes, hi, lo))
+        sink.write_level(level, start >> level, _records(hashes, hi, lo, sink.sums_width))
     return chunk, hashes.tobytes(), hi, lo
 
 
@@ -298,7 +320,7 @@ def build(
     hi, lo = np.concatenate([r[2] for r in roots]), np.concatenate([r[3] for r in roots])
     for level in range(levels + 1, height + 1):
         hashes, hi, lo = _up(hashes, hi, lo)
-        sink.write_level(level, 0, _records(hashes, hi, lo))
+        sink.write_level(level, 0, _records(hashes, hi, lo, sink.sums_width))
     total = tuple((int(h) << 64) | int(low) for h, low in zip(hi[0], lo[0], strict=True))
     return hashes[0].tobytes(), total
 
@@ -307,31 +329,86 @@ def new_salts(count: int) -> bytes:
     return os.urandom(32 * count)
 
 
-_ACCOUNTS: Accounts | None = None  # set before forking the workers of ``hash_accounts``
+def shared_array(shape: tuple[int, ...], dtype: type | str) -> np.ndarray:
+    """A zeroed array in shared anonymous memory: what forked workers write into it, the parent sees."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return np.frombuffer(mmap.mmap(-1, max(1, nbytes)), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
-def _hash_chunk(bounds: tuple[int, int]) -> tuple[int, bytes, bytes]:
-    assert _ACCOUNTS is not None
-    start, stop = bounds
-    return start, _ACCOUNTS.account_hashes(start, stop), _ACCOUNTS.id_keys(start, stop).tobytes()
+_HASHING: Hashing | None = None  # set while forking the workers of ``Hashing``
 
 
-def hash_accounts(acc: Accounts, *, workers: int = 1, chunk: int = 1 << 16) -> tuple[bytearray, np.ndarray]:
-    """Every account's hash (32 bytes each, in file order) and lookup-index key (uint64), in ``workers``
-    forked processes: one SHA-256 pass over the ids each, done once for the tree and the index."""
-    global _ACCOUNTS
-    bounds = [(a, min(a + chunk, acc.count)) for a in range(0, acc.count, chunk)]
-    _ACCOUNTS = acc
-    try:
-        if workers > 1 and len(bounds) > 1:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                done = pool.map(_hash_chunk, bounds)
+def _hash_chunk(bounds: tuple[int, int]) -> None:
+    assert _HASHING is not None
+    _HASHING.hash_chunk(*bounds)
+
+
+class Hashing:
+    """Every account's hash (SHA-256(id ‖ salt), for the leaves), lookup-index key and, given ``digest``, its
+    ``digest_size``-byte digest of the account hash (the published shards' lookup key): one pass over the ids,
+    in ``workers`` forked processes, while the caller goes on with other work (cutting and placing the pieces
+    needs none of it). The workers write straight into the shared arrays ``hashes``, ``keys`` and ``digests``,
+    which hold the results once ``wait`` has returned: nothing comes back through a pipe, so no second copy of
+    10 million accounts' worth is ever in memory."""
+
+    def __init__(
+        self,
+        acc: Accounts,
+        *,
+        workers: int = 1,
+        chunk: int = 1 << 16,
+        digest: Callable[[bytes], bytes] | None = None,
+        digest_size: int = 0,
+    ) -> None:
+        global _HASHING
+        n = acc.count
+        self.acc, self.digest = acc, digest
+        self.hashes = shared_array((n, HASH), np.uint8)
+        self.keys = shared_array((n,), np.uint64)
+        self.digests = shared_array((n, digest_size), np.uint8) if digest is not None else None
+        self._bounds = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+        self._pool = None
+        if workers > 1 and len(self._bounds) > 1:
+            _HASHING = self
+            try:
+                self._pool = multiprocessing.get_context("fork").Pool(workers)
+            finally:
+                _HASHING = None
+            self._done = self._pool.map_async(_hash_chunk, self._bounds)
+
+    def hash_chunk(self, start: int, stop: int) -> None:
+        hashes = self.acc.account_hashes(start, stop)
+        self.hashes[start:stop] = np.frombuffer(hashes, dtype=np.uint8).reshape(-1, HASH)
+        self.keys[start:stop] = self.acc.id_keys(start, stop)
+        if self.digest is not None and self.digests is not None:
+            size = self.digests.shape[1]
+            digests = b"".join(map(self.digest, [hashes[i : i + HASH] for i in range(0, len(hashes), HASH)]))
+            self.digests[start:stop] = np.frombuffer(digests, dtype=np.uint8).reshape(-1, size)
+
+    def wait(self) -> Hashing:
+        """Block until every account is hashed (at once without workers: the work is done here)."""
+        if self._pool is None:
+            for bounds in self._bounds:
+                self.hash_chunk(*bounds)
         else:
-            done = [_hash_chunk(b) for b in bounds]
-    finally:
-        _ACCOUNTS = None
-    hashes, keys = bytearray(32 * acc.count), np.empty(acc.count, dtype=np.uint64)
-    for start, chunk_hashes, chunk_keys in done:  # filled in place: no second copy of 10 million of each
-        hashes[32 * start : 32 * start + len(chunk_hashes)] = chunk_hashes
-        keys[start : start + len(chunk_keys) // 8] = np.frombuffer(chunk_keys, dtype=np.uint64)
-    return hashes, keys
+            self._done.get()
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
+        self._bounds = []
+        return self
+
+    def __enter__(self) -> Hashing:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._pool is not None:  # left early (an error): the workers are stopped, not waited for
+            self._pool.terminate()
+            self._pool.join()
+
+
+def hash_accounts(acc: Accounts, *, workers: int = 1, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+    """Every account's hash ((n, 32) uint8, in file order) and lookup-index key (uint64), at once."""
+    with Hashing(acc, workers=workers, chunk=chunk) as hashing:
+        hashing.wait()
+    return hashing.hashes, hashing.keys

@@ -22,6 +22,7 @@ from custody.por.tree import (
     leaf_hash,
     node_hash,
     padding_hash,
+    sums_width,
     walk,
 )
 from custody.por.verify import check_proof
@@ -59,6 +60,8 @@ def reference(acc: Accounts, height: int) -> tuple[bytes, tuple[int, ...]]:
 
 
 class Memory:
+    sums_width = 16
+
     def __init__(self) -> None:
         self.levels: dict[int, dict[int, bytes]] = {}
 
@@ -76,10 +79,14 @@ def test_builder_matches_the_plain_rules(n, chunk_levels, workers):
     assert root[1] == tuple(int(s) for s in acc.balances.astype(object).sum(axis=0))
 
 
-def test_every_proof_from_the_indexed_file_walks_to_the_root(tmp_path):
+@pytest.mark.parametrize("width", [16, 8])
+def test_every_proof_from_the_indexed_file_walks_to_the_root(tmp_path, width):
     acc = accounts(21)
+    if width == 8:
+        acc.balances >>= np.uint64(8)
+    assert sums_width(acc.balances) == width
     height = height_for(21)
-    store = ProofsFile(tmp_path / "proofs.bin", acc, ASSETS, height, hash_accounts(acc)[1])
+    store = ProofsFile(tmp_path / "proofs.bin", acc, ASSETS, height, hash_accounts(acc)[1], sums_width=width)
     root, totals = build(acc, height, store, chunk_levels=2, workers=2)
     store.close()
     for i in range(acc.count):
@@ -182,3 +189,16 @@ def test_a_format_2_statement_and_its_format_1_proofs_still_verify(tmp_path):
     split = SplitProof(proof.snapshot_id, proof.account_id, proof.salt, proof.balances, ())
     with pytest.raises(ProofInvalid, match="a format 2 proof cannot be checked against a format 2 statement"):
         check_proof(st, split.to_bytes(ASSETS))
+
+
+def test_records_have_8_byte_sums_only_when_every_total_is_below_2_64(tmp_path):
+    acc = accounts(6)
+    assert sums_width(acc.balances) == 16
+    acc.balances >>= np.uint64(8)
+    assert sums_width(acc.balances) == 8
+    acc.balances[:2, 1] = np.uint64(2**63)  # two halves of 2^64: each fits, their sum does not
+    assert sums_width(acc.balances) == 16
+    store = ProofsFile(tmp_path / "proofs.bin", acc, ASSETS, 3, hash_accounts(acc)[1], sums_width=8)
+    with pytest.raises(TreeError, match="reaches 2\\^64"):  # a wrong width is refused, never truncated
+        build(acc, 3, store)
+    store.close()
