@@ -8,7 +8,7 @@ proof looked up by account id and verified, one proof rebuilt from the published
 throughput on one core, measured in the same run (as many 64-byte hashes as the pipeline makes).
 
 Peak memory is the highest sum of PSS (proportional set size: pages shared with the forked workers counted
-once) over this process and its workers, sampled every 0.25 s by a separate process. Targets at 10 million:
+once) over this process and its workers, sampled every second by a separate process. Targets at 10 million:
 ≤ 60 s on 2 cores, ≤ 4 GiB; one proof looked up in ≤ 2 ms and verified in ≤ 5 ms."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ ASSETS = 4
 
 
 class PeakMemory:
-    """The highest PSS of this process plus its descendants, sampled every 0.25 s by a forked sampler process (a
+    """The highest PSS of this process plus its descendants, sampled every second by a forked sampler process (a
     thread here would take the GIL from the pipeline it measures): of their own memory (anonymous pages, and the
     shared anonymous arrays the workers write into), and with the pages of mapped files (the proofs file the
     export reads; page cache the kernel can drop) counted too."""
@@ -75,7 +75,7 @@ class PeakMemory:
 
 def _sample(pid: int, pipe: Any) -> None:
     samples = []
-    while not pipe.poll(0.25):
+    while not pipe.poll(1.0):
         both = [_pss(p) for p in _tree(pid) if p != os.getpid()]
         samples.append((time.monotonic(), sum(b[0] for b in both), sum(b[1] for b in both)))
     pipe.recv()
