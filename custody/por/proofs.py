@@ -6,7 +6,7 @@ The indexed file (``proofs.bin``, private to the exchange: it holds every accoun
                        {"kind": "custody-por-proofs", "format": 3, "tree": 1 | 2, "snapshot_id", "assets",
                         "height", "accounts", "leaves", "index_bits", "sums_width": 8 | 16,
                         "sections": {"tree": [offset, length], "salts": …, "ids": …, "offsets": …, "index": …,
-                                     "places": …, "account_hashes": …, "entry_digests": … (tree 2 only)}}
+                                     "places": …, "account_hashes": …, "entries": … (tree 2 only)}}
     tree               every level, leaves first; level l holds 2^(height-l) records of hash (32 bytes) ‖ one
                        big-endian sum per asset, of ``sums_width`` bytes: 8 when every liability total is below
                        2^64 (as in the published shards), else 16
@@ -20,10 +20,10 @@ The indexed file (``proofs.bin``, private to the exchange: it holds every accoun
     places             tree 2: per account, 4 × u32 little-endian, the leaf index of each of its pieces
                        (0xFFFFFFFF past its number of pieces)
     account_hashes     tree 2: per account, SHA-256(id ‖ salt), so that the export need not hash them again
-    entry_digests      tree 2: per account, the first 33 bytes of its shard digest (``shards``), for the same
-                       reason (hashed in the workers while the snapshot cuts the accounts into pieces)
+    entries            tree 2: every account's published entry (``shards``: lookup key ‖ masked places, 33 bytes),
+                       sorted by lookup key, so that the export need neither hash nor sort them
 
-Format 2 files (no ``sums_width``: 16; no ``entry_digests``) and format 1 files (no index, no places; tree
+Format 2 files (no ``sums_width``: 16; no ``entries``) and format 1 files (no index, no places; tree
 format 1, read by scanning the ids) are still read.
 
 A one-account proof (``custody por proof ACCOUNT_ID``), canonical JSON, what a customer checks. Format 2, for
@@ -47,6 +47,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,9 +82,31 @@ def index_entries(keys: np.ndarray) -> tuple[np.ndarray, int]:
     return packed, bits
 
 
+ENTRY = 16 + 1 + 4 * MAX_PIECES  # a published entry (custody.por.shards): lookup key ‖ masked pieces and places
+
+
+def entry_rows(digests: np.ndarray, places: np.ndarray) -> np.ndarray:
+    """(n, ENTRY) uint8: each account's published entry, from its entry digest and the places of its pieces."""
+    clear = np.zeros((len(places), 1 + 4 * MAX_PIECES), dtype=np.uint8)
+    clear[:, 0] = (places != UNUSED).sum(axis=1)
+    clear[:, 1:] = places.astype(">u4").view(np.uint8).reshape(len(places), 4 * MAX_PIECES)
+    return np.concatenate([digests[:, :16], clear ^ digests[:, 16:ENTRY]], axis=1)
+
+
+def sorted_entries(digests: np.ndarray, places: np.ndarray, chunk: int = 1 << 20) -> Iterator[np.ndarray]:
+    """Every account's entry, sorted by lookup key (ties, one in 2^64 per pair, in any order), ``chunk`` rows at a
+    time: only the sort keys and the order are ever whole in memory."""
+    order = np.argsort(digests[:, :8].copy().view(">u8").ravel().astype(np.uint64))
+    for start in range(0, len(order), chunk):
+        at = order[start : start + chunk]
+        yield entry_rows(digests[at], places[at])
+
+
 class ProofsFile:
     """Writes the indexed file; the tree builder hands it each level as it is made (``write_level``).
-    ``keys`` are the accounts' index keys (``tree.hash_accounts``); ``split`` the pieces of a format 2 tree."""
+    ``keys`` are the accounts' index keys (``tree.Hashing``); ``split`` the pieces of a format 2 tree and
+    ``entry_digests`` their entry digests. With ``defer``, only the header is written at first: the other
+    sections are written by ``write_sections``, which the snapshot runs while the tree builder's workers work."""
 
     def __init__(
         self,
@@ -95,9 +118,11 @@ class ProofsFile:
         split: SplitLeaves | None = None,
         entry_digests: np.ndarray | None = None,
         sums_width: int = 16,
+        *,
+        defer: bool = False,
     ) -> None:
         self.path, self.height, self.assets, self.sums_width = path, height, assets, sums_width
-        index, bits = index_entries(keys)
+        bits = max(1, (len(keys) - 1).bit_length())
         places = np.ascontiguousarray(split.places if split is not None else np.zeros(0), dtype="<u4")
         tree_len = level_offset(height, height + 1, len(assets), sums_width)
         sections: dict[str, list[int]] = {}
@@ -109,7 +134,7 @@ class ProofsFile:
             ("offsets", 8 * (acc.count + 1)),
             ("index", 8 * acc.count),
             *((("places", places.nbytes), ("account_hashes", places.nbytes * 2)) if split is not None else ()),
-            *((("entry_digests", entry_digests.nbytes),) if entry_digests is not None else ()),
+            *((("entries", ENTRY * acc.count),) if entry_digests is not None else ()),
         ):
             sections[name] = [at, length]
             at += length
@@ -132,15 +157,29 @@ class ProofsFile:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         os.ftruncate(self.fd, at)
         os.pwrite(self.fd, header.ljust(HEADER), 0)
+        self._pending: tuple[Any, ...] | None = (acc, keys, places, split, entry_digests)
+        if not defer:
+            self.write_sections()
+
+    def write_sections(self) -> None:
+        """Every section but the tree: salts, ids, the sorted index, and for a split tree the places, the
+        account hashes and the sorted published entries."""
+        assert self._pending is not None
+        acc, keys, places, split, digests = self._pending
+        self._pending = None
+        sections = self.sections
         os.pwrite(self.fd, acc.salts, sections["salts"][0])
         os.pwrite(self.fd, acc.ids, sections["ids"][0])
         os.pwrite(self.fd, acc.offsets.astype("<u8").tobytes(), sections["offsets"][0])
-        os.pwrite(self.fd, np.ascontiguousarray(index, dtype="<u8").data, sections["index"][0])
+        os.pwrite(self.fd, np.ascontiguousarray(index_entries(keys)[0], dtype="<u8").data, sections["index"][0])
         if split is not None:  # buffers written as they are: no copy of 10 million accounts' worth
             os.pwrite(self.fd, places.data, sections["places"][0])
             os.pwrite(self.fd, np.ascontiguousarray(split.account_hashes).data, sections["account_hashes"][0])
-        if entry_digests is not None:
-            os.pwrite(self.fd, np.ascontiguousarray(entry_digests).data, sections["entry_digests"][0])
+        if digests is not None:
+            at = sections["entries"][0]
+            for rows in sorted_entries(digests, places):
+                os.pwrite(self.fd, rows.data, at)
+                at += rows.nbytes
 
     def write_level(self, level: int, start: int, records: bytes) -> None:
         at = self.sections["tree"][0] + level_offset(self.height, level, len(self.assets), self.sums_width)

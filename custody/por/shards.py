@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from custody.errors import ProofInvalid
-from custody.por.proofs import PieceProof, Reading, SplitProof, level_offset
-from custody.por.split import MAX_PIECES, UNUSED
+from custody.por.proofs import ENTRY, PieceProof, Reading, SplitProof, level_offset, sorted_entries
+from custody.por.split import MAX_PIECES
 from custody.por.tree import HASH, U64, Sibling, account_hash
 from policies.canonical import canonical_bytes, parse_canonical
 from policies.errors import CustodyError
@@ -50,7 +50,6 @@ SHARD_KIND, MANIFEST_KIND = "custody-por-shard", "custody-por-shards"
 FORMAT = 2
 MANIFEST = "manifest.json"
 DOMAIN = b"custody-por-shard"
-ENTRY = 16 + 1 + 4 * MAX_PIECES
 SUBTREE_LEVELS = 13  # 2^14 records a subtree file: about 1 MiB with 4 assets
 
 
@@ -67,14 +66,6 @@ def default_prefix_digits(accounts: int) -> int:
 def entry_digest(acct_hash: bytes) -> bytes:
     """The part of an account's shard digest its entry is made of: lookup key (16) and mask (17)."""
     return shard_digest(acct_hash)[:ENTRY]
-
-
-def entry_rows(digests: np.ndarray, places: np.ndarray) -> np.ndarray:
-    """(n, 33) uint8: each account's entry, from its digest and the places of its pieces."""
-    clear = np.zeros((len(places), 1 + 4 * MAX_PIECES), dtype=np.uint8)
-    clear[:, 0] = (places != UNUSED).sum(axis=1)
-    clear[:, 1:] = places.astype(">u4").view(np.uint8).reshape(len(places), 4 * MAX_PIECES)
-    return np.concatenate([digests[:, :16], clear ^ digests[:, 16:33]], axis=1)
 
 
 def _file(header: dict[str, Any], body: bytes) -> bytes:
@@ -116,17 +107,15 @@ def export(
         width = 8 if all(s < U64 for s in f.record(height, 0).sums) else 16
         common = {"snapshot_id": h["snapshot_id"], "assets": assets, "height": height, "sums_width": width}
 
-        progress(f"sorting {n} accounts' entries")
-        places = np.frombuffer(f.read("places", 0, 16 * n), dtype="<u4").reshape(n, MAX_PIECES)
-        entries = entry_rows(_entry_digests(f, n), places)
+        progress(f"reading {n} accounts' entries")
+        entries = _entries(f, n)
         keys = entries[:, :8].copy().view(">u8").ravel().astype(np.uint64)  # native order: searched per shard
-        order = np.argsort(keys)  # ties (one in 2^64 per pair) may come in any order
         job = _Export(
             out_dir, proofs_path, f.sections["tree"][0], f.width, height, len(assets), levels, width, digits, common,
-            entries[order], keys[order],
+            entries, keys,
         )  # fmt: skip
         progress(f"writing {1 << (4 * digits)} entry shards and {(1 << (height - levels)) + 1} tree files")
-        del entries, keys, order
+        del entries, keys
     shards, subtrees = 1 << (4 * digits), 1 << (height - levels)
     tasks = [("entry_shard", a, min(a + 256, shards)) for a in range(0, shards, 256)]
     tasks += [("subtree", a, min(a + 64, subtrees)) for a in range(0, subtrees, 64)]
@@ -152,14 +141,14 @@ def export(
     return Exported(shards, subtrees + 1, n, written, manifest)
 
 
-def _entry_digests(f: Reading, n: int) -> np.ndarray:
-    """(n, 33): every account's ``entry_digest``, as the snapshot stored them (files without them: hashed here)."""
-    if "entry_digests" in f.sections:
-        return np.frombuffer(f.read("entry_digests", 0, ENTRY * n), dtype=np.uint8).reshape(n, ENTRY)
+def _entries(f: Reading, n: int) -> np.ndarray:
+    """(n, ENTRY): every account's entry, sorted, as the snapshot stored them (older files: made here)."""
+    if "entries" in f.sections:
+        return np.frombuffer(f.read("entries", 0, ENTRY * n), dtype=np.uint8).reshape(n, ENTRY)
     hashes = f.read("account_hashes", 0, 32 * n)
-    return np.frombuffer(
-        b"".join(map(entry_digest, [hashes[i : i + 32] for i in range(0, len(hashes), 32)])), dtype=np.uint8
-    ).reshape(n, ENTRY)
+    digests = b"".join(map(entry_digest, [hashes[i : i + 32] for i in range(0, len(hashes), 32)]))
+    places = np.frombuffer(f.read("places", 0, 16 * n), dtype="<u4").reshape(n, MAX_PIECES)
+    return np.concatenate([*sorted_entries(np.frombuffer(digests, dtype=np.uint8).reshape(n, ENTRY), places)])
 
 
 @dataclass

@@ -35,9 +35,9 @@ from custody.ledger.policy import head
 from custody.por import btcreserves
 from custody.por.btcreserves import BitcoinSource
 from custody.por.liabilities import read_liabilities
-from custody.por.proofs import ProofsFile
+from custody.por.proofs import ENTRY, ProofsFile
 from custody.por.report import write_report
-from custody.por.shards import ENTRY, entry_digest
+from custody.por.shards import entry_digest
 from custody.por.split import split
 from custody.por.tree import Accounts, Hashing, build, sums_width
 from custody.store.db import Store
@@ -225,15 +225,19 @@ def build_liabilities(
         hashing.wait()
     progress(f"  cut into {leaves.leaves} pieces: a tree of height {leaves.height}")
     width = sums_width(accounts.balances)
-    proofs = ProofsFile(proofs_path, accounts, assets, leaves.height, hashing.keys, leaves, hashing.digests, width)
-    del hashing  # the entry digests are in the file now
+    proofs = ProofsFile(
+        proofs_path, accounts, assets, leaves.height, hashing.keys, leaves, hashing.digests, width, defer=True
+    )
+    del hashing  # the proofs file holds what it still needs
 
     def chunk_done(done: int, total: int) -> None:
         if total > 1:
             progress(f"  tree {100 * done // total:3d} % ({time.monotonic() - started:.0f} s)")
 
     try:
-        root, totals = build(leaves, leaves.height, proofs, workers=workers, progress=chunk_done)
+        root, totals = build(
+            leaves, leaves.height, proofs, workers=workers, progress=chunk_done, meanwhile=proofs.write_sections
+        )
     finally:
         proofs.close()
     return Liabilities(root, totals, leaves.height, leaves.leaves)

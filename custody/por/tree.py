@@ -247,9 +247,7 @@ def _up(hashes: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray,
     rows = np.empty((n, 1 + 2 * HASH + 32 * assets), dtype=np.uint8)
     rows[:, 0] = 1
     rows[:, 1 : 1 + 2 * HASH] = hashes.reshape(n, 2 * HASH)
-    left, right = sums[0::2], sums[1::2]
-    rows[:, 1 + 2 * HASH : 1 + 2 * HASH + 16 * assets] = left
-    rows[:, 1 + 2 * HASH + 16 * assets :] = right
+    rows[:, 1 + 2 * HASH :] = sums.reshape(n, 32 * assets)  # the left child's sums, then the right one's
     new_lo = lo[0::2] + lo[1::2]
     carry = (new_lo < lo[0::2]).astype(np.uint64)
     new_hi = hi[0::2] + hi[1::2] + carry
@@ -291,9 +289,11 @@ def build(
     chunk_levels: int = 16,
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    meanwhile: Callable[[], None] = lambda: None,
 ) -> tuple[bytes, tuple[int, ...]]:
     """Build the whole tree, handing every level to ``sink``; return the root hash and sums. Chunks of
-    2^chunk_levels leaves are built (in ``workers`` forked processes) up to their own roots, then the top."""
+    2^chunk_levels leaves are built (in ``workers`` forked processes) up to their own roots, then the top.
+    ``meanwhile`` runs in this process once the workers are started (before the chunks, without workers)."""
     global _JOB
     if source.leaves > 2**height:
         raise TreeError(f"{source.leaves} leaves do not fit a tree of height {height}")
@@ -304,11 +304,14 @@ def build(
     try:
         if workers > 1 and chunks > 1:
             with multiprocessing.get_context("fork").Pool(workers) as pool:
-                for done in pool.imap_unordered(_subtree, range(chunks)):
+                results = pool.imap_unordered(_subtree, range(chunks))
+                meanwhile()
+                for done in results:
                     roots.append(done)
                     if progress:
                         progress(len(roots), chunks)
         else:
+            meanwhile()
             for chunk in range(chunks):
                 roots.append(_subtree(chunk))
                 if progress:

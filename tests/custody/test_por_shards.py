@@ -6,15 +6,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
 
 from custody.errors import ProofInvalid
 from custody.por import shards
-from custody.por.proofs import ProofsFile, extract
+from custody.por.proofs import ENTRY, ProofsFile, Reading, extract
 from custody.por.split import split
-from custody.por.tree import Accounts, build, hash_accounts
+from custody.por.tree import Accounts, Hashing, build, hash_accounts, sums_width
 from custody.por.verify import check_proof
 from policies.canonical import canonical_bytes
 from signer.porstatement import Statement
@@ -37,9 +38,10 @@ def exported(tmp_path_factory):
     )
     hashes, keys = hash_accounts(acc)
     leaves = split(acc, hashes)
-    store = ProofsFile(tmp / "proofs.bin", acc, ASSETS, leaves.height, keys, leaves)
+    store = ProofsFile(tmp / "proofs.bin", acc, ASSETS, leaves.height, keys, leaves)  # format 2's layout
     root, totals = build(leaves, leaves.height, store, chunk_levels=3, workers=2)
     store.close()
+    (tmp / "leaves.pickle").write_bytes(pickle.dumps(leaves))  # the same pieces and places, for another file
     st = Statement(
         {
             "snapshot_id": acc.snapshot_id.hex(),
@@ -137,3 +139,27 @@ def test_files_that_match_a_forged_manifest_but_are_cut_short_get_a_clear_refusa
             shards.proof_from_shards(
                 shards.Published(canonical_bytes(forged), files.__getitem__), acc.account_id(0), salt
             )
+
+
+def test_a_file_with_stored_entries_and_8_byte_sums_exports_the_same_files(exported):
+    """The snapshot's proofs file (format 3: the sorted entries stored, 8-byte sums, the sections written while
+    the tree is built) gives byte for byte the files exported from one without them."""
+    acc, _, _, tmp, _ = exported
+    hashing = Hashing(acc, workers=2, chunk=64, digest=shards.entry_digest, digest_size=ENTRY).wait()
+    leaves = pickle.loads((tmp / "leaves.pickle").read_bytes())
+    assert np.array_equal(hashing.hashes, leaves.account_hashes)
+    width = sums_width(acc.balances)
+    assert width == 8
+    store = ProofsFile(
+        tmp / "v3.bin", acc, ASSETS, leaves.height, hashing.keys, leaves, hashing.digests, width, defer=True
+    )
+    build(leaves, leaves.height, store, chunk_levels=3, workers=2, meanwhile=store.write_sections)
+    store.close()
+    assert "entries" in Reading(tmp / "v3.bin").sections and Reading(tmp / "v3.bin").width == 8
+    assert (tmp / "v3.bin").stat().st_size < (tmp / "proofs.bin").stat().st_size
+    shards.export(tmp / "v3.bin", tmp / "v3", prefix_digits=1, subtree_levels=3, workers=2)
+    names = sorted(str(p.relative_to(tmp / "out")) for p in (tmp / "out").rglob("*") if p.is_file())
+    assert names == sorted(str(p.relative_to(tmp / "v3")) for p in (tmp / "v3").rglob("*") if p.is_file())
+    assert shards.MANIFEST in names
+    for name in names:
+        assert (tmp / "v3" / name).read_bytes() == (tmp / "out" / name).read_bytes(), name
