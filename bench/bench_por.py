@@ -168,9 +168,13 @@ def run(accounts: int | None = None) -> dict[str, float]:
             memory.phase("csv")
             print(f"   ... CSV read in {figures['csv']:.1f} s", flush=True)
             t = time.perf_counter()
-            tree = build_liabilities(
-                acc, symbols, tmp / "proofs.bin", workers=2, progress=lambda m: marks.append((time.perf_counter(), m))
-            )
+
+            def mark(message: str) -> None:
+                marks.append((time.perf_counter(), message))
+                if message.startswith("  cut into"):
+                    memory.phase("ids hashed, cut and placed")
+
+            tree = build_liabilities(acc, symbols, tmp / "proofs.bin", workers=2, progress=lambda m: mark(m))
             figures["tree"] = time.perf_counter() - t
             cut = next(at for at, m in marks if m.startswith("  cut into"))
             figures["hash_and_split"] = cut - t

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import codecs
 import csv
+import ctypes
+import ctypes.util
 import io
 import time
 from collections import deque
@@ -114,7 +116,20 @@ def read_liabilities(
         raise _refusal(path, decimals, line, {})
     if accounts is None:
         raise LiabilitiesInvalid(f"{path}: no accounts after the header")
+    del kept, ids
+    _give_back_memory()
     return assets, accounts
+
+
+def _give_back_memory() -> None:
+    """Hand the reader's freed memory back to the system: Arrow's pool keeps the batches it freed, and glibc keeps
+    what the checking threads freed in their arenas. At 10 million rows that is about 0.85 GiB (measured), which
+    the tree phase would otherwise sit on top of."""
+    pa.default_memory_pool().release_unused()
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "malloc_trim"):  # glibc; elsewhere nothing to do
+        libc.malloc_trim(0)
 
 
 def _accounts(snapshot_id: bytes, kept: list[_Checked], salts: Future[bytes]) -> Accounts:
