@@ -40,9 +40,9 @@ ASSETS = 4
 
 class PeakMemory:
     """The highest PSS of this process plus its descendants, sampled every second by a forked sampler process (a
-    thread here would take the GIL from the pipeline it measures): of their own memory (anonymous pages, and the
-    shared anonymous arrays the workers write into), and with the pages of mapped files (the proofs file the
-    export reads; page cache the kernel can drop) counted too."""
+    thread here would take the GIL from the pipeline it measures): of their own memory (anonymous pages, plus the
+    machine's shared memory grown since the start, which holds the shared arrays the workers write into), and
+    with the pages of mapped files (the proofs file the export reads; page cache the kernel can drop) too."""
 
     def __init__(self) -> None:
         self.peak = 0
@@ -74,10 +74,13 @@ class PeakMemory:
 
 
 def _sample(pid: int, pipe: Any) -> None:
-    samples = []
+    """PSS sees shared memory only where a live process has touched it; the shared arrays the workers fill are
+    counted instead by the machine's Shmem, above what it was when the run began (the machine otherwise quiet)."""
+    samples, before = [], _shmem()
     while not pipe.poll(1.0):
         both = [_pss(p) for p in _tree(pid) if p != os.getpid()]
-        samples.append((time.monotonic(), sum(b[0] for b in both), sum(b[1] for b in both)))
+        shared = max(0, _shmem() - before)
+        samples.append((time.monotonic(), sum(b[0] for b in both) + shared, sum(b[1] for b in both) + shared))
     pipe.recv()
     pipe.send(samples)
 
@@ -94,8 +97,14 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
+def _shmem() -> int:
+    """The machine's shared memory (tmpfs and shared anonymous mappings), KiB."""
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Shmem:"))
+
+
 def _pss(pid: int) -> tuple[int, int]:
-    """(PSS, anonymous and shared anonymous PSS) in KiB."""
+    """(PSS without shared memory, anonymous PSS) in KiB."""
     fields = {}
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -105,7 +114,7 @@ def _pss(pid: int) -> tuple[int, int]:
                     fields[name] = int(rest.split()[0])
     except OSError:
         pass
-    return fields.get("Pss", 0), fields.get("Pss_Anon", 0) + fields.get("Pss_Shmem", 0)
+    return fields.get("Pss", 0) - fields.get("Pss_Shmem", 0), fields.get("Pss_Anon", 0)
 
 
 def raw_sha256(count: int) -> float:

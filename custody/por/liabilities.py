@@ -34,7 +34,6 @@ from __future__ import annotations
 import codecs
 import csv
 import ctypes
-import ctypes.util
 import io
 import time
 from collections import deque
@@ -126,10 +125,9 @@ def _give_back_memory() -> None:
     what the checking threads freed in their arenas. At 10 million rows that is about 0.85 GiB (measured), which
     the tree phase would otherwise sit on top of."""
     pa.default_memory_pool().release_unused()
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is not None and hasattr(libc, "malloc_trim"):  # glibc; elsewhere nothing to do
-        libc.malloc_trim(0)
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc; elsewhere nothing to do
+    if trim is not None:
+        trim(0)
 
 
 def _accounts(snapshot_id: bytes, kept: list[_Checked], salts: Future[bytes]) -> Accounts:

@@ -197,18 +197,27 @@ class Reading:
         self.file = path
         self.fd = os.open(path, os.O_RDONLY)
         try:
-            self.header: dict[str, Any] = json.loads(os.pread(self.fd, HEADER, 0))
-        except ValueError:
+            self._read_header()
+        except (ValueError, KeyError, TypeError, AttributeError):
             os.close(self.fd)
-            raise ProofInvalid(f"{path} is not a proofs file") from None
-        h = self.header
-        if h.get("format") not in (1, 2, 3):
+            raise ProofInvalid(f"{path} is not a proofs file this version can read") from None
+        except ProofInvalid:
             os.close(self.fd)
-            raise ProofInvalid(f"{path} is a proofs file of format {h.get('format')}, which this version cannot read")
-        self.assets: list[str] = h["assets"]
-        self.height: int = h["height"]
-        self.sections: dict[str, list[int]] = h["sections"]
-        self.width: int = h.get("sums_width", 16)  # format 3; formats 1 and 2 are 16
+            raise
+
+    def _read_header(self) -> None:
+        h: dict[str, Any] = json.loads(os.pread(self.fd, HEADER, 0))
+        self.header = h
+        if h.get("kind") != "custody-por-proofs":
+            raise ValueError
+        fmt = h.get("format")
+        width = h.get("sums_width") if fmt == 3 else 16  # format 3 names it; formats 1 and 2 are 16
+        if fmt not in (1, 2, 3) or width not in (8, 16) or (fmt != 3 and "sums_width" in h):
+            raise ProofInvalid(f"{self.file} is a proofs file of format {fmt}, which this version cannot read")
+        self.assets: list[str] = list(h["assets"])
+        self.height: int = int(h["height"])
+        self.sections: dict[str, list[int]] = dict(h["sections"])
+        self.width: int = width
         self.size = record_size(len(self.assets), self.width)
         self.snapshot_id = bytes.fromhex(h["snapshot_id"])
 

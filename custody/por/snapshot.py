@@ -39,7 +39,7 @@ from custody.por.proofs import ENTRY, ProofsFile
 from custody.por.report import write_report
 from custody.por.shards import entry_digest
 from custody.por.split import split
-from custody.por.tree import Accounts, Hashing, build, sums_width
+from custody.por.tree import Accounts, Hashing, build, free_shared, sums_width
 from custody.store.db import Store
 from custody.store.models import ColdWallet
 from policies.chains import BITCOIN, ETHEREUM
@@ -228,7 +228,12 @@ def build_liabilities(
     proofs = ProofsFile(
         proofs_path, accounts, assets, leaves.height, hashing.keys, leaves, hashing.digests, width, defer=True
     )
-    del hashing  # the proofs file holds what it still needs
+
+    def write_sections() -> None:  # while the workers build the tree; then the keys and digests are let go
+        proofs.write_sections()
+        for done in (hashing.keys, hashing.digests):
+            if done is not None:
+                free_shared(done)
 
     def chunk_done(done: int, total: int) -> None:
         if total > 1:
@@ -236,7 +241,7 @@ def build_liabilities(
 
     try:
         root, totals = build(
-            leaves, leaves.height, proofs, workers=workers, progress=chunk_done, meanwhile=proofs.write_sections
+            leaves, leaves.height, proofs, workers=workers, progress=chunk_done, meanwhile=write_sections
         )
     finally:
         proofs.close()

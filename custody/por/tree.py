@@ -338,6 +338,15 @@ def shared_array(shape: tuple[int, ...], dtype: type | str) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, max(1, nbytes)), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
+def free_shared(array: np.ndarray) -> None:
+    """Give a ``shared_array``'s memory back now: dropping the array is not enough while forked workers (of a
+    later pool) still map it. Its contents read as zeros afterwards; it must not be used again."""
+    base: object = array
+    while not isinstance(base, mmap.mmap):  # views of views, then the buffer numpy took: the mmap
+        base = base.obj if isinstance(base, memoryview) else base.base  # type: ignore[attr-defined]
+    base.madvise(mmap.MADV_REMOVE)
+
+
 _HASHING: Hashing | None = None  # set while forking the workers of ``Hashing``
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from custody.errors import ProofInvalid
 from custody.por import shards
-from custody.por.proofs import ENTRY, ProofsFile, Reading, extract
+from custody.por.proofs import ENTRY, HEADER, ProofsFile, Reading, extract
 from custody.por.split import split
 from custody.por.tree import Accounts, Hashing, build, hash_accounts, sums_width
 from custody.por.verify import check_proof
@@ -38,9 +38,10 @@ def exported(tmp_path_factory):
     )
     hashes, keys = hash_accounts(acc)
     leaves = split(acc, hashes)
-    store = ProofsFile(tmp / "proofs.bin", acc, ASSETS, leaves.height, keys, leaves)  # format 2's layout
+    store = ProofsFile(tmp / "proofs.bin", acc, ASSETS, leaves.height, keys, leaves)
     root, totals = build(leaves, leaves.height, store, chunk_levels=3, workers=2)
     store.close()
+    rewrite_header(tmp / "proofs.bin", as_format_2)  # as an earlier version wrote it
     (tmp / "leaves.pickle").write_bytes(pickle.dumps(leaves))  # the same pieces and places, for another file
     st = Statement(
         {
@@ -58,6 +59,20 @@ def exported(tmp_path_factory):
     # subtrees of 3 levels: several tree files and a top file
     done = shards.export(tmp / "proofs.bin", tmp / "out", prefix_digits=1, subtree_levels=3, workers=2)
     return acc, st, totals, tmp, done
+
+
+def rewrite_header(path, change):
+    with open(path, "r+b") as f:
+        header = json.loads(f.read(HEADER))
+        change(header)
+        f.seek(0)
+        f.write(canonical_bytes(header).ljust(HEADER))
+
+
+def as_format_2(header):
+    """A format 3 file of 16-byte sums without stored entries has format 2's layout: only its header differs."""
+    assert header.pop("sums_width") == 16 and "entries" not in header["sections"]
+    header["format"] = 2
 
 
 def published(tmp, opened=None):
@@ -155,7 +170,10 @@ def test_a_file_with_stored_entries_and_8_byte_sums_exports_the_same_files(expor
     )
     build(leaves, leaves.height, store, chunk_levels=3, workers=2, meanwhile=store.write_sections)
     store.close()
-    assert "entries" in Reading(tmp / "v3.bin").sections and Reading(tmp / "v3.bin").width == 8
+    with Reading(tmp / "v3.bin") as f:
+        assert f.header["format"] == 3 and "entries" in f.sections and f.width == 8
+    with Reading(tmp / "proofs.bin") as f:
+        assert f.header["format"] == 2 and "entries" not in f.sections and f.width == 16
     assert (tmp / "v3.bin").stat().st_size < (tmp / "proofs.bin").stat().st_size
     shards.export(tmp / "v3.bin", tmp / "v3", prefix_digits=1, subtree_levels=3, workers=2)
     names = sorted(str(p.relative_to(tmp / "out")) for p in (tmp / "out").rglob("*") if p.is_file())
@@ -163,3 +181,25 @@ def test_a_file_with_stored_entries_and_8_byte_sums_exports_the_same_files(expor
     assert shards.MANIFEST in names
     for name in names:
         assert (tmp / "v3" / name).read_bytes() == (tmp / "out" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda h: h.update(format=4),
+        lambda h: h.update(format=3),  # format 3 without its sums' width
+        lambda h: h.update(format=3, sums_width=12),
+        lambda h: h.update(sums_width=8),  # format 2 has 16-byte sums only
+        lambda h: h.pop("sections"),
+        lambda h: h.update(kind="custody-por-proof"),
+    ],
+)
+def test_a_proofs_file_this_version_cannot_read_is_refused_and_never_misread(exported, tmp_path, change):
+    _, _, _, tmp, _ = exported
+    path = tmp_path / "proofs.bin"
+    path.write_bytes((tmp / "proofs.bin").read_bytes())
+    rewrite_header(path, change)
+    with pytest.raises(ProofInvalid, match="proofs file"):
+        shards.export(path, tmp_path / "out")
+    with pytest.raises(ProofInvalid, match="proofs file"):
+        extract(path, "client.1@example.com")

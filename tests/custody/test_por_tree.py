@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 import numpy as np
 import pytest
@@ -17,11 +18,13 @@ from custody.por.tree import (
     TreeError,
     account_hash,
     build,
+    free_shared,
     hash_accounts,
     height_for,
     leaf_hash,
     node_hash,
     padding_hash,
+    shared_array,
     sums_width,
     walk,
 )
@@ -202,3 +205,18 @@ def test_records_have_8_byte_sums_only_when_every_total_is_below_2_64(tmp_path):
     with pytest.raises(TreeError, match="reaches 2\\^64"):  # a wrong width is refused, never truncated
         build(acc, 3, store)
     store.close()
+
+
+def test_a_freed_shared_array_gives_its_memory_back_even_where_a_worker_still_maps_it():
+    array = shared_array((1000, 32), np.uint8)
+    array[:] = 7
+    child = os.fork()
+    if child == 0:  # a worker of a pool forked before the array is let go: it maps the same pages
+        time.sleep(5)
+        os._exit(0)
+    try:
+        free_shared(array)
+        assert not array.any()  # the pages are gone, not merely unmapped from this process
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
