@@ -82,6 +82,15 @@ def index_entries(keys: np.ndarray) -> tuple[np.ndarray, int]:
     return packed, bits
 
 
+def _pwrite(fd: int, data: bytes | memoryview, at: int) -> None:
+    """All of ``data`` at ``at``: one pwrite writes at most about 2 GiB on Linux (the salts of 67 million
+    accounts), and returns how much it wrote."""
+    view = memoryview(data).cast("B")
+    while view:
+        done = os.pwrite(fd, view, at)
+        view, at = view[done:], at + done
+
+
 ENTRY = 16 + 1 + 4 * MAX_PIECES  # a published entry (custody.por.shards): lookup key ‖ masked pieces and places
 
 
@@ -156,7 +165,7 @@ class ProofsFile:
         )
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         os.ftruncate(self.fd, at)
-        os.pwrite(self.fd, header.ljust(HEADER), 0)
+        _pwrite(self.fd, header.ljust(HEADER), 0)
         self._pending: tuple[Any, ...] | None = (acc, keys, places, split, entry_digests)
         if not defer:
             self.write_sections()
@@ -168,22 +177,22 @@ class ProofsFile:
         acc, keys, places, split, digests = self._pending
         self._pending = None
         sections = self.sections
-        os.pwrite(self.fd, acc.salts, sections["salts"][0])
-        os.pwrite(self.fd, acc.ids, sections["ids"][0])
-        os.pwrite(self.fd, acc.offsets.astype("<u8").tobytes(), sections["offsets"][0])
-        os.pwrite(self.fd, np.ascontiguousarray(index_entries(keys)[0], dtype="<u8").data, sections["index"][0])
+        _pwrite(self.fd, acc.salts, sections["salts"][0])
+        _pwrite(self.fd, acc.ids, sections["ids"][0])
+        _pwrite(self.fd, acc.offsets.astype("<u8").tobytes(), sections["offsets"][0])
+        _pwrite(self.fd, np.ascontiguousarray(index_entries(keys)[0], dtype="<u8").data, sections["index"][0])
         if split is not None:  # buffers written as they are: no copy of 10 million accounts' worth
-            os.pwrite(self.fd, places.data, sections["places"][0])
-            os.pwrite(self.fd, np.ascontiguousarray(split.account_hashes).data, sections["account_hashes"][0])
+            _pwrite(self.fd, places.data, sections["places"][0])
+            _pwrite(self.fd, np.ascontiguousarray(split.account_hashes).data, sections["account_hashes"][0])
         if digests is not None:
             at = sections["entries"][0]
             for rows in sorted_entries(digests, places):
-                os.pwrite(self.fd, rows.data, at)
+                _pwrite(self.fd, rows.data, at)
                 at += rows.nbytes
 
     def write_level(self, level: int, start: int, records: bytes) -> None:
         at = self.sections["tree"][0] + level_offset(self.height, level, len(self.assets), self.sums_width)
-        os.pwrite(self.fd, records, at + start * record_size(len(self.assets), self.sums_width))
+        _pwrite(self.fd, records, at + start * record_size(len(self.assets), self.sums_width))
 
     def close(self) -> None:
         os.fsync(self.fd)
@@ -217,6 +226,8 @@ class Reading:
         self.assets: list[str] = list(h["assets"])
         self.height: int = int(h["height"])
         self.sections: dict[str, list[int]] = dict(h["sections"])
+        if os.fstat(self.fd).st_size < max(at + length for at, length in self.sections.values()):
+            raise ProofInvalid(f"{self.file} is cut short: it ends before its last section does")
         self.width: int = width
         self.size = record_size(len(self.assets), self.width)
         self.snapshot_id = bytes.fromhex(h["snapshot_id"])
@@ -228,7 +239,15 @@ class Reading:
         os.close(self.fd)
 
     def read(self, section: str, at: int, length: int) -> bytes:
-        return os.pread(self.fd, length, self.sections[section][0] + at)
+        """``length`` bytes (one pread reads at most about 2 GiB); a file cut short is refused."""
+        start, parts = self.sections[section][0] + at, []
+        while length > 0:
+            part = os.pread(self.fd, length, start)
+            if not part:
+                raise ProofInvalid(f"{self.file} is cut short: its {section} section ends early")
+            parts.append(part)
+            start, length = start + len(part), length - len(part)
+        return b"".join(parts)
 
     def record(self, level: int, i: int) -> Sibling:
         at = level_offset(self.height, level, len(self.assets), self.width) + i * self.size
