@@ -183,7 +183,7 @@ def run(accounts: int | None = None) -> dict[str, float]:
                 if message.startswith("  cut into"):
                     memory.phase("ids hashed, cut and placed")
 
-            tree = build_liabilities(acc, symbols, tmp / "proofs.bin", workers=2, progress=lambda m: mark(m))
+            tree = build_liabilities(acc, symbols, tmp / "proofs.bin", workers=2, progress=mark)
             figures["tree"] = time.perf_counter() - t
             cut = next(at for at, m in marks if m.startswith("  cut into"))
             figures["hash_and_split"] = cut - t

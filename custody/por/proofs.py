@@ -56,7 +56,7 @@ import numpy as np
 
 from custody.errors import ProofInvalid
 from custody.por.split import MAX_PIECES, UNUSED, SplitLeaves
-from custody.por.tree import HASH, U64, U128, Accounts, Sibling, record_size
+from custody.por.tree import HASH, U64, U128, Accounts, Sibling, height_for, record_size
 from policies.bundle import read_document
 from policies.canonical import canonical_bytes, parse_canonical
 from policies.errors import CustodyError
@@ -73,13 +73,13 @@ def level_offset(height: int, level: int, assets: int, width: int = 16) -> int:
     return record_size(assets, width) * ((1 << (height + 1)) - (1 << (height + 1 - level)))
 
 
-def index_entries(keys: np.ndarray) -> tuple[np.ndarray, int]:
-    """The sorted index section and its ``index_bits``: each key's low bits carry the account number, so one
-    sort of a uint64 array (not an argsort) orders keys and numbers together."""
-    bits = max(1, (len(keys) - 1).bit_length())
+def index_entries(keys: np.ndarray) -> np.ndarray:
+    """The sorted index section: each key's low ``index_bits`` (``height_for`` the accounts: enough to number them)
+    carry the account number, so one sort of a uint64 array (not an argsort) orders keys and numbers together."""
+    bits = height_for(len(keys))
     packed = (keys >> np.uint64(bits) << np.uint64(bits)) | np.arange(len(keys), dtype=np.uint64)
     packed.sort()
-    return packed, bits
+    return packed
 
 
 def _pwrite(fd: int, data: bytes | memoryview, at: int) -> None:
@@ -102,10 +102,15 @@ def entry_rows(digests: np.ndarray, places: np.ndarray) -> np.ndarray:
     return np.concatenate([digests[:, :16], clear ^ digests[:, 16:ENTRY]], axis=1)
 
 
+def first_u64(rows: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each row, big-endian, as native uint64 (what entries are sorted and searched by)."""
+    return rows[:, :8].copy().view(">u8").ravel().astype(np.uint64)
+
+
 def sorted_entries(digests: np.ndarray, places: np.ndarray, chunk: int = 1 << 20) -> Iterator[np.ndarray]:
     """Every account's entry, sorted by lookup key (ties, one in 2^64 per pair, in any order), ``chunk`` rows at a
     time: only the sort keys and the order are ever whole in memory."""
-    order = np.argsort(digests[:, :8].copy().view(">u8").ravel().astype(np.uint64))
+    order = np.argsort(first_u64(digests))
     for start in range(0, len(order), chunk):
         at = order[start : start + chunk]
         yield entry_rows(digests[at], places[at])
@@ -131,7 +136,7 @@ class ProofsFile:
         defer: bool = False,
     ) -> None:
         self.path, self.height, self.assets, self.sums_width = path, height, assets, sums_width
-        bits = max(1, (len(keys) - 1).bit_length())
+        bits = height_for(len(keys))  # as index_entries numbers them
         places = np.ascontiguousarray(split.places if split is not None else np.zeros(0), dtype="<u4")
         tree_len = level_offset(height, height + 1, len(assets), sums_width)
         sections: dict[str, list[int]] = {}
@@ -180,7 +185,7 @@ class ProofsFile:
         _pwrite(self.fd, acc.salts, sections["salts"][0])
         _pwrite(self.fd, acc.ids, sections["ids"][0])
         _pwrite(self.fd, acc.offsets.astype("<u8").tobytes(), sections["offsets"][0])
-        _pwrite(self.fd, np.ascontiguousarray(index_entries(keys)[0], dtype="<u8").data, sections["index"][0])
+        _pwrite(self.fd, np.ascontiguousarray(index_entries(keys), dtype="<u8").data, sections["index"][0])
         if split is not None:  # buffers written as they are: no copy of 10 million accounts' worth
             _pwrite(self.fd, places.data, sections["places"][0])
             _pwrite(self.fd, np.ascontiguousarray(split.account_hashes).data, sections["account_hashes"][0])

@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 
 from custody.errors import ProofInvalid
-from custody.por.proofs import ENTRY, PieceProof, Reading, SplitProof, level_offset, sorted_entries
+from custody.por.proofs import ENTRY, PieceProof, Reading, SplitProof, first_u64, level_offset, sorted_entries
 from custody.por.split import MAX_PIECES
-from custody.por.tree import HASH, U64, Sibling, account_hash
+from custody.por.tree import HASH, U64, Sibling, account_hash, digest_each
 from policies.canonical import canonical_bytes, parse_canonical
 from policies.errors import CustodyError
 
@@ -109,7 +109,7 @@ def export(
 
         progress(f"reading {n} accounts' entries")
         entries = _entries(f, n)
-        keys = entries[:, :8].copy().view(">u8").ravel().astype(np.uint64)  # native order: searched per shard
+        keys = first_u64(entries)
         job = _Export(
             out_dir, proofs_path, f.sections["tree"][0], f.width, height, len(assets), levels, width, digits, common,
             entries, keys,
@@ -145,10 +145,9 @@ def _entries(f: Reading, n: int) -> np.ndarray:
     """(n, ENTRY): every account's entry, sorted, as the snapshot stored them (older files: made here)."""
     if "entries" in f.sections:
         return np.frombuffer(f.read("entries", 0, ENTRY * n), dtype=np.uint8).reshape(n, ENTRY)
-    hashes = f.read("account_hashes", 0, 32 * n)
-    digests = b"".join(map(entry_digest, [hashes[i : i + 32] for i in range(0, len(hashes), 32)]))
+    digests = digest_each(f.read("account_hashes", 0, 32 * n), entry_digest, ENTRY)
     places = np.frombuffer(f.read("places", 0, 16 * n), dtype="<u4").reshape(n, MAX_PIECES)
-    return np.concatenate([*sorted_entries(np.frombuffer(digests, dtype=np.uint8).reshape(n, ENTRY), places)])
+    return np.concatenate([*sorted_entries(digests, places)])
 
 
 @dataclass
@@ -339,6 +338,5 @@ def _tree_digits(height: int, levels: int) -> int:
 def _candidates(keys: np.ndarray, wanted: np.ndarray) -> range:
     """Entries are sorted by their first 8 bytes (ties, one in 2^64 per pair, in any order): binary search on
     those, then compare the whole key."""
-    first = keys[:, :8].copy().view(">u8").ravel()
-    value = np.frombuffer(wanted[:8].tobytes(), dtype=">u8")[0]
+    first, value = first_u64(keys), first_u64(wanted[None, :])[0]
     return range(int(np.searchsorted(first, value, "left")), int(np.searchsorted(first, value, "right")))

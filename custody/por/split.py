@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from custody.por.tree import HASH, SPLIT_VERSION, Accounts, TreeError, hash_rows, padding_hashes
+from custody.por.tree import HASH, SPLIT_VERSION, Accounts, TreeError, hash_rows, height_for, padding_hashes
 
 MIN_PIECES, MAX_PIECES = 2, 4
 MAX_HEIGHT = 32  # piece places are stored as u32 (the proofs file and the shards): 4 billion leaves
@@ -80,7 +80,7 @@ def permutation(count: int, rand: Random) -> np.ndarray:
     of temporaries out of memory."""
     if count == 0:
         return np.zeros(0, dtype=np.int64)
-    bits = np.uint64(max(1, (count - 1).bit_length()))
+    bits = np.uint64(height_for(count))
     keys = _u64(rand, (count,)).copy()
     keys >>= bits
     keys <<= bits
@@ -88,10 +88,6 @@ def permutation(count: int, rand: Random) -> np.ndarray:
     keys.sort()
     keys &= (np.uint64(1) << bits) - np.uint64(1)
     return keys.view(np.int64)
-
-
-def split_height(leaves: int) -> int:
-    return max(1, (leaves - 1).bit_length())
 
 
 def place(pieces: np.ndarray, height: int, rand: Random) -> np.ndarray:
@@ -158,7 +154,7 @@ def split(acc: Accounts, account_hashes: np.ndarray, rand: Random = csprng) -> S
     """Cut every account into pieces, place them, and lay the leaves out in tree order. ``account_hashes`` (n, 32)
     is only kept for the leaves, not read here: it may still be being filled (``tree.Hashing``)."""
     pieces = draw_pieces(acc.count, rand)
-    height = split_height(int(pieces.sum(dtype=np.int64)))
+    height = height_for(int(pieces.sum(dtype=np.int64)))
     if height > MAX_HEIGHT:
         raise TreeError(f"{acc.count} accounts need a tree of height {height}; at most {MAX_HEIGHT} is supported")
     return arrange(acc, account_hashes, pieces, place(pieces, height, rand), height, rand)

@@ -347,6 +347,12 @@ def free_shared(array: np.ndarray) -> None:
     base.madvise(mmap.MADV_REMOVE)
 
 
+def digest_each(hashes: bytes, digest: Callable[[bytes], bytes], size: int) -> np.ndarray:
+    """(n, size) uint8: ``digest`` of each 32-byte hash in ``hashes``."""
+    out = b"".join(map(digest, [hashes[i : i + HASH] for i in range(0, len(hashes), HASH)]))
+    return np.frombuffer(out, dtype=np.uint8).reshape(-1, size)
+
+
 _HASHING: Hashing | None = None  # set while forking the workers of ``Hashing``
 
 
@@ -393,9 +399,7 @@ class Hashing:
         self.hashes[start:stop] = np.frombuffer(hashes, dtype=np.uint8).reshape(-1, HASH)
         self.keys[start:stop] = self.acc.id_keys(start, stop)
         if self.digest is not None and self.digests is not None:
-            size = self.digests.shape[1]
-            digests = b"".join(map(self.digest, [hashes[i : i + HASH] for i in range(0, len(hashes), HASH)]))
-            self.digests[start:stop] = np.frombuffer(digests, dtype=np.uint8).reshape(-1, size)
+            self.digests[start:stop] = digest_each(hashes, self.digest, self.digests.shape[1])
 
     def wait(self) -> Hashing:
         """Block until every account is hashed (at once without workers: the work is done here)."""

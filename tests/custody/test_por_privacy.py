@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from custody.por.proofs import AccountProof, ProofsFile, SplitProof, extract
-from custody.por.split import MAX_PIECES, UNUSED, arrange, csprng, draw_pieces, permutation, split, split_height
+from custody.por.split import MAX_PIECES, UNUSED, arrange, csprng, draw_pieces, permutation, split
 from custody.por.tree import Accounts, Sibling, build, hash_accounts, height_for
 
 ASSETS = ["ETH", "USDC", "BTC"]
@@ -123,7 +123,7 @@ def test_the_check_catches_pieces_scattered_without_the_halves_rule(tmp_path):
     for draw in range(30):
         acc = accounts(12, seed=draw)
         pieces = draw_pieces(acc.count, csprng)
-        height = split_height(int(pieces.sum()))
+        height = height_for(int(pieces.sum()))
         order = permutation(1 << height, csprng)
         places = np.full((acc.count, MAX_PIECES), UNUSED, dtype=np.uint32)
         starts = [0, *np.cumsum(pieces, dtype=np.int64).tolist()]
