@@ -40,9 +40,10 @@ from typing import Any
 import numpy as np
 
 from custody.errors import ProofInvalid
+from custody.por.digests import digest_rows
 from custody.por.proofs import ENTRY, PieceProof, Reading, SplitProof, first_u64, level_offset, sorted_entries
 from custody.por.split import MAX_PIECES
-from custody.por.tree import HASH, U64, Sibling, account_hash, digest_each
+from custody.por.tree import HASH, U64, Sibling, account_hash
 from policies.canonical import canonical_bytes, parse_canonical
 from policies.errors import CustodyError
 
@@ -63,9 +64,13 @@ def default_prefix_digits(accounts: int) -> int:
     return 1 if accounts <= 4096 * 16 else min(6, math.ceil(math.log(accounts / 4096, 16)))
 
 
-def entry_digest(acct_hash: bytes) -> bytes:
-    """The part of an account's shard digest its entry is made of: lookup key (16) and mask (17)."""
-    return shard_digest(acct_hash)[:ENTRY]
+def entry_digests(acct_hashes: np.ndarray) -> np.ndarray:
+    """(n, ENTRY) uint8: the part of each account's shard digest its entry is made of, lookup key (16) and mask
+    (17), from the (n, 32) account hashes."""
+    rows = np.empty((len(acct_hashes), len(DOMAIN) + HASH), dtype=np.uint8)
+    rows[:, : len(DOMAIN)] = np.frombuffer(DOMAIN, dtype=np.uint8)
+    rows[:, len(DOMAIN) :] = acct_hashes
+    return digest_rows(rows, "sha512")[:, :ENTRY]
 
 
 def _file(header: dict[str, Any], body: bytes) -> bytes:
@@ -145,7 +150,7 @@ def _entries(f: Reading, n: int) -> np.ndarray:
     """(n, ENTRY): every account's entry, sorted, as the snapshot stored them (older files: made here)."""
     if "entries" in f.sections:
         return np.frombuffer(f.read("entries", 0, ENTRY * n), dtype=np.uint8).reshape(n, ENTRY)
-    digests = digest_each(f.read("account_hashes", 0, 32 * n), entry_digest, ENTRY)
+    digests = entry_digests(np.frombuffer(f.read("account_hashes", 0, HASH * n), dtype=np.uint8).reshape(n, HASH))
     places = np.frombuffer(f.read("places", 0, 16 * n), dtype="<u4").reshape(n, MAX_PIECES)
     return np.concatenate([*sorted_entries(digests, places)])
 

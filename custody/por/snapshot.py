@@ -37,7 +37,7 @@ from custody.por.btcreserves import BitcoinSource
 from custody.por.liabilities import read_liabilities
 from custody.por.proofs import ENTRY, ProofsFile
 from custody.por.report import write_report
-from custody.por.shards import entry_digest
+from custody.por.shards import entry_digests
 from custody.por.split import split
 from custody.por.tree import Accounts, Hashing, build, free_shared, sums_width
 from custody.store.db import Store
@@ -220,7 +220,7 @@ def build_liabilities(
     places them), then the tree built level by level into the file."""
     started = time.monotonic()
     progress(f"{accounts.count} accounts, {len(assets)} assets: hashing the ids")
-    with Hashing(accounts, workers=workers, digest=entry_digest, digest_size=ENTRY) as hashing:
+    with Hashing(accounts, workers=workers, digest=entry_digests, digest_size=ENTRY) as hashing:
         leaves = split(accounts, hashing.hashes)  # in this process, while the workers hash
         hashing.wait()
     progress(f"  cut into {leaves.leaves} pieces: a tree of height {leaves.height}")

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from custody.por.tree import HASH, SPLIT_VERSION, Accounts, TreeError, hash_rows, height_for, padding_hashes
+from custody.por.digests import digest_rows
+from custody.por.tree import HASH, SPLIT_VERSION, Accounts, TreeError, height_for, padding_hashes
 
 MIN_PIECES, MAX_PIECES = 2, 4
 MAX_HEIGHT = 32  # piece places are stored as u32 (the proofs file and the shards): 4 billion leaves
@@ -141,7 +142,7 @@ class SplitLeaves:
             rows[:, 66] = self.piece[start:stop][real]
             rows[:, 67] = self.pieces[who]
             rows[:, 68:] = self.shares[start:stop][real].astype(">u8").view(np.uint8).reshape(n, 8 * assets)
-            out[real] = hash_rows(rows)
+            out[real] = digest_rows(rows)
         if n < stop - start:
             out[~real] = padding_hashes(self.snapshot_id, start + np.flatnonzero(~real))
         return out

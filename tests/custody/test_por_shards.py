@@ -160,7 +160,7 @@ def test_a_file_with_stored_entries_and_8_byte_sums_exports_the_same_files(expor
     """The snapshot's proofs file (format 3: the sorted entries stored, 8-byte sums, the sections written while
     the tree is built) gives byte for byte the files exported from one without them."""
     acc, _, _, tmp, _ = exported
-    hashing = Hashing(acc, workers=2, chunk=64, digest=shards.entry_digest, digest_size=ENTRY).wait()
+    hashing = Hashing(acc, workers=2, chunk=64, digest=shards.entry_digests, digest_size=ENTRY).wait()
     leaves = pickle.loads((tmp / "leaves.pickle").read_bytes())
     assert np.array_equal(hashing.hashes, leaves.account_hashes)
     width = sums_width(acc.balances)
