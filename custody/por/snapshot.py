@@ -216,12 +216,12 @@ def build_liabilities(
     progress: Callable[[str], None] = lambda _: None,
 ) -> Liabilities:
     """The split tree (tree format 2) and the indexed proofs file: every account hashed once for its leaves, the
-    lookup index and the published entries (in the workers, while this process cuts the accounts into pieces and
-    places them), then the tree built level by level into the file."""
+    lookup index and the published entries (in the hashing workers, while other workers cut the accounts into
+    pieces and place them), then the tree built level by level into the file."""
     started = time.monotonic()
     progress(f"{accounts.count} accounts, {len(assets)} assets: hashing the ids")
     with Hashing(accounts, workers=workers, digest=entry_digests, digest_size=ENTRY) as hashing:
-        leaves = split(accounts, hashing.hashes)  # in this process, while the workers hash
+        leaves = split(accounts, hashing.hashes, workers=workers)  # while the hashing workers go on
         hashing.wait()
     progress(f"  cut into {leaves.leaves} pieces: a tree of height {leaves.height}")
     width = sums_width(accounts.balances)

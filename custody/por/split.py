@@ -21,6 +21,7 @@ places are a permutation drawn by sorting 64-bit random keys, vectorised with nu
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,16 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from custody.por.digests import digest_rows
-from custody.por.tree import HASH, SPLIT_VERSION, Accounts, TreeError, height_for, padding_hashes
+from custody.por.tree import (
+    HASH,
+    SPLIT_VERSION,
+    Accounts,
+    TreeError,
+    height_for,
+    padding_hashes,
+    run_forked,
+    shared_array,
+)
 
 MIN_PIECES, MAX_PIECES = 2, 4
 MAX_HEIGHT = 32  # piece places are stored as u32 (the proofs file and the shards): 4 billion leaves
@@ -91,17 +101,18 @@ def permutation(count: int, rand: Random) -> np.ndarray:
     return keys.view(np.int64)
 
 
-def place(pieces: np.ndarray, height: int, rand: Random) -> np.ndarray:
+def place(pieces: np.ndarray, height: int, *, workers: int = 1) -> np.ndarray:
     """(n, MAX_PIECES) uint32: the leaf index of each piece, UNUSED past an account's pieces. Piece 0 in the
-    left half, piece 1 in the right half, the others anywhere still free."""
+    left half, piece 1 in the right half, the others anywhere still free. The three random orders (of each half,
+    and of the free places) are drawn at once, in ``workers`` forked processes."""
     n, half = len(pieces), 1 << (height - 1)
     if n > half or int(pieces.sum(dtype=np.int64)) > 2 * half:
         raise TreeError(f"{n} accounts in {int(pieces.sum())} pieces do not fit a tree of height {height}")
+    left, right, order = (shared_array((size,), np.int64) for size in (half, half, 2 * (half - n)))
+    run_forked([functools.partial(_permute, out) for out in (left, right, order)], workers)
     places = np.full((n, MAX_PIECES), UNUSED, dtype=np.uint32)
-    left, right = permutation(half, rand), permutation(half, rand)
     places[:, 0], places[:, 1] = left[:n], half + right[:n]
-    free = np.concatenate([left[n:], half + right[n:]])
-    free = free[permutation(len(free), rand)]
+    free = np.concatenate([left[n:], half + right[n:]])[order]
     at = 0
     for j in range(2, MAX_PIECES):
         has = pieces > j
@@ -109,6 +120,10 @@ def place(pieces: np.ndarray, height: int, rand: Random) -> np.ndarray:
         places[has, j] = free[at : at + count]
         at += count
     return places
+
+
+def _permute(out: np.ndarray) -> None:
+    out[:] = permutation(len(out), csprng)
 
 
 @dataclass
@@ -151,14 +166,16 @@ class SplitLeaves:
         return self.shares[start:stop]
 
 
-def split(acc: Accounts, account_hashes: np.ndarray, rand: Random = csprng) -> SplitLeaves:
-    """Cut every account into pieces, place them, and lay the leaves out in tree order. ``account_hashes`` (n, 32)
-    is only kept for the leaves, not read here: it may still be being filled (``tree.Hashing``)."""
-    pieces = draw_pieces(acc.count, rand)
+def split(acc: Accounts, account_hashes: np.ndarray, *, workers: int = 1) -> SplitLeaves:
+    """Cut every account into pieces, place them, and lay the leaves out in tree order, in ``workers`` forked
+    processes. ``account_hashes`` (n, 32) is only kept for the leaves, not read here: it may still be being
+    filled (``tree.Hashing``)."""
+    pieces = draw_pieces(acc.count, csprng)
     height = height_for(int(pieces.sum(dtype=np.int64)))
     if height > MAX_HEIGHT:
         raise TreeError(f"{acc.count} accounts need a tree of height {height}; at most {MAX_HEIGHT} is supported")
-    return arrange(acc, account_hashes, pieces, place(pieces, height, rand), height, rand)
+    places = place(pieces, height, workers=workers)
+    return arrange(acc, account_hashes, pieces, places, height, workers=workers)
 
 
 def arrange(
@@ -167,24 +184,27 @@ def arrange(
     pieces: np.ndarray,
     places: np.ndarray,
     height: int,
-    rand: Random,
     *,
+    workers: int = 1,
     chunk: int = 1 << 18,
 ) -> SplitLeaves:
-    """The leaves in tree order, given where each piece goes. Shares are drawn ``chunk`` accounts at a time so
-    the random cut points of 10 million accounts never sit in memory at once."""
+    """The leaves in tree order, given where each piece goes: ``chunk`` accounts at a time (so the random cut
+    points of 10 million accounts never sit in memory at once), in ``workers`` forked processes writing into
+    the shared leaf arrays (each piece has its own place, so no two write the same leaf)."""
     n, assets = acc.balances.shape
     size = 1 << height
-    owner = np.full(size, -1, dtype=np.int32)
-    piece = np.zeros(size, dtype=np.uint8)
-    shares = np.zeros((size, assets), dtype=np.uint64)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        cut = draw_shares(acc.balances[start:stop], pieces[start:stop], rand)
+    owner, piece = shared_array((size,), np.int32), shared_array((size,), np.uint8)
+    shares = shared_array((size, assets), np.uint64)
+    owner.fill(-1)
+
+    def cut(start: int, stop: int) -> None:
+        drawn = draw_shares(acc.balances[start:stop], pieces[start:stop], csprng)
         for j in range(MAX_PIECES):
             has = pieces[start:stop] > j
             at = places[start:stop, j][has]
             owner[at] = np.arange(start, stop, dtype=np.int32)[has]
             piece[at] = j
-            shares[at] = cut[has, j]
+            shares[at] = drawn[has, j]
+
+    run_forked([functools.partial(cut, a, min(n, a + chunk)) for a in range(0, n, chunk)], workers)
     return SplitLeaves(acc.snapshot_id, account_hashes.reshape(n, HASH), pieces, places, owner, piece, shares, height)

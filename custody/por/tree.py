@@ -320,6 +320,30 @@ def shared_array(shape: tuple[int, ...], dtype: type | str) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, max(1, nbytes)), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
+_TASKS: Sequence[Callable[[], object]] = ()  # set while forking the workers of ``run_forked``
+
+
+def _run_task(i: int) -> None:
+    _TASKS[i]()
+
+
+def run_forked(tasks: Sequence[Callable[[], object]], workers: int = 1) -> None:
+    """Run every task once, in ``workers`` forked processes (here without workers). Whatever a task makes, it
+    writes into a ``shared_array``: nothing comes back. Each process draws its own randomness: a task must not
+    rely on a generator state it shares with another."""
+    global _TASKS
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            task()
+        return
+    _TASKS = tasks
+    try:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(tasks))) as pool:
+            pool.map(_run_task, range(len(tasks)), chunksize=1)
+    finally:
+        _TASKS = ()
+
+
 def free_shared(array: np.ndarray) -> None:
     """Give a ``shared_array``'s memory back now: dropping the array is not enough while forked workers (of a
     later pool) still map it. Its contents read as zeros afterwards; it must not be used again."""

@@ -72,7 +72,7 @@ def leaks(acc: Accounts, path: Path) -> list[str]:
 def split_snapshot(acc: Accounts, path: Path, arranged: tuple[np.ndarray, np.ndarray, int] | None = None) -> None:
     """The real split, or the given (pieces, places, height)."""
     hashes, keys = hash_accounts(acc)
-    leaves = split(acc, hashes) if arranged is None else arrange(acc, hashes, *arranged, csprng)
+    leaves = split(acc, hashes) if arranged is None else arrange(acc, hashes, *arranged)
     store = ProofsFile(path, acc, ASSETS, leaves.height, keys, leaves)
     build(leaves, leaves.height, store)
     store.close()

@@ -19,6 +19,7 @@ from custody.por.split import (
     MAX_PIECES,
     UNUSED,
     SplitLeaves,
+    arrange,
     csprng,
     draw_pieces,
     draw_shares,
@@ -45,7 +46,7 @@ def accounts(n: int, assets: int = 3, seed: int = 1) -> Accounts:
 
 def snapshot(acc: Accounts, path: Path, workers: int = 1) -> tuple[SplitLeaves, bytes, tuple[int, ...]]:
     hashes, keys = hash_accounts(acc, workers=workers, chunk=7)
-    leaves = split(acc, hashes)
+    leaves = split(acc, hashes, workers=workers)
     store = ProofsFile(path, acc, ASSETS[: acc.balances.shape[1]], leaves.height, keys, leaves)
     root, totals = build(leaves, leaves.height, store, chunk_levels=2, workers=workers)
     store.close()
@@ -87,16 +88,37 @@ def test_shares_add_up_exactly_and_no_share_of_two_or_more_is_whole():
                 assert sum(1 for x in column if x) == min(k, b)  # a share is zero only when b < k
 
 
-def test_places_keep_piece_0_left_piece_1_right_and_never_share_a_leaf():
+@pytest.mark.parametrize("workers", [1, 2])
+def test_places_keep_piece_0_left_piece_1_right_and_never_share_a_leaf(workers: int) -> None:
     pieces = draw_pieces(300, csprng)
     height = max(1, (int(pieces.sum()) - 1).bit_length())
-    places = place(pieces, height, csprng)
+    places = place(pieces, height, workers=workers)
     half = 1 << (height - 1)
     assert (places[:, 0] < half).all() and (places[:, 1] >= half).all() and (places[:, 1] < 2 * half).all()
+    assert (places[:, 0] != places[:, 1] - half).any()  # the halves' orders drawn apart, not from one state
     used = places[places != UNUSED]
     assert len(used) == int(pieces.sum()) == len(set(used.tolist()))
     for i, k in enumerate(pieces.tolist()):
         assert (places[i, k:] == UNUSED).all() and (places[i, :k] != UNUSED).all()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_arranged_leaves_hold_every_piece_where_it_was_placed(workers: int) -> None:
+    """Arranged 7 accounts at a time, in forked workers too: each piece at its place, the padding empty."""
+    acc = accounts(60)
+    pieces = draw_pieces(acc.count, csprng)
+    height = max(1, (int(pieces.sum()) - 1).bit_length())
+    places = place(pieces, height)
+    leaves = arrange(acc, np.zeros((acc.count, 32), np.uint8), pieces, places, height, workers=workers, chunk=7)
+    got = np.zeros(acc.balances.shape, dtype=object)
+    for i, k in enumerate(pieces.tolist()):
+        for j in range(k):
+            at = int(places[i, j])
+            assert (int(leaves.owner[at]), int(leaves.piece[at])) == (i, j)
+            got[i] += leaves.shares[at].astype(object)
+    assert (got == acc.balances.astype(object)).all()
+    padding = leaves.owner < 0
+    assert int((~padding).sum()) == int(pieces.sum()) and not leaves.shares[padding].any()
 
 
 def reference(leaves: SplitLeaves) -> tuple[bytes, tuple[int, ...]]:
