@@ -4,6 +4,7 @@ read outside the data refused before it runs."""
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 import pytest
@@ -58,14 +59,30 @@ def test_no_rows() -> None:
         ([0, 5, 11], None, "at most 10, the data's length"),  # would read one byte past the data
         ([-1, 5], None, "must rise from 0 or more"),
         ([0, 6, 5, 10], None, "must rise"),  # a negative length
-        ([], None, "at least one"),
+        (np.array([], dtype=np.int64), None, "at least one"),
         ([0, 5, 10], np.zeros((3, 4), dtype=np.uint8), "2 rows expected, not shape (3, 4)"),
         ([0, 5, 10], np.zeros(8, dtype=np.uint8), "2 rows expected, not shape (8,)"),
+        ([0, 2**63 - 1, -2, 5], None, "must rise"),  # differences that wrap around int64 to look rising
+        (np.array([0, 2**63 - 1, 2**64 - 2, 5], dtype=np.uint64), None, "integers up to 2^63 expected, not uint64"),
+        (np.array([0.0, 2.9, 5.5]), None, "integers up to 2^63 expected, not float64"),
+        ([0, 5, 10], np.array([[300], [511]]), "suffix: a uint8 array expected, not int64"),
+        ([[0, 5, 10]], None, "offsets: a list of at least one"),
     ],
 )
-def test_offsets_outside_the_data_are_refused(offsets: list[int], suffix: np.ndarray | None, refusal: str) -> None:
-    with pytest.raises(ValueError, match=refusal.replace("(", r"\(").replace(")", r"\)")):
-        digest_joined(b"0123456789", np.array(offsets, dtype=np.int64), suffix)
+def test_what_the_loop_would_misread_is_refused(offsets: object, suffix: np.ndarray | None, refusal: str) -> None:
+    """Offsets outside the data, or that only look rising, or of another type, and suffixes of anything but bytes:
+    refused before the native loop runs, not read out of bounds or silently converted."""
+    with pytest.raises(ValueError, match=re.escape(refusal)):
+        digest_joined(b"0123456789", np.asarray(offsets), suffix)
+
+
+def test_data_and_rows_of_anything_but_bytes_are_refused() -> None:
+    with pytest.raises(ValueError, match="rows: a uint8 array expected, not int64"):
+        digest_rows(np.arange(6, dtype=np.int64).reshape(2, 3))
+    with pytest.raises(ValueError, match="data: a uint8 array expected, not str"):
+        digest_joined("ab", np.array([0, 2]))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rows: a 2-D array expected"):
+        digest_rows(np.zeros(5, dtype=np.uint8))
 
 
 def test_unknown_algorithm_is_refused() -> None:
