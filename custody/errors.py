@@ -66,6 +66,7 @@ with is decided in one place, ``custody.api.problems``; the CLI prints any of th
         ├── AuditBroken              audit_broken: the audit chain does not verify
         ├── LiabilitiesInvalid       liabilities_invalid: a liabilities CSV row refused (with its line)
         ├── ProofInvalid             proof_invalid: a proof of reserves that does not verify
+        ├── WorkerDied               worker_died: a forked worker of a long job died (killed, or out of memory)
         └── BitcoinNodeError         bitcoin_node_error: bitcoind answered an error, refused the login or is unreachable
 
 Policy-side errors (invalid_amount, invalid_address, bundle errors) keep their own codes, in
@@ -315,6 +316,10 @@ class LiabilitiesInvalid(DaemonError):
 
 class ProofInvalid(DaemonError):
     code = "proof_invalid"
+
+
+class WorkerDied(DaemonError):
+    code = "worker_died"
 
 
 class BitcoinNodeError(DaemonError):

@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import multiprocessing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from custody.errors import ProofInvalid
 from custody.por.digests import digest_rows
 from custody.por.proofs import ENTRY, PieceProof, Reading, SplitProof, first_u64, level_offset, sorted_entries
 from custody.por.split import MAX_PIECES
-from custody.por.tree import HASH, U64, Sibling, account_hash
+from custody.por.tree import HASH, U64, Sibling, account_hash, forked_pool, results
 from policies.canonical import canonical_bytes, parse_canonical
 from policies.errors import CustodyError
 
@@ -235,8 +234,8 @@ def _run(job: _Export, tasks: list[tuple[str, int, int]], workers: int) -> Itera
         if workers <= 1:
             yield from map(_export_task, tasks)
         else:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                yield from pool.imap_unordered(_export_task, tasks)
+            with forked_pool(workers) as pool:
+                yield from results([pool.submit(_export_task, task) for task in tasks])
     finally:
         _EXPORT = None
 

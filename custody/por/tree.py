@@ -21,17 +21,24 @@ check against the plain one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, TypeVar
 
 import numpy as np
 
+from custody.errors import WorkerDied
 from custody.por.digests import digest_joined, digest_rows, load
+
+T = TypeVar("T")
 
 VERSION = 1  # the tree format of ``leaf_hash``; format 2 (``piece_hash``) splits each account into pieces
 SPLIT_VERSION = 2
@@ -285,10 +292,10 @@ def build(
     try:
         if workers > 1 and chunks > 1:
             load()
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                results = pool.imap_unordered(_subtree, range(chunks))
+            with forked_pool(workers) as pool:
+                futures = [pool.submit(_subtree, chunk) for chunk in range(chunks)]
                 meanwhile()
-                for done in results:
+                for done in results(futures):
                     roots.append(done)
                     if progress:
                         progress(len(roots), chunks)
@@ -338,10 +345,38 @@ def run_forked(tasks: Sequence[Callable[[], object]], workers: int = 1) -> None:
         return
     _TASKS = tasks
     try:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(tasks))) as pool:
-            pool.map(_run_task, range(len(tasks)), chunksize=1)
+        with forked_pool(min(workers, len(tasks))) as pool:
+            for _ in results([pool.submit(_run_task, i) for i in range(len(tasks))]):
+                pass
     finally:
         _TASKS = ()
+
+
+@contextlib.contextmanager
+def forked_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """``workers`` forked processes, which inherit this process's memory: a job's globals must be set when the
+    first task is submitted (the processes start then). Unlike multiprocessing's Pool, a worker that dies fails
+    the work (``results`` raises WorkerDied) instead of leaving it waiting forever. Leaving on an error drops
+    the tasks not started and waits for the running ones."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def results(futures: Iterable[Future[T]]) -> Iterator[T]:
+    """Each task's result as it is done; a task's own error is raised as it is."""
+    try:
+        for done in as_completed(futures):
+            yield done.result()
+    except BrokenProcessPool:
+        raise WorkerDied(
+            "a worker process died before its work was done (killed, perhaps by the out-of-memory killer); "
+            "the job is stopped"
+        ) from None
 
 
 def free_shared(array: np.ndarray) -> None:
@@ -386,15 +421,16 @@ class Hashing:
         self.keys = shared_array((n,), np.uint64)
         self.digests = shared_array((n, digest_size), np.uint8) if digest is not None else None
         self._bounds = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
-        self._pool = None
+        self._pool = contextlib.ExitStack()
+        self._futures: list[Future[None]] = []
         if workers > 1 and len(self._bounds) > 1:
             load()  # compiled once here, not in every worker
+            pool = self._pool.enter_context(forked_pool(workers))
             _HASHING = self
             try:
-                self._pool = multiprocessing.get_context("fork").Pool(workers)
+                self._futures = [pool.submit(_hash_chunk, bounds) for bounds in self._bounds]
             finally:
                 _HASHING = None
-            self._done = self._pool.map_async(_hash_chunk, self._bounds)
 
     def hash_chunk(self, start: int, stop: int) -> None:
         hashes = self.acc.account_hashes(start, stop)
@@ -405,24 +441,22 @@ class Hashing:
 
     def wait(self) -> Hashing:
         """Block until every account is hashed (at once without workers: the work is done here)."""
-        if self._pool is None:
+        if not self._futures:
             for bounds in self._bounds:
                 self.hash_chunk(*bounds)
-        else:
-            self._done.get()
-            self._pool.close()
-            self._pool.join()
-            self._pool = None
-        self._bounds = []
+        for _ in results(self._futures):
+            pass
+        self._pool.close()
+        self._bounds, self._futures = [], []
         return self
 
     def __enter__(self) -> Hashing:
         return self
 
-    def __exit__(self, *_: object) -> None:
-        if self._pool is not None:  # left early (an error): the workers are stopped, not waited for
-            self._pool.terminate()
-            self._pool.join()
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._pool.__exit__(kind, error, trace)  # left early (an error): the chunks not started are dropped
 
 
 def hash_accounts(acc: Accounts, *, workers: int = 1, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:

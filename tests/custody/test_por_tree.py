@@ -3,18 +3,22 @@ every tampering a dishonest exchange could try on a proof."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from custody.errors import ProofInvalid
+from custody.errors import ProofInvalid, WorkerDied
 from custody.por import proofs
 from custody.por.proofs import AccountProof, ProofsFile, SplitProof, extract, parse_proof
 from custody.por.tree import (
     Accounts,
+    Hashing,
     Sibling,
     TreeError,
     account_hash,
@@ -25,6 +29,7 @@ from custody.por.tree import (
     leaf_hash,
     node_hash,
     padding_hash,
+    run_forked,
     shared_array,
     sums_width,
     walk,
@@ -247,3 +252,41 @@ def test_a_proofs_file_cut_short_is_refused_not_read_as_garbage(tmp_path):
         f.truncate(os.path.getsize(tmp_path / "proofs.bin") - 100)  # the end of the last section (the index) lost
     with pytest.raises(ProofInvalid, match="cut short"):
         extract(tmp_path / "proofs.bin", acc.account_id(3))
+
+
+@contextlib.contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Fail instead of hanging the suite: what a worker's death used to do to a job (multiprocessing's Pool)."""
+
+    def expired(*_: object) -> None:
+        raise TimeoutError(f"still waiting after {seconds} s")
+
+    before = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+
+
+def _killed() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)  # what the out-of-memory killer does to a worker
+
+
+def test_a_worker_killed_stops_the_job_instead_of_hanging_it() -> None:
+    with deadline(60), pytest.raises(WorkerDied, match="a worker process died before its work was done"):
+        run_forked([lambda: None, _killed, lambda: None, lambda: None], workers=2)
+
+
+def test_hashing_and_building_stop_when_a_worker_is_killed(tmp_path, monkeypatch):
+    acc = accounts(40)
+    with monkeypatch.context() as m:
+        m.setattr(Accounts, "id_keys", lambda *_: _killed())
+        with deadline(60), pytest.raises(WorkerDied), Hashing(acc, workers=2, chunk=7) as hashing:
+            hashing.wait()
+    store = ProofsFile(tmp_path / "proofs.bin", acc, ASSETS, 6, hash_accounts(acc)[1])
+    monkeypatch.setattr(Accounts, "leaf_hashes", lambda *_: _killed())
+    with deadline(60), pytest.raises(WorkerDied):
+        build(acc, 6, store, chunk_levels=2, workers=2)
+    store.close()
