@@ -5,7 +5,8 @@ Times separately: reading the CSV (``read_liabilities``), the tree (hashing the 
 index, cutting every account into pieces and placing them, building the tree into the indexed proofs file),
 the statement (ready to sign), and the export of every customer's proof (entry shards, tree files, manifest). Then one
 proof looked up by account id and verified, one proof rebuilt from the published files, and the ratio to raw SHA-256
-throughput on one core, measured in the same run (as many 64-byte hashes as the pipeline makes).
+throughput on one core, measured in the same run (as many 64-byte hashes as the pipeline makes, one hashlib call
+each: the baseline the pipeline's native batch digests are compared with).
 
 Peak memory is the highest sum of PSS (proportional set size: pages shared with the forked workers counted
 once) over this process and its workers, sampled every second by a separate process. Targets at 10 million:
