@@ -28,10 +28,11 @@ checks each file it opens against it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from custody.errors import ProofInvalid
 from custody.por.digests import digest_rows
 from custody.por.proofs import ENTRY, PieceProof, Reading, SplitProof, first_u64, level_offset, sorted_entries
 from custody.por.split import MAX_PIECES
-from custody.por.tree import HASH, U64, Sibling, account_hash, forked_pool, results
+from custody.por.tree import HASH, U64, Sibling, account_hash, forked
 from policies.canonical import canonical_bytes, parse_canonical
 from policies.errors import CustodyError
 
@@ -123,10 +124,11 @@ def export(
     shards, subtrees = 1 << (4 * digits), 1 << (height - levels)
     tasks = [("entry_shard", a, min(a + 256, shards)) for a in range(0, shards, 256)]
     tasks += [("subtree", a, min(a + 64, subtrees)) for a in range(0, subtrees, 64)]
-    for done in _run(job, tasks, workers):
-        files.update(done)
-        if len(files) % 1024 < len(done):
-            progress(f"  {len(files)} of {shards + subtrees + 1} files written")
+    with forked([functools.partial(job.files, *task) for task in tasks], workers) as each_task:  # independent files
+        for done in each_task:
+            files.update(done)
+            if len(files) % 1024 < len(done):
+                progress(f"  {len(files)} of {shards + subtrees + 1} files written")
     files.update(job.files("top", 0, 1))
     manifest = out_dir / MANIFEST
     manifest.write_bytes(
@@ -216,28 +218,6 @@ class _Export:
                 dst[:, HASH:].reshape(b - a, self.assets, self.width)[:] = sums
                 at += out_size * (b - a)
         return out.data
-
-
-_EXPORT: _Export | None = None  # set while forking the export's workers
-
-
-def _export_task(task: tuple[str, int, int]) -> list[tuple[str, str]]:
-    assert _EXPORT is not None
-    return _EXPORT.files(*task)
-
-
-def _run(job: _Export, tasks: list[tuple[str, int, int]], workers: int) -> Iterator[list[tuple[str, str]]]:
-    """Every task's files, in ``workers`` forked processes (the files are independent: no lock, no GIL)."""
-    global _EXPORT
-    _EXPORT = job
-    try:
-        if workers <= 1:
-            yield from map(_export_task, tasks)
-        else:
-            with forked_pool(workers) as pool:
-                yield from results([pool.submit(_export_task, task) for task in tasks])
-    finally:
-        _EXPORT = None
 
 
 def _write(path: Path, body: bytes | memoryview) -> str:

@@ -22,16 +22,17 @@ check against the plain one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import mmap
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -250,13 +251,8 @@ def _records(hashes: np.ndarray, hi: np.ndarray, lo: np.ndarray, width: int) -> 
     return np.concatenate([hashes, lo.astype(">u8").view(np.uint8).reshape(len(lo), -1)], axis=1).tobytes()
 
 
-_JOB: tuple[LeafSource, int, LevelSink] | None = None  # set before forking the workers
-
-
-def _subtree(chunk: int) -> tuple[int, bytes, np.ndarray, np.ndarray]:
+def _subtree(source: LeafSource, levels: int, sink: LevelSink, chunk: int) -> tuple[int, bytes, np.ndarray, np.ndarray]:
     """Build one chunk of leaves up to its own root, storing every level; return that root."""
-    assert _JOB is not None
-    source, levels, sink = _JOB
     size = 1 << levels
     start = chunk * size
     hashes = source.leaf_hashes(start, start + size)
@@ -282,31 +278,19 @@ def build(
     """Build the whole tree, handing every level to ``sink``; return the root hash and sums. Chunks of
     2^chunk_levels leaves are built (in ``workers`` forked processes) up to their own roots, then the top.
     ``meanwhile`` runs in this process once the workers are started (before the chunks, without workers)."""
-    global _JOB
     if source.leaves > 2**height:
         raise TreeError(f"{source.leaves} leaves do not fit a tree of height {height}")
     levels = min(chunk_levels, height)
     chunks = 1 << (height - levels)
-    _JOB = (source, levels, sink)
+    if workers > 1:
+        load()
     roots: list[tuple[int, bytes, np.ndarray, np.ndarray]] = []
-    try:
-        if workers > 1 and chunks > 1:
-            load()
-            with forked_pool(workers) as pool:
-                futures = [pool.submit(_subtree, chunk) for chunk in range(chunks)]
-                meanwhile()
-                for done in results(futures):
-                    roots.append(done)
-                    if progress:
-                        progress(len(roots), chunks)
-        else:
-            meanwhile()
-            for chunk in range(chunks):
-                roots.append(_subtree(chunk))
-                if progress:
-                    progress(len(roots), chunks)
-    finally:
-        _JOB = None
+    with forked([functools.partial(_subtree, source, levels, sink, chunk) for chunk in range(chunks)], workers) as done:
+        meanwhile()
+        for root in done:
+            roots.append(root)
+            if progress:
+                progress(len(roots), chunks)
     roots.sort(key=lambda r: r[0])
     hashes = np.frombuffer(b"".join(r[1] for r in roots), dtype=np.uint8).reshape(-1, HASH)
     hi, lo = np.concatenate([r[2] for r in roots]), np.concatenate([r[3] for r in roots])
@@ -327,56 +311,55 @@ def shared_array(shape: tuple[int, ...], dtype: type | str) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, max(1, nbytes)), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
-_TASKS: Sequence[Callable[[], object]] = ()  # set while forking the workers of ``run_forked``
+_TASKS: Sequence[Callable[[], Any]] = ()  # the tasks of the pool being forked: its workers inherit them
 
 
-def _run_task(i: int) -> None:
-    _TASKS[i]()
-
-
-def run_forked(tasks: Sequence[Callable[[], object]], workers: int = 1) -> None:
-    """Run every task once, in ``workers`` forked processes (here without workers). Whatever a task makes, it
-    writes into a ``shared_array``: nothing comes back. Each process draws its own randomness: a task must not
-    rely on a generator state it shares with another."""
-    global _TASKS
-    if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            task()
-        return
-    _TASKS = tasks
-    try:
-        with forked_pool(min(workers, len(tasks))) as pool:
-            for _ in results([pool.submit(_run_task, i) for i in range(len(tasks))]):
-                pass
-    finally:
-        _TASKS = ()
+def _run_task(i: int) -> Any:
+    return _TASKS[i]()
 
 
 @contextlib.contextmanager
-def forked_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """``workers`` forked processes, which inherit this process's memory: a job's globals must be set when the
-    first task is submitted (the processes start then). Unlike multiprocessing's Pool, a worker that dies fails
-    the work (``results`` raises WorkerDied) instead of leaving it waiting forever. Leaving on an error drops
-    the tasks not started and waits for the running ones."""
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+def forked(tasks: Sequence[Callable[[], T]], workers: int = 1) -> Iterator[Iterator[T]]:
+    """Run every task once and yield their results as they are done: in ``workers`` forked processes, which
+    inherit this process's memory (the tasks are not pickled, only their results), or here, each as its result
+    is read, with one worker or one task. Unlike multiprocessing's Pool, a worker that dies (killed, perhaps by
+    the out-of-memory killer) fails the work with WorkerDied instead of leaving it waiting forever. Leaving early,
+    or on an error, drops the tasks not started and waits for the running ones."""
+    global _TASKS
+    if workers <= 1 or len(tasks) <= 1:
+        yield (task() for task in tasks)
+        return
+    pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=multiprocessing.get_context("fork"))
     try:
-        yield pool
+        _TASKS = tasks
+        try:
+            futures = [pool.submit(_run_task, i) for i in range(len(tasks))]  # the first one forks the workers
+        finally:
+            _TASKS = ()
+        yield _results(futures)
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
 
 
-def results(futures: Iterable[Future[T]]) -> Iterator[T]:
-    """Each task's result as it is done; a task's own error is raised as it is."""
+def _results(futures: list[Future[T]]) -> Iterator[T]:
     try:
         for done in as_completed(futures):
-            yield done.result()
+            yield done.result()  # a task's own error is raised as it is
     except BrokenProcessPool:
         raise WorkerDied(
             "a worker process died before its work was done (killed, perhaps by the out-of-memory killer); "
             "the job is stopped"
         ) from None
+
+
+def run_forked(tasks: Sequence[Callable[[], object]], workers: int = 1) -> None:
+    """Run every task once (``forked``); whatever a task makes, it writes into a ``shared_array``. Each process
+    draws its own randomness: a task must not rely on a generator state it shares with another."""
+    with forked(tasks, workers) as done:
+        for _ in done:
+            pass
 
 
 def free_shared(array: np.ndarray) -> None:
@@ -386,14 +369,6 @@ def free_shared(array: np.ndarray) -> None:
     while not isinstance(base, mmap.mmap):  # views of views, then the buffer numpy took: the mmap
         base = base.obj if isinstance(base, memoryview) else base.base  # type: ignore[attr-defined]
     base.madvise(mmap.MADV_REMOVE)
-
-
-_HASHING: Hashing | None = None  # set while forking the workers of ``Hashing``
-
-
-def _hash_chunk(bounds: tuple[int, int]) -> None:
-    assert _HASHING is not None
-    _HASHING.hash_chunk(*bounds)
 
 
 class Hashing:
@@ -414,23 +389,16 @@ class Hashing:
         digest: Callable[[np.ndarray], np.ndarray] | None = None,
         digest_size: int = 0,
     ) -> None:
-        global _HASHING
         n = acc.count
         self.acc, self.digest = acc, digest
         self.hashes = shared_array((n, HASH), np.uint8)
         self.keys = shared_array((n,), np.uint64)
         self.digests = shared_array((n, digest_size), np.uint8) if digest is not None else None
-        self._bounds = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
-        self._pool = contextlib.ExitStack()
-        self._futures: list[Future[None]] = []
-        if workers > 1 and len(self._bounds) > 1:
+        if workers > 1:
             load()  # compiled once here, not in every worker
-            pool = self._pool.enter_context(forked_pool(workers))
-            _HASHING = self
-            try:
-                self._futures = [pool.submit(_hash_chunk, bounds) for bounds in self._bounds]
-            finally:
-                _HASHING = None
+        tasks = [functools.partial(self.hash_chunk, a, min(a + chunk, n)) for a in range(0, n, chunk)]
+        self._pool = contextlib.ExitStack()
+        self._done = self._pool.enter_context(forked(tasks, workers))
 
     def hash_chunk(self, start: int, stop: int) -> None:
         hashes = self.acc.account_hashes(start, stop)
@@ -441,13 +409,9 @@ class Hashing:
 
     def wait(self) -> Hashing:
         """Block until every account is hashed (at once without workers: the work is done here)."""
-        if not self._futures:
-            for bounds in self._bounds:
-                self.hash_chunk(*bounds)
-        for _ in results(self._futures):
+        for _ in self._done:
             pass
         self._pool.close()
-        self._bounds, self._futures = [], []
         return self
 
     def __enter__(self) -> Hashing:
