@@ -311,7 +311,12 @@ def shared_array(shape: tuple[int, ...], dtype: type | str) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, max(1, nbytes)), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
-_TASKS: Sequence[Callable[[], Any]] = ()  # the tasks of the pool being forked: its workers inherit them
+_TASKS: Sequence[Callable[[], Any]] = ()  # in a worker of ``forked``: its pool's tasks
+
+
+def _worker_tasks(tasks: Sequence[Callable[[], Any]]) -> None:
+    global _TASKS
+    _TASKS = tasks
 
 
 def _run_task(i: int) -> Any:
@@ -321,26 +326,29 @@ def _run_task(i: int) -> Any:
 @contextlib.contextmanager
 def forked(tasks: Sequence[Callable[[], T]], workers: int = 1) -> Iterator[Iterator[T]]:
     """Run every task once and yield their results as they are done: in ``workers`` forked processes, which
-    inherit this process's memory (the tasks are not pickled, only their results), or here, each as its result
-    is read, with one worker or one task. Unlike multiprocessing's Pool, a worker that dies (killed, perhaps by
-    the out-of-memory killer) fails the work with WorkerDied instead of leaving it waiting forever. Leaving early,
-    or on an error, drops the tasks not started and waits for the running ones."""
-    global _TASKS
+    inherit this process's memory (the tasks are handed to them at the fork, not pickled; only results are), or
+    here, each as its result is read, with one worker or one task. Unlike multiprocessing's Pool, a worker that
+    dies (killed, perhaps by the out-of-memory killer) fails the work with WorkerDied instead of leaving it
+    waiting forever. Leaving, early or on an error, drops the tasks not yet queued for a worker (all but a few) and
+    waits for the others."""
     if workers <= 1 or len(tasks) <= 1:
         yield (task() for task in tasks)
         return
-    pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=multiprocessing.get_context("fork"))
+    pool = ProcessPoolExecutor(
+        min(workers, len(tasks)),
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_worker_tasks,
+        initargs=(tasks,),
+    )
     try:
-        _TASKS = tasks
-        try:
-            futures = [pool.submit(_run_task, i) for i in range(len(tasks))]  # the first one forks the workers
-        finally:
-            _TASKS = ()
-        yield _results(futures)
-    except BaseException:
+        yield _results([pool.submit(_run_task, i) for i in range(len(tasks))])  # the first submit forks them all
+    finally:
+        started = dict(getattr(pool, "_processes", None) or {})  # shutdown forgets them
         pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+        for process in started.values():  # alive only when a later fork failed: nothing else ends them then
+            if process.is_alive():
+                process.terminate()
+            process.join()
 
 
 def _results(futures: list[Future[T]]) -> Iterator[T]:
@@ -409,9 +417,11 @@ class Hashing:
 
     def wait(self) -> Hashing:
         """Block until every account is hashed (at once without workers: the work is done here)."""
-        for _ in self._done:
-            pass
-        self._pool.close()
+        try:
+            for _ in self._done:
+                pass
+        finally:
+            self._pool.close()
         return self
 
     def __enter__(self) -> Hashing:

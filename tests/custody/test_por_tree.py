@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 import time
@@ -290,3 +291,19 @@ def test_hashing_and_building_stop_when_a_worker_is_killed(tmp_path, monkeypatch
     with deadline(60), pytest.raises(WorkerDied):
         build(acc, 6, store, chunk_levels=2, workers=2)
     store.close()
+
+
+def test_a_task_may_fork_workers_of_its_own() -> None:
+    """Each pool hands its tasks to its own workers: a task's pool does not replace the tasks of the worker it
+    runs in (its next task would then be another pool's, or none)."""
+    counts = shared_array((8,), np.int64)
+
+    def inner(i: int) -> None:
+        counts[i] += 1
+
+    def outer(i: int) -> None:
+        run_forked([functools.partial(inner, i), lambda: None], workers=2)
+
+    with deadline(60):
+        run_forked([functools.partial(outer, i) for i in range(8)], workers=2)
+    assert counts.tolist() == [1] * 8
