@@ -38,13 +38,13 @@ class _Libcrypto:
             ) from None
         self.new = _function(lib.EVP_MD_CTX_new, (), ctypes.c_void_p)
         self.free = _function(lib.EVP_MD_CTX_free, (ctypes.c_void_p,), None)
-        self.fetch = _function(lib.EVP_MD_fetch, (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p), ctypes.c_void_p)
         # pointers and lengths as machine words: what numba passes from the loop
         self.init = _function(lib.EVP_DigestInit_ex, (ctypes.c_ssize_t,) * 3, ctypes.c_int)
         self.update = _function(lib.EVP_DigestUpdate, (ctypes.c_ssize_t,) * 3, ctypes.c_int)
         self.final = _function(lib.EVP_DigestFinal_ex, (ctypes.c_ssize_t,) * 3, ctypes.c_int)
         self.clear_errors = _function(lib.ERR_clear_error, (), None)
-        self.digests = {name: self.fetch(None, name.upper().encode(), None) for name in SIZES}
+        fetch = _function(lib.EVP_MD_fetch, (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p), ctypes.c_void_p)
+        self.digests = {name: fetch(None, name.upper().encode(), None) for name in SIZES}
         if not all(self.digests.values()):
             raise RuntimeError("OpenSSL has no SHA-256 or SHA-512 digest to fetch")
 

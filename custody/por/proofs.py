@@ -56,7 +56,7 @@ import numpy as np
 
 from custody.errors import ProofInvalid
 from custody.por.split import MAX_PIECES, UNUSED, SplitLeaves
-from custody.por.tree import HASH, U64, U128, Accounts, Sibling, height_for, record_size
+from custody.por.tree import HASH, U64, U128, Accounts, Sibling, first_u64, height_for, record_size
 from policies.bundle import read_document
 from policies.canonical import canonical_bytes, parse_canonical
 from policies.errors import CustodyError
@@ -100,11 +100,6 @@ def entry_rows(digests: np.ndarray, places: np.ndarray) -> np.ndarray:
     clear[:, 0] = (places != UNUSED).sum(axis=1)
     clear[:, 1:] = places.astype(">u4").view(np.uint8).reshape(len(places), 4 * MAX_PIECES)
     return np.concatenate([digests[:, :16], clear ^ digests[:, 16:ENTRY]], axis=1)
-
-
-def first_u64(rows: np.ndarray) -> np.ndarray:
-    """The first 8 bytes of each row, big-endian, as native uint64 (what entries are sorted and searched by)."""
-    return rows[:, :8].copy().view(">u8").ravel().astype(np.uint64)
 
 
 def sorted_entries(digests: np.ndarray, places: np.ndarray, chunk: int = 1 << 20) -> Iterator[np.ndarray]:

@@ -41,9 +41,9 @@ import numpy as np
 
 from custody.errors import ProofInvalid
 from custody.por.digests import digest_rows
-from custody.por.proofs import ENTRY, PieceProof, Reading, SplitProof, first_u64, level_offset, sorted_entries
+from custody.por.proofs import ENTRY, PieceProof, Reading, SplitProof, level_offset, sorted_entries
 from custody.por.split import MAX_PIECES
-from custody.por.tree import HASH, U64, Sibling, account_hash, forked
+from custody.por.tree import HASH, U64, Sibling, account_hash, first_u64, forked
 from policies.canonical import canonical_bytes, parse_canonical
 from policies.errors import CustodyError
 

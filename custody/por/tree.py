@@ -186,8 +186,7 @@ class Accounts:
 
     def id_keys(self, start: int, stop: int) -> np.ndarray:
         """The lookup index's key of accounts start … stop-1: the first 8 bytes of SHA-256(id), as uint64."""
-        digests = digest_joined(self.ids, self.offsets[start : stop + 1])
-        return np.ascontiguousarray(digests[:, :8]).view(">u8").ravel().astype(np.uint64)
+        return first_u64(digest_joined(self.ids, self.offsets[start : stop + 1]))
 
     def leaf_hashes(self, start: int, stop: int) -> np.ndarray:
         real_stop = min(stop, self.count)
@@ -211,6 +210,12 @@ class Accounts:
         if start < real_stop:
             lo[: real_stop - start] = self.balances[start:real_stop]
         return lo
+
+
+def first_u64(rows: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each row, big-endian, as native uint64 (index keys; what entries are sorted and
+    searched by)."""
+    return rows[:, :8].copy().view(">u8").ravel().astype(np.uint64)
 
 
 def padding_hashes(snapshot_id: bytes, indices: np.ndarray) -> np.ndarray:
